@@ -1,0 +1,1 @@
+"""Judge calibration: agreement metrics between judge labels and gold labels."""

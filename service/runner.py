@@ -1,0 +1,221 @@
+"""Run a bulk labeling job: prepare the run folder, enqueue chunks on RQ, wait, merge.
+
+The source of truth for progress is the run folder on disk (per-chunk parts and
+markers), not Redis: pending work is always "chunks without a marker", so a
+re-run, a flushed queue or a killed worker never loses or doubles a sample.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+from redis import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from service import defaults
+from service.errors import ConfigError
+from service.output import rejected_row
+from service.samples import Document, EvalSample, Rejected
+from service.store import RunStore, code_version, file_sha256, run_key
+from service.taxonomy import Kind, load_taxonomy
+
+#: Times a chunk is re-enqueued after its job failed or its worker died.
+MAX_CHUNK_REQUEUES = 3
+#: Seconds between progress checks.
+POLL_S = 0.5
+
+
+@dataclass
+class RunPlan:
+    """A prepared run: its store, how many items, which chunks remain."""
+
+    store: RunStore
+    n_items: int
+    n_rejected: int
+    n_chunks: int
+    pending: list[int]
+    resumed: bool
+
+
+def prepare_run(
+    items: Iterable[EvalSample | Document | Rejected],
+    *,
+    input_path: Path,
+    out_path: Path,
+    kind: Kind,
+    judge: dict[str, Any],
+    chunk_size: int = defaults.CHUNK_SIZE,
+    options: dict[str, Any] | None = None,
+) -> RunPlan:
+    """Create (or find) the run folder for this input + judge + options.
+
+    The run key hashes the input file's bytes, the judge spec and the options,
+    so the same command finds the same folder and resumes it.
+    """
+    key = run_key({"input_sha256": file_sha256(input_path), "judge": judge, "kind": kind,
+                   "chunk_size": chunk_size, "options": options or {}})
+    store = RunStore(out_path.resolve().parent / defaults.RUNS_DIRNAME / key)
+    if store.exists():
+        m = store.manifest()
+        pending = [c for c in range(m["n_chunks"]) if not store.is_done(c)]
+        return RunPlan(store, m["n_items"], m["n_rejected"], m["n_chunks"], pending, resumed=True)
+    accepted: list[EvalSample | Document] = []
+    rejected: list[Rejected] = []
+    for it in items:
+        (rejected if isinstance(it, Rejected) else accepted).append(it)
+    offsets = store.write_items(accepted, chunk_size)
+    with open(store.rejects_path, "w", encoding="utf-8") as f:
+        for r in rejected:
+            f.write(r.model_dump_json() + "\n")
+    n_chunks = len(offsets) - 1
+    store.write_manifest({
+        "run_key": key, "kind": kind, "input": str(input_path), "input_sha256": file_sha256(input_path),
+        "judge": judge, "chunk_size": chunk_size, "n_items": len(accepted), "n_rejected": len(rejected),
+        "n_chunks": n_chunks, "chunk_offsets": offsets, "options": options or {},
+        "code_version": code_version(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    return RunPlan(store, len(accepted), len(rejected), n_chunks, list(range(n_chunks)), resumed=False)
+
+
+@dataclass
+class LocalWorkers:
+    """Worker processes started by this command (``slicelab worker --burst``)."""
+
+    redis_url: str
+    queue: str
+    n: int
+    log_path: Path
+    threads_per_worker: int = 1
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    deaths: int = 0
+
+    def start(self) -> None:
+        """Top up to ``n`` running workers."""
+        for _ in range(self.n - len(self.alive())):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        name = f"slicelab-local-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        env = os.environ | {"REDIS_URL": self.redis_url, "SLICELAB_LLAMA_THREADS": str(self.threads_per_worker)}
+        cmd = [sys.executable, "-m", "service.cli", "worker", "--burst", "--queue", self.queue, "--name", name]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is None]
+
+    def reap(self) -> set[str]:
+        """Forget exited workers; return the names of those that died (non-zero exit, e.g. SIGKILL).
+
+        A burst worker that found the queue empty exits with 0: that is not a death.
+        """
+        died = set()
+        for name, p in list(self.procs.items()):
+            if p.poll() is not None:
+                if p.returncode != 0:
+                    died.add(name)
+                del self.procs[name]
+        self.deaths += len(died)
+        return died
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def enqueue_chunk(queue: Queue, store: RunStore, chunk: int) -> Job:
+    """Enqueue one chunk job (payload: run folder path and chunk number)."""
+    return queue.enqueue(
+        "workers.tasks.label_chunk", str(store.root), chunk,
+        job_id=f"slicelab-{store.root.name}-{chunk:05d}-{uuid.uuid4().hex[:8]}",
+        job_timeout=defaults.JOB_TIMEOUT_S, result_ttl=defaults.RESULT_TTL_S, failure_ttl=defaults.RESULT_TTL_S,
+        description=f"label chunk {chunk} of run {store.root.name}",
+    )
+
+
+def execute(plan: RunPlan, connection: Redis, *, queue_name: str = defaults.QUEUE_NAME,
+            workers: LocalWorkers | None = None,
+            on_progress: Callable[[int], None] | None = None) -> None:
+    """Enqueue the pending chunks and wait until every chunk has its marker.
+
+    A chunk whose job failed, vanished from Redis, or ran on a local worker that
+    died is re-enqueued (at most MAX_CHUNK_REQUEUES times); dead local workers
+    are replaced.
+
+    Raises:
+        ConfigError: a chunk failed more than MAX_CHUNK_REQUEUES times, or no
+            local worker is left and none is expected from elsewhere.
+    """
+    queue = Queue(queue_name, connection=connection)
+    jobs = {c: enqueue_chunk(queue, plan.store, c) for c in plan.pending}
+    requeues: dict[int, int] = {}
+    dead_workers: set[str] = set()
+    if workers:
+        workers.start()
+    done_rows = 0
+    while True:
+        done = plan.store.done_chunks()
+        rows_now = sum(plan.store.marker(c)["rows"] for c in done)
+        if on_progress and rows_now != done_rows:
+            on_progress(rows_now - done_rows)
+        done_rows = rows_now
+        pending = [c for c in jobs if c not in done]
+        if not pending:
+            return
+        if workers:
+            dead_workers |= workers.reap()
+        for c in pending:
+            status, worker_name, exc = _job_state(jobs[c], connection)
+            lost = status in (None, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
+                status == JobStatus.STARTED and worker_name in dead_workers)
+            finished_without_marker = status == JobStatus.FINISHED and not plan.store.is_done(c)
+            if lost or finished_without_marker:
+                requeues[c] = requeues.get(c, 0) + 1
+                if requeues[c] > MAX_CHUNK_REQUEUES:
+                    raise ConfigError(f"chunk {c} of run {plan.store.root} failed {MAX_CHUNK_REQUEUES} times: {exc}")
+                jobs[c] = enqueue_chunk(queue, plan.store, c)
+        if workers:
+            if workers.deaths > 4 * max(1, workers.n) + MAX_CHUNK_REQUEUES:
+                raise ConfigError(f"local workers keep dying; see {workers.log_path}")
+            if queue.count:  # queued work and fewer than n workers: top up
+                workers.start()
+        time.sleep(POLL_S)
+
+
+def _job_state(job: Job, connection: Redis) -> tuple[JobStatus | None, str | None, str | None]:
+    try:
+        job.refresh()
+    except Exception:
+        return None, None, "job vanished from Redis"
+    return job.get_status(refresh=False), job.worker_name, (job.exc_info or "")[-500:] or None
+
+
+def collect(plan: RunPlan) -> pd.DataFrame:
+    """Merge finished parts with rejected rows into the output table (one row per input record)."""
+    m = plan.store.manifest()
+    taxonomy = load_taxonomy()
+    parts = plan.store.read_parts()
+    provenance = {**taxonomy.provenance(), "code_version": m["code_version"], "run_key": m["run_key"]}
+    rejected = []
+    if plan.store.rejects_path.is_file():
+        for line in plan.store.rejects_path.read_text(encoding="utf-8").splitlines():
+            rejected.append(rejected_row(Rejected.model_validate_json(line), taxonomy, m["kind"], provenance))
+    if rejected:
+        parts = pd.concat([parts, pd.DataFrame(rejected)], ignore_index=True)
+    return parts

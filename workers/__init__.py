@@ -1,0 +1,1 @@
+"""Thin RQ task functions: they take a run folder and a chunk number, call ``service``, store results."""
