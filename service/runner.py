@@ -23,8 +23,8 @@ from rq.job import Job, JobStatus
 
 from service import defaults
 from service.errors import ConfigError
-from service.output import rejected_row
-from service.samples import Document, EvalSample, Rejected
+from service.output import empty_table, rejected_row
+from service.samples import Document, EvalSample, Rejected, Status
 from service.store import RunStore, code_version, file_sha256, run_key
 from service.taxonomy import Kind, load_taxonomy
 
@@ -55,17 +55,27 @@ def prepare_run(
     judge: dict[str, Any],
     chunk_size: int = defaults.CHUNK_SIZE,
     options: dict[str, Any] | None = None,
+    judge_config_hash: str = "",
+    retry_statuses: tuple[str, ...] = (Status.judge_error,),
 ) -> RunPlan:
     """Create (or find) the run folder for this input + judge + options.
 
-    The run key hashes the input file's bytes, the judge spec and the options,
-    so the same command finds the same folder and resumes it.
+    The run key hashes the input file's path and bytes, the judge spec, the
+    judge configuration hash (prompt templates, taxonomy, model) and the
+    options, so the same command finds the same folder and resumes it, and a
+    changed prompt or taxonomy never mixes with old labels. On resume, finished
+    chunks holding a row with a status in ``retry_statuses`` (by default the
+    transient ``judge_error``) are redone.
     """
-    key = run_key({"input_sha256": file_sha256(input_path), "judge": judge, "kind": kind,
-                   "chunk_size": chunk_size, "options": options or {}})
+    key = run_key({"input": str(input_path.resolve()), "input_sha256": file_sha256(input_path), "judge": judge,
+                   "judge_config_hash": judge_config_hash, "kind": kind, "chunk_size": chunk_size,
+                   "options": options or {}})
     store = RunStore(out_path.resolve().parent / defaults.RUNS_DIRNAME / key)
     if store.exists():
         m = store.manifest()
+        for c in store.done_chunks():
+            if any(store.marker(c)["status_counts"].get(s) for s in retry_statuses):
+                store.marker_path(c).unlink()  # the part is rewritten when the chunk is redone
         pending = [c for c in range(m["n_chunks"]) if not store.is_done(c)]
         return RunPlan(store, m["n_items"], m["n_rejected"], m["n_chunks"], pending, resumed=True)
     accepted: list[EvalSample | Document] = []
@@ -168,7 +178,7 @@ def execute(plan: RunPlan, connection: Redis, *, queue_name: str = defaults.QUEU
     dead_workers: set[str] = set()
     if workers:
         workers.start()
-    done_rows = 0
+    done_rows = sum(plan.store.marker(c)["rows"] for c in plan.store.done_chunks())
     while True:
         done = plan.store.done_chunks()
         rows_now = sum(plan.store.marker(c)["rows"] for c in done)
@@ -203,7 +213,12 @@ def _job_state(job: Job, connection: Redis) -> tuple[JobStatus | None, str | Non
         job.refresh()
     except Exception:
         return None, None, "job vanished from Redis"
-    return job.get_status(refresh=False), job.worker_name, (job.exc_info or "")[-500:] or None
+    status = job.get_status(refresh=False)
+    exc = None
+    if status == JobStatus.FAILED:
+        result = job.latest_result()
+        exc = (getattr(result, "exc_string", None) or "")[-500:] or None
+    return status, job.worker_name, exc
 
 
 def collect(plan: RunPlan) -> pd.DataFrame:
@@ -214,8 +229,12 @@ def collect(plan: RunPlan) -> pd.DataFrame:
     provenance = {**taxonomy.provenance(), "code_version": m["code_version"], "run_key": m["run_key"]}
     rejected = []
     if plan.store.rejects_path.is_file():
-        for line in plan.store.rejects_path.read_text(encoding="utf-8").splitlines():
+        for line in plan.store.rejects_path.read_text(encoding="utf-8").split("\n"):
+            if not line:
+                continue
             rejected.append(rejected_row(Rejected.model_validate_json(line), taxonomy, m["kind"], provenance))
     if rejected:
-        parts = pd.concat([parts, pd.DataFrame(rejected)], ignore_index=True)
+        parts = pd.concat([parts, pd.DataFrame(rejected)], ignore_index=True) if len(parts) else pd.DataFrame(rejected)
+    if "status" not in parts:  # nothing was read at all: an empty table with the full set of columns
+        parts = empty_table(taxonomy, m["kind"])
     return parts

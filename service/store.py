@@ -118,7 +118,10 @@ class RunStore:
             f.seek(offsets[chunk])
             blob = f.read(offsets[chunk + 1] - offsets[chunk])
         items: list[EvalSample | Document] = []
-        for line in blob.decode("utf-8").splitlines():
+        # split on "\n" only: str.splitlines() would also split inside text at U+2028, U+0085...
+        for line in blob.decode("utf-8").split("\n"):
+            if not line:
+                continue
             data = json.loads(line)
             cls = EvalSample if data.pop("kind") == "eval" else Document
             items.append(cls.model_validate(data))

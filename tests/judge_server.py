@@ -39,7 +39,7 @@ VALID_DOC = {
 class JudgeServer:
     """Start with ``with JudgeServer() as srv: srv.base_url``; ``srv.requests`` records every request body."""
 
-    def __init__(self, slow_s: float = 2.0):
+    def __init__(self, slow_s: float = 2.0, port: int = 0):
         self.slow_s = slow_s
         self.requests: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {}
@@ -71,7 +71,7 @@ class JudgeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 

@@ -192,6 +192,9 @@ def test_embedded_redis_serves_a_real_rq_worker(tmp_path, judge_server):
     SimpleWorker([q], connection=conn).work(burst=True)
     assert plan.store.done_chunks() == {0}
     assert conn.config_get("appendonly")["appendonly"] == "yes"
+    from service.redis_conn import _shutdown_embedded
+
+    _shutdown_embedded()  # leave no server behind
 
 
 def test_explicit_unreachable_redis_url_is_refused(monkeypatch):
@@ -202,3 +205,84 @@ def test_explicit_unreachable_redis_url_is_refused(monkeypatch):
     with pytest.raises(ConfigError) as e:
         resolve_redis_url()
     assert "secret" not in str(e.value) and "does not answer" in str(e.value)
+
+
+def _run(*args, timeout=120):
+    p = cli(*args)
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def test_unicode_line_separators_stay_inside_their_record(tmp_path, redis_url, judge_server):
+    weird = "Is A\u2028B\u2029C\u0085D the same as 名前 🙂 שלום \x1c? [[valid]]"
+    inp = tmp_path / "u.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"u/{i}", "question": q, "answer": "x"}, ensure_ascii=False) + "\n"
+                           for i, q in enumerate(["first", weird, "third"])), encoding="utf-8")
+    out = tmp_path / "u.parquet"
+    rc, _, err = _run("label-benchmark", str(inp), "-o", str(out), "--judge-url", judge_server.base_url,
+                      "--judge-model", "t")
+    assert rc == 0, err
+    df = read_table(out).set_index("id")
+    assert list(df["status"]) == ["labeled"] * 3 and df.loc["u/1", "question"] == weird
+
+
+def test_rerun_retries_transient_judge_errors(tmp_path, redis_url):
+    from tests.judge_server import JudgeServer
+
+    inp = write_jsonl(tmp_path / "b.jsonl", make_samples(3))
+    out = tmp_path / "b.parquet"
+    with JudgeServer() as srv:
+        url = srv.base_url
+    args = ("label-benchmark", str(inp), "-o", str(out), "--judge-url", url, "--judge-model", "t")
+    rc, _, err = _run(*args)  # the server is gone: every sample is a judge_error
+    assert rc == 0, err
+    assert set(read_table(out)["status"]) == {"judge_error"}
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with JudgeServer(port=port):  # the server is back on the same address
+        rc, _, err = _run(*args)
+    assert rc == 0, err
+    df = read_table(out)
+    assert len(df) == 3 and set(df["status"]) == {"labeled"}
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", '{"id": "a", "answer": "no question"}\n'],
+                         ids=["empty", "blank-lines", "all-rejected"])
+def test_files_with_nothing_to_label_still_give_a_table(tmp_path, redis_url, judge_server, content):
+    inp = tmp_path / "e.jsonl"
+    inp.write_text(content)
+    out = tmp_path / "e.parquet"
+    rc, stdout, err = _run("label-benchmark", str(inp), "-o", str(out), "--judge-url", judge_server.base_url,
+                           "--judge-model", "t")
+    assert rc == 0, err
+    df = read_table(out)
+    assert "status" in df.columns and "task_type" in df.columns
+    assert list(df["status"]) == (["rejected_input"] if "answer" in content else [])
+    if "answer" in content:
+        assert "--text-field" in df["error"].iloc[0] and "answer" in df["error"].iloc[0]
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path, judge_server):
+    inp = write_jsonl(tmp_path / "b.jsonl", make_samples(1))
+    judge = ("--judge-url", judge_server.base_url, "--judge-model", "t")
+    cases = [
+        (("-o", str(tmp_path)), "is a folder"),
+        (("-o", str(tmp_path / "x.jsonl"), "--format", "parquet"), "make them agree"),
+        (("-o", str(inp)), "is the input file"),
+        (("-o", str(tmp_path / "x.parquet"), "--format", "xml"), "allowed: parquet, jsonl"),
+    ]
+    for extra, message in cases:
+        rc, _, err = _run("label-benchmark", str(inp), *extra, *judge)
+        assert rc == 2 and message in " ".join(err.split()), (extra, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / ".slicelab-runs").exists()
+
+
+def test_output_format_follows_the_suffix_and_arrays_in_jsonl_are_read(tmp_path, redis_url, judge_server):
+    inp = tmp_path / "arr.jsonl"
+    inp.write_text(json.dumps([{"id": "a", "question": "q1"}, {"id": "b", "question": "q2"}], indent=2))
+    out = tmp_path / "o.jsonl"
+    rc, _, err = _run("label-benchmark", str(inp), "-o", str(out), "--judge-url", judge_server.base_url,
+                      "--judge-model", "t")
+    assert rc == 0, err
+    assert out.read_text().startswith("{")  # JSONL, not Parquet bytes
+    assert sorted(read_table(out)["id"]) == ["a", "b"]

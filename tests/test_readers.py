@@ -97,7 +97,7 @@ def test_bbh_model_outputs_have_no_question_and_repeat_ids():
     """The real outputs file holds no question text, and one row per (id, prompt_style)."""
     items = list(read_eval_samples(BBH_OUTPUTS))
     assert all(isinstance(i, Rejected) for i in items) and len(items) == 6
-    assert items[0].reason == MISSING_Q and items[0].id == "boolean_expressions/0"
+    assert items[0].reason.startswith(MISSING_Q) and items[0].id == "boolean_expressions/0"
     assert items[0].source_line == 1 and items[5].source_line == 6
 
 
@@ -178,7 +178,7 @@ def test_json_array(tmp_path):
     assert a.source_line == 1
     assert isinstance(items[1], Rejected) and items[1].source_line == 2
     assert items[1].reason == "not a JSON object (got int)" and items[1].id == "arr/2"
-    assert isinstance(items[2], Rejected) and items[2].reason == MISSING_Q and items[2].id == "p3"
+    assert isinstance(items[2], Rejected) and items[2].reason.startswith(MISSING_Q) and items[2].id == "p3"
     assert items[2].source_line == 3
     d = items[3]
     assert d.reference_answer == "hi | hello" and d.correct is False and d.source_line == 4
@@ -248,7 +248,7 @@ def test_parquet_with_list_column(tmp_path):
     assert type(a.extra["level"]) is int and type(a.extra["tags"]) is list
     json.dumps(a.extra)  # plain Python values only
     assert b.reference_answer == "2 | 3" and b.correct is False and b.source_line == 2
-    assert isinstance(c, Rejected) and c.source_line == 3 and c.reason == MISSING_Q and c.id == "q3"
+    assert isinstance(c, Rejected) and c.source_line == 3 and c.reason.startswith(MISSING_Q) and c.id == "q3"
 
 
 # --------------------------------------------------------------------------- lm-evaluation-harness
@@ -411,7 +411,7 @@ def test_missing_question_and_bad_values(tmp_path):
         ],
     )
     m1, m2, m3, m4, m5 = read_eval_samples(f)
-    assert isinstance(m1, Rejected) and (m1.id, m1.reason, m1.source_line) == ("m1", MISSING_Q, 1)
+    assert isinstance(m1, Rejected) and (m1.id, m1.source_line) == ("m1", 1) and m1.reason.startswith(MISSING_Q)
     assert m2.reason == "empty question field 'question'"
     assert m3.reason == "question field 'question' is not a string (got dict)"
     assert m4.reason == "correct field 'is_correct' has value 'yes'; allowed: true/false, 1/0"
@@ -437,7 +437,7 @@ def test_field_mapping_dotted_paths(tmp_path):
     )
     assert (a.task, a.benchmark) == ("test", "g1")
     assert "uid" not in a.extra and "ok" not in a.extra and a.extra["doc"]["q"] == "Why?"
-    assert isinstance(b, Rejected) and b.id == "u2" and b.reason == "missing question field; tried: doc.q"
+    assert isinstance(b, Rejected) and b.id == "u2" and b.reason.startswith("missing question field; tried: doc.q")
     # text_field is an alias of question_field for eval samples
     [c] = read_eval_samples(f, mapping=FieldMapping(text_field="doc.question"), limit=1)
     assert isinstance(c, Rejected)

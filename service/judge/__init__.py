@@ -8,6 +8,7 @@ its own judge.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
@@ -20,7 +21,8 @@ _CACHE: dict[str, Judge] = {}
 def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, backend: str | None = None,
                max_tokens: int | None = None, max_attempts: int | None = None,
                temperature: float | None = None, request_timeout_s: float | None = None,
-               gguf: str | None = None) -> dict[str, Any]:
+               gguf: str | None = None, exemplars_gold: str | None = None, exemplars_k: int = 0,
+               split_seed: int = 0, holdout_frac: float = 0.5) -> dict[str, Any]:
     """A judge spec from CLI options. Without a URL the backend is ``embedded``.
 
     Raises:
@@ -38,6 +40,12 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
             spec["request_timeout_s"] = request_timeout_s
     elif gguf:
         spec["model_path"] = gguf
+    if exemplars_k > 0:
+        from calibration.gold import BUNDLED
+
+        gold = exemplars_gold or str(BUNDLED["eval"])
+        spec["exemplars"] = {"gold": str(Path(gold).resolve()), "k": exemplars_k, "seed": split_seed,
+                             "holdout_frac": holdout_frac}
     for key, value in (("max_tokens", max_tokens), ("max_attempts", max_attempts), ("temperature", temperature)):
         if value is not None:
             spec[key] = value
@@ -54,6 +62,8 @@ def make_judge(spec: dict[str, Any]) -> Judge:
     if key not in _CACHE:
         spec = dict(spec)
         backend = spec.pop("backend")
+        if spec.get("exemplars"):
+            spec |= _exemplar_kwargs(spec.pop("exemplars"))
         if backend == "openai":
             from service.judge.openai_backend import OpenAIJudge
 
@@ -65,6 +75,19 @@ def make_judge(spec: dict[str, Any]) -> Judge:
         else:
             raise ConfigError(f"unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return _CACHE[key]
+
+
+def _exemplar_kwargs(ex: dict[str, Any]) -> dict[str, Any]:
+    """Build the exemplar index from the pool split of a gold set (never its held-out items)."""
+    from calibration.gold import load_gold
+    from service.exemplars import ExemplarIndex
+
+    gold = load_gold(ex["gold"])
+    pool, _ = gold.split(seed=ex["seed"], holdout_frac=ex["holdout_frac"])
+    index = ExemplarIndex([gold.items[i] for i in pool], {i: gold.labels["gold"][i] for i in pool})
+    settings = {"gold_sha256": gold.sha256[:16], "seed": ex["seed"], "holdout_frac": ex["holdout_frac"],
+                "pool_size": len(pool)}
+    return {"exemplars": index, "k": ex["k"], "exemplar_settings": settings}
 
 
 __all__ = ["Attempt", "Judge", "JudgeResult", "judge_spec", "make_judge", "parse_reply", "response_format"]

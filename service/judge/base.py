@@ -9,6 +9,7 @@ promises, and the raw text of every attempt is kept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from service import defaults
 from service.checks import deterministic_failure_mode
 from service.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template, render_messages, request_hash
+from service.exemplars import ExemplarIndex, prompt_exemplars
 from service.samples import Document, EvalSample, Status
 from service.taxonomy import Kind, Taxonomy, load_taxonomy
 
@@ -139,6 +141,10 @@ class Judge(ABC):
             Every attempt sends the same messages (the prompt never grows).
         max_tokens: output tokens allowed per reply.
         temperature: sampling temperature.
+        exemplars: an index of gold-labeled items; with ``k`` > 0 the ``k`` most
+            similar are shown in the prompt (never the item itself).
+        k: exemplars per prompt.
+        exemplar_settings: what identifies the exemplar pool (gold file hash, split), for ``config()``.
     """
 
     backend: str = "abstract"
@@ -152,6 +158,9 @@ class Judge(ABC):
         max_attempts: int = defaults.MAX_ATTEMPTS,
         max_tokens: int = defaults.MAX_TOKENS_LABEL,
         temperature: float = defaults.TEMPERATURE,
+        exemplars: "ExemplarIndex | None" = None,
+        k: int = 0,
+        exemplar_settings: dict[str, Any] | None = None,
     ):
         self.taxonomy = taxonomy or load_taxonomy()
         names = DEFAULT_TEMPLATE | (templates or {})
@@ -159,6 +168,9 @@ class Judge(ABC):
         self.max_attempts = max(1, max_attempts)
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.exemplars = exemplars if k > 0 else None
+        self.k = k if exemplars is not None else 0
+        self.exemplar_settings = exemplar_settings or {}
 
     @abstractmethod
     def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
@@ -169,24 +181,32 @@ class Judge(ABC):
         return {
             "backend": self.backend,
             "model": self.model,
-            "prompts": {k: t.ref for k, t in self.templates.items()},
+            "prompts": {kind: f"{t.ref}#{t.content_hash}" for kind, t in self.templates.items()},
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
+            "exemplars": {"k": self.k, **self.exemplar_settings} if self.k else None,
             **self.taxonomy.provenance(),
         }
 
-    def build_request(self, item: EvalSample | Document) -> tuple[list[dict[str, str]], type[BaseModel], str]:
-        """Messages, label model and request hash for one item (pure)."""
+    def config_hash(self) -> str:
+        """sha256 prefix of :meth:`config`: the key calibration records are looked up by."""
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def build_request(self, item: EvalSample | Document) -> tuple[list[dict[str, str]], type[BaseModel], str, list[str]]:
+        """Messages, label model, request hash and exemplar ids for one item (pure)."""
         kind: Kind = "eval" if isinstance(item, EvalSample) else "document"
         with_fm = isinstance(item, EvalSample) and item.scored_wrong
         model_cls = self.taxonomy.label_model(kind, with_failure_mode=with_fm)
-        messages = render_messages(self.templates[kind], self.taxonomy, item, with_failure_mode=with_fm)
-        return messages, model_cls, request_hash(messages, response_format(model_cls))
+        same_kind = self.exemplars is not None and isinstance(item, type(self.exemplars.items[0]))
+        shown = self.exemplars.nearest(item, self.k) if same_kind else []
+        messages = render_messages(self.templates[kind], self.taxonomy, item, with_failure_mode=with_fm,
+                                   exemplars=prompt_exemplars(shown, list(model_cls.model_fields)))
+        return messages, model_cls, request_hash(messages, response_format(model_cls)), [e.id for e in shown]
 
     def label(self, item: EvalSample | Document) -> JudgeResult:
         """Label one item. Never raises for judge-side problems: they become a status."""
         kind = "eval" if isinstance(item, EvalSample) else "document"
-        messages, model_cls, rhash = self.build_request(item)
+        messages, model_cls, rhash, exemplar_ids = self.build_request(item)
         t0 = time.perf_counter()
         raw: list[str] = []
         ptok = ctok = 0
@@ -228,4 +248,5 @@ class Judge(ABC):
             request_hash=rhash,
             prompt_ref=self.templates[kind].ref,
             failure_mode_source=fm_source,
+            extra={"exemplar_k": self.k, "exemplar_ids": exemplar_ids},
         )

@@ -60,7 +60,7 @@ def find_bundled_gguf() -> Path:
 
 
 def compact_grammar(schema: dict[str, Any]) -> str:
-    """GBNF for a JSON schema, with the optional-whitespace rule reduced to one space at most.
+    """GBNF for a JSON schema, with the optional-whitespace rule emptied (compact JSON).
 
     llama.cpp's converter lets the model emit up to 20 spaces/newlines between
     tokens; a small model fills them, wasting output tokens and often running
@@ -69,7 +69,7 @@ def compact_grammar(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     gbnf = json_schema_to_gbnf(json.dumps(schema))
-    return re.sub(r"(?m)^space ::= .*$", 'space ::= " "?', gbnf)
+    return re.sub(r"(?m)^space ::= .*$", 'space ::= ""', gbnf)
 
 
 @atexit.register

@@ -1,0 +1,145 @@
+"""Per-axis agreement on a gold set's held-out split: judge vs gold beside the ceiling and baselines.
+
+For every taxonomy axis of the gold set's kind:
+
+- ``judge``: the judge's (modal) label vs the adjudicated gold label;
+- ``annotators``: annotator_a vs annotator_b on the same items (the ceiling);
+- ``baselines``: the pool's majority label, and the nearest-exemplar labeler
+  (gold labels of the most similar pool item, TF-IDF cosine, no LLM);
+- ``krippendorff_alpha`` over annotator_a, annotator_b and the judge
+  (nominal; ordinal for ordered axes; on the primary operation for operation axes);
+- ``coverage``: judge accuracy vs coverage at confidence thresholds (confidence =
+  the modal label's share over ``samples`` judge runs per item);
+- ``verdict``: the gate's pass/fail for the axis.
+
+Judge failures (no labels) are counted as the invalid class, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from calibration.gate import GateConfig, verdict
+from calibration.gold import GOLD, GoldSet
+from calibration.metrics import (
+    INVALID,
+    NONE_CLASS,
+    coverage_curve,
+    krippendorff_alpha,
+    operation_set_metrics,
+    single_label_metrics,
+)
+from service.exemplars import ExemplarIndex
+from service.taxonomy import AxisDef, Taxonomy
+
+#: Confidence thresholds of the accuracy-vs-coverage curve.
+COVERAGE_THRESHOLDS = [0.0, 0.5, 0.6, 0.8, 1.0]
+
+
+def modal(values: list[Any]) -> tuple[Any, float]:
+    """The most common non-None value and its share of all values (ties: first seen).
+
+    Lists are compared as tuples. Returns ``(None, 0.0)`` when every value is None.
+    """
+    keyed = [tuple(v) if isinstance(v, list) else v for v in values]
+    counts = Counter(k for k in keyed if k is not None)
+    if not counts:
+        return None, 0.0
+    best = max(counts, key=lambda k: (counts[k], -keyed.index(k)))
+    value = list(best) if isinstance(best, tuple) else best
+    return value, counts[best] / len(values)
+
+
+def _primary(ops: list[str] | None) -> str | None:
+    if ops is None:
+        return None
+    return ops[0] if ops else NONE_CLASS
+
+
+def evaluate(
+    gold: GoldSet,
+    pool: list[str],
+    heldout: list[str],
+    judge_labels: dict[str, list[dict[str, Any] | None]],
+    taxonomy: Taxonomy,
+    gate: GateConfig,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Metrics and verdict per axis.
+
+    Args:
+        gold: the gold set; pool / heldout: its split (item ids).
+        judge_labels: item id → one label dict per judge sample (None where the judge failed).
+
+    Returns:
+        axis name → ``{"kind", "n", "judge", "annotators", "baselines", "krippendorff_alpha",
+        "coverage", "verdict"}``.
+    """
+    gl = gold.labels[GOLD]
+    index = ExemplarIndex([gold.items[i] for i in pool], {i: gl[i] for i in pool})
+    nearest = {i: index.nearest_labels(gold.items[i]) for i in heldout}
+    a_name, b_name = (gold.annotators + [None, None])[:2]
+    out: dict[str, dict[str, Any]] = {}
+    for axis in taxonomy.axes(gold.kind):
+        items = [i for i in heldout if gl[i].get(axis.name) is not None or axis.kind == "operations"]
+        if axis.only_when:
+            items = [i for i in items if gl[i].get(axis.name) is not None]
+        judged = {i: modal([(lab or {}).get(axis.name) for lab in judge_labels.get(i, [None])]) for i in items}
+        majority = Counter(_key(axis, gl[i].get(axis.name)) for i in pool if gl[i].get(axis.name) is not None)
+        majority_label = majority.most_common(1)[0][0] if majority else None
+        preds = {
+            "judge": [judged[i][0] for i in items],
+            "majority": [_unkey(majority_label) for _ in items],
+            "nearest_exemplar": [nearest[i].get(axis.name) for i in items],
+        }
+        truth = [gl[i].get(axis.name) for i in items]
+        metric = _metric_fn(axis, n_boot, seed)
+        result: dict[str, Any] = {"kind": axis.kind, "n": len(items)}
+        result["judge"] = metric(truth, preds["judge"])
+        result["baselines"] = {"majority": metric(truth, preds["majority"]),
+                               "nearest_exemplar": metric(truth, preds["nearest_exemplar"])}
+        if a_name and b_name:
+            both = [i for i in items if gold.labels[a_name].get(i, {}).get(axis.name) is not None
+                    and gold.labels[b_name].get(i, {}).get(axis.name) is not None or axis.kind == "operations"]
+            result["annotators"] = metric([gold.labels[a_name][i].get(axis.name) for i in both],
+                                          [gold.labels[b_name][i].get(axis.name) for i in both])
+            result["annotators"]["pair"] = [a_name, b_name]
+        raters = {r: {i: _alpha_value(axis, gold.labels[r].get(i, {}).get(axis.name)) for i in items}
+                  for r in gold.annotators}
+        # a judge failure is a rating in the invalid class (a disagreement), not a missing rating;
+        # on an ordinal scale it has no place, so there it stays missing
+        fill = None if axis.ordered else INVALID
+        raters["judge"] = {i: _alpha_value(axis, judged[i][0]) or fill for i in items}
+        level = "ordinal" if axis.ordered else "nominal"
+        result["krippendorff_alpha"] = krippendorff_alpha(
+            raters, level=level, **({"value_order": axis.ids} if axis.ordered else {}))
+        result["krippendorff_alpha"]["level"] = level
+        correct = [_key(axis, judged[i][0]) == _key(axis, gl[i].get(axis.name)) for i in items]
+        result["coverage"] = coverage_curve(correct, [judged[i][1] for i in items], COVERAGE_THRESHOLDS)
+        gated = result["judge"]["primary"] if axis.kind == "operations" else result["judge"]
+        result["verdict"] = verdict(gated, gate.threshold(axis.name))
+        out[axis.name] = result
+    return out
+
+
+def _metric_fn(axis: AxisDef, n_boot: int, seed: int):
+    if axis.kind == "operations":
+        return lambda t, p: operation_set_metrics(t, p, axis.ids, n_boot=n_boot, seed=seed)
+    return lambda t, p: single_label_metrics(t, p, axis.ids, n_boot=n_boot, seed=seed)
+
+
+def _key(axis: AxisDef, v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _unkey(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _alpha_value(axis: AxisDef, v: Any) -> str | None:
+    if axis.kind == "operations":
+        return None if v is None else (v[0] if v else NONE_CLASS)
+    return v

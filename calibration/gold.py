@@ -1,0 +1,139 @@
+"""Gold sets: items labeled by two independent annotators plus an adjudicated ``gold`` row.
+
+Format (JSONL, one row per item and annotator): the item's fields as the
+readers produce them, ``annotator`` (``annotator_a``, ``annotator_b``, ``gold``),
+``taxonomy_version``, and the label fields of the taxonomy kind. Bundled sets
+live in ``calibration/gold/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sklearn.model_selection import train_test_split
+
+from service.errors import RecordError, TaxonomyError
+from service.samples import Document, EvalSample
+from service.taxonomy import Kind, Taxonomy, load_taxonomy
+
+GOLD_DIR = Path(__file__).resolve().parent / "gold"
+BUNDLED = {"eval": GOLD_DIR / "eval_gold_v1.jsonl", "document": GOLD_DIR / "doc_gold_v1.jsonl"}
+GOLD = "gold"
+
+
+@dataclass
+class GoldSet:
+    """A loaded gold set.
+
+    Attributes:
+        path: the file it came from; sha256: hex digest of its bytes.
+        kind: ``"eval"`` or ``"document"`` (from the label fields present).
+        items: item id → the sample or document (in file order).
+        labels: annotator → item id → label dict (axis → id or list of ids).
+        sources: item id → its ``source`` (the stratum of the split).
+    """
+
+    path: Path
+    sha256: str
+    kind: Kind
+    items: dict[str, EvalSample | Document]
+    labels: dict[str, dict[str, dict[str, Any]]]
+    sources: dict[str, str]
+
+    @property
+    def annotators(self) -> list[str]:
+        """Annotators other than the adjudicated ``gold``."""
+        return sorted(a for a in self.labels if a != GOLD)
+
+    def split(self, *, seed: int = 0, holdout_frac: float = 0.5) -> tuple[list[str], list[str]]:
+        """Seeded split of the item ids, stratified by source, into (exemplar pool, held-out).
+
+        Sources with a single item go to the held-out split (they cannot be stratified).
+        Metrics are computed on the held-out ids only; exemplars come from the pool only.
+        """
+        ids = sorted(self.items)
+        counts = Counter(self.sources[i] for i in ids)
+        strat = [i for i in ids if counts[self.sources[i]] >= 2]
+        singles = [i for i in ids if counts[self.sources[i]] < 2]
+        pool, held = train_test_split(strat, test_size=holdout_frac, random_state=seed,
+                                      stratify=[self.sources[i] for i in strat])
+        return sorted(pool), sorted(held + singles)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_gold(path: str | Path, taxonomy: Taxonomy | None = None) -> GoldSet:
+    """Load and validate a gold set.
+
+    Raises:
+        RecordError: a row is not JSON, lacks ``id``/``annotator``, or uses a label id
+            outside the taxonomy (the message names the line, field and allowed ids).
+        TaxonomyError: the file mixes kinds or has no ``gold`` rows.
+    """
+    path = Path(path)
+    tax = taxonomy or load_taxonomy()
+    items: dict[str, EvalSample | Document] = {}
+    labels: dict[str, dict[str, dict[str, Any]]] = {}
+    sources: dict[str, str] = {}
+    kind: Kind | None = None
+    # split on "\n" only, so text holding U+2028 and friends stays on its line
+    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{path}: not JSON: {e}", line=line_no) from e
+        for key in ("id", "annotator"):
+            if not row.get(key):
+                raise RecordError(f"{path}: missing", line=line_no, field=key)
+        row_kind: Kind = "eval" if "task_type" in row else "document"
+        if kind is None:
+            kind = row_kind
+        elif row_kind != kind:
+            raise TaxonomyError(f"{path}: line {line_no} is a {row_kind} row in a {kind} gold set")
+        item_id = row["id"]
+        if item_id not in items:
+            items[item_id] = _item(row, kind, path, line_no)
+            sources[item_id] = str(row.get("source") or "")
+        labels.setdefault(row["annotator"], {})[item_id] = _labels(row, kind, tax, path, line_no)
+    if kind is None or GOLD not in labels:
+        raise TaxonomyError(f"{path}: no rows with annotator 'gold'")
+    return GoldSet(path, file_sha256(path), kind, items, labels, sources)
+
+
+def _item(row: dict, kind: Kind, path: Path, line_no: int) -> EvalSample | Document:
+    if kind == "document":
+        return Document(id=row["id"], text=row["text"], source=row.get("source") or "", url=row.get("url"),
+                        source_file=str(path), source_line=line_no)
+    source = row.get("source") or ""
+    task = row["id"].split(":", 1)[-1].split("/", 1)[0] if source == "bbh" else source
+    return EvalSample(
+        id=row["id"], benchmark=source, task=task, question=row["question"],
+        reference_answer=str(row.get("reference_answer") or ""), model=row.get("model"),
+        model_output=row.get("model_output"), extracted_answer=row.get("model_answer"),
+        correct=row.get("correct"), source_file=str(path), source_line=line_no,
+    )
+
+
+def _labels(row: dict, kind: Kind, tax: Taxonomy, path: Path, line_no: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for axis in tax.axes(kind):
+        value = row.get(axis.name)
+        if value is None:
+            out[axis.name] = None
+            continue
+        values = value if axis.kind == "operations" else [value]
+        for v in values:
+            if v not in axis.ids:
+                raise RecordError(f"{path}: unknown label {v!r}; allowed: {', '.join(axis.ids)}",
+                                  line=line_no, field=axis.name)
+        out[axis.name] = list(value) if axis.kind == "operations" else value
+    return out

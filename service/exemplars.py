@@ -1,0 +1,98 @@
+"""Few-shot exemplars: the k gold-labeled items most similar to the one being labeled.
+
+Similarity is cosine over TF-IDF vectors of word 1-2-grams (scikit-learn).
+The item being labeled is never its own exemplar (excluded by id). The same
+index gives the nearest-exemplar baseline labeler: the gold labels of the most
+similar exemplar, no LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics.pairwise import linear_kernel
+
+from service.prompts import clip_head
+from service.samples import Document, EvalSample
+
+#: Characters of an exemplar's text shown in the prompt.
+EXEMPLAR_CHARS = 400
+#: Characters of an item's text used for similarity.
+SIMILARITY_CHARS = 3000
+
+
+def item_text(item: EvalSample | Document) -> str:
+    """The text similarity is computed on (question + reference, or the document's start)."""
+    if isinstance(item, EvalSample):
+        return f"{item.question}\n{item.reference_answer}"[:SIMILARITY_CHARS]
+    return item.text[:SIMILARITY_CHARS]
+
+
+@dataclass
+class Exemplar:
+    id: str
+    similarity: float
+    item: EvalSample | Document
+    labels: dict[str, Any]
+
+
+class ExemplarIndex:
+    """TF-IDF index over a pool of gold-labeled items.
+
+    Args:
+        items: the pool (exemplar split of a gold set), each with an ``id``.
+        labels: item id → gold label dict.
+
+    Raises:
+        ValueError: an empty pool, or an item without gold labels.
+    """
+
+    def __init__(self, items: list[EvalSample | Document], labels: dict[str, dict[str, Any]]):
+        if not items:
+            raise ValueError("exemplar pool is empty")
+        missing = [i.id for i in items if i.id not in labels]
+        if missing:
+            raise ValueError(f"exemplar pool items without gold labels: {missing[:5]}")
+        self.items = list(items)
+        self.labels = labels
+        self.ids = [i.id for i in self.items]
+        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+        self.matrix = self.vectorizer.fit_transform([item_text(i) for i in self.items])
+
+    def nearest(self, item: EvalSample | Document, k: int) -> list[Exemplar]:
+        """The ``k`` most similar pool items, most similar first, never ``item`` itself (by id)."""
+        sims = linear_kernel(self.vectorizer.transform([item_text(item)]), self.matrix).ravel()
+        order = np.argsort(-sims, kind="stable")
+        out = []
+        for j in order:
+            if self.ids[j] == item.id:
+                continue
+            out.append(Exemplar(self.ids[j], float(sims[j]), self.items[j], self.labels[self.ids[j]]))
+            if len(out) == k:
+                break
+        return out
+
+    def nearest_labels(self, item: EvalSample | Document) -> dict[str, Any]:
+        """Nearest-exemplar baseline: the gold labels of the most similar other pool item."""
+        return dict(self.nearest(item, 1)[0].labels)
+
+
+def prompt_exemplars(exemplars: list[Exemplar], fields: list[str]) -> list[dict[str, str]]:
+    """Exemplars as the prompt template expects them: ``{"item_text", "labels_json"}``.
+
+    Args:
+        fields: the label fields to show (those of the schema the judge must fill).
+    """
+    out = []
+    for ex in exemplars:
+        if isinstance(ex.item, EvalSample):
+            text = clip_head(ex.item.question, EXEMPLAR_CHARS) + f"\nReference answer: {ex.item.reference_answer[:100]}"
+        else:
+            text = clip_head(ex.item.text, EXEMPLAR_CHARS)
+        labels = {f: ex.labels.get(f) for f in fields if ex.labels.get(f) is not None or f != "failure_mode"}
+        out.append({"item_text": text, "labels_json": json.dumps(labels)})
+    return out
