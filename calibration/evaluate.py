@@ -65,6 +65,8 @@ def evaluate(
     taxonomy: Taxonomy,
     gate: GateConfig,
     *,
+    other_labelers: dict[str, dict[str, dict[str, Any] | None]] | None = None,
+    pool_set: GoldSet | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
@@ -73,13 +75,23 @@ def evaluate(
     Args:
         gold: the gold set; pool / heldout: its split (item ids).
         judge_labels: item id → one label dict per judge sample (None where the judge failed).
+        other_labelers: labeler name → item id → label dict, for labelers measured beside
+            the judge (k-NN, student, cascade...). Each gets the same metrics as the judge.
+        pool_set: the gold set the pool ids refer to (default ``gold``; another file with
+            ``--exemplars``).
 
     Returns:
-        axis name → ``{"kind", "n", "judge", "annotators", "baselines", "krippendorff_alpha",
-        "coverage", "verdict"}``.
+        axis name → ``{"kind", "n", "judge", "labelers", "selected", "annotators", "baselines",
+        "krippendorff_alpha", "coverage", "verdict", "judge_verdict"}``: ``labelers`` maps every
+        labeler (the judge included) to its metrics; ``selected`` is the labeler with the best
+        lower 95% bound of Cohen's kappa (primary operation for operation axes; ties go to the
+        cheaper, non-judge labeler); ``verdict`` gates the selected labeler, ``judge_verdict``
+        the judge alone.
     """
     gl = gold.labels[GOLD]
-    index = ExemplarIndex([gold.items[i] for i in pool], {i: gl[i] for i in pool})
+    ps = pool_set or gold
+    pl = ps.labels[GOLD]
+    index = ExemplarIndex([ps.items[i] for i in pool], {i: pl[i] for i in pool})
     nearest = {i: index.nearest_labels(gold.items[i]) for i in heldout}
     a_name, b_name = (gold.annotators + [None, None])[:2]
     out: dict[str, dict[str, Any]] = {}
@@ -88,7 +100,7 @@ def evaluate(
         if axis.only_when:
             items = [i for i in items if gl[i].get(axis.name) is not None]
         judged = {i: modal([(lab or {}).get(axis.name) for lab in judge_labels.get(i, [None])]) for i in items}
-        majority = Counter(_key(axis, gl[i].get(axis.name)) for i in pool if gl[i].get(axis.name) is not None)
+        majority = Counter(_key(axis, pl[i].get(axis.name)) for i in pool if pl[i].get(axis.name) is not None)
         majority_label = majority.most_common(1)[0][0] if majority else None
         preds = {
             "judge": [judged[i][0] for i in items],
@@ -99,6 +111,9 @@ def evaluate(
         metric = _metric_fn(axis, n_boot, seed)
         result: dict[str, Any] = {"kind": axis.kind, "n": len(items)}
         result["judge"] = metric(truth, preds["judge"])
+        result["labelers"] = {"judge": result["judge"]}
+        for name, labels in (other_labelers or {}).items():
+            result["labelers"][name] = metric(truth, [(labels.get(i) or {}).get(axis.name) for i in items])
         result["baselines"] = {"majority": metric(truth, preds["majority"]),
                                "nearest_exemplar": metric(truth, preds["nearest_exemplar"])}
         if a_name and b_name:
@@ -119,10 +134,31 @@ def evaluate(
         result["krippendorff_alpha"]["level"] = level
         correct = [_key(axis, judged[i][0]) == _key(axis, gl[i].get(axis.name)) for i in items]
         result["coverage"] = coverage_curve(correct, [judged[i][1] for i in items], COVERAGE_THRESHOLDS)
-        gated = result["judge"]["primary"] if axis.kind == "operations" else result["judge"]
-        result["verdict"] = verdict(gated, gate.threshold(axis.name))
+        threshold = gate.threshold(axis.name)
+        result["selected"] = select_labeler(result["labelers"], axis.kind)
+        result["verdict"] = verdict(_gated(result["labelers"][result["selected"]], axis.kind), threshold)
+        result["judge_verdict"] = verdict(_gated(result["judge"], axis.kind), threshold)
         out[axis.name] = result
     return out
+
+
+def _gated(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
+    return metrics["primary"] if kind == "operations" else metrics
+
+
+def _kappa_low(metrics: dict[str, Any], kind: str) -> float:
+    ci = _gated(metrics, kind).get("cohen_kappa_ci")
+    return ci[0] if ci else float("-inf")
+
+
+#: Labelers from cheapest to dearest: ties in the selection go to the cheaper one.
+COST_ORDER = ("knn", "student", "cascade", "judge")
+
+
+def select_labeler(labelers: dict[str, dict[str, Any]], kind: str) -> str:
+    """The labeler with the best lower 95% bound of Cohen's kappa; ties go to the cheaper one."""
+    order = sorted(labelers, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
+    return max(order, key=lambda n: (_kappa_low(labelers[n], kind), -order.index(n)))
 
 
 def _metric_fn(axis: AxisDef, n_boot: int, seed: int):

@@ -57,6 +57,8 @@ class GoldSet:
         Metrics are computed on the held-out ids only; exemplars come from the pool only.
         """
         ids = sorted(self.items)
+        if holdout_frac <= 0:
+            return ids, []  # the whole set is the pool (exemplars for another gold set)
         counts = Counter(self.sources[i] for i in ids)
         strat = [i for i in ids if counts[self.sources[i]] >= 2]
         singles = [i for i in ids if counts[self.sources[i]] < 2]

@@ -9,22 +9,22 @@ from typing import Any, Callable
 
 from redis import Redis
 
-from calibration.evaluate import evaluate
+from calibration.evaluate import evaluate, modal
 from calibration.gate import GATE_FILE, load_gate
 from calibration.gold import GOLD, load_gold
 from calibration.records import calibrations_dir, save_record
+from service.errors import ConfigError
+from service.exemplars import base_id, sample_id
 from service.judge import make_judge
+from service.labelers import KNNLabeler, StudentLabeler
 from service.runner import LocalWorkers, collect, execute, prepare_run
 from service.samples import EvalSample
 from service.taxonomy import load_taxonomy
 
+#: Cascade: the k-NN label is kept when its vote share is at least this, else the judge decides.
+CASCADE_THRESHOLD = 0.8
 #: Characters of item text kept per item in the record (for the disagreement review).
 ITEM_TEXT_CHARS = 1500
-
-
-def sample_id(item_id: str, j: int) -> str:
-    """Id of the j-th judge sample of an item (``--samples k`` labels each item k times)."""
-    return f"{item_id}#s{j}"
 
 
 def run_calibration(
@@ -32,6 +32,7 @@ def run_calibration(
     judge: dict[str, Any],
     redis_url: str,
     *,
+    exemplars_path: Path | None = None,
     samples: int = 1,
     split_seed: int = 0,
     holdout_frac: float = 0.5,
@@ -39,28 +40,44 @@ def run_calibration(
     workers: int = 1,
     threads_per_worker: int = 1,
     gate_path: Path = GATE_FILE,
+    cascade_threshold: float = CASCADE_THRESHOLD,
     n_boot: int = 1000,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Label the held-out split ``samples`` times, compute per-axis metrics and verdicts, save the record.
+    """Measure every labeler on a gold set, select one per axis, gate it, and save the record.
+
+    The LLM judge labels the evaluation items ``samples`` times through the queue; the
+    k-NN and student labelers (trained on the exemplar pool) and the cascade
+    (k-NN when its vote share >= ``cascade_threshold``, else the judge) are measured
+    on the same items in-process. Without ``exemplars_path`` the gold set is split
+    (seeded, stratified) into pool and held-out items; with it, every gold item is
+    evaluated and the pool is every item of ``exemplars_path``. No evaluation item is
+    ever its own exemplar (pools exclude the item's id).
 
     Returns:
         The calibration record (also saved under ``$SLICELAB_HOME/calibrations/<id>/``).
     """
     taxonomy = load_taxonomy()
     gold = load_gold(gold_path, taxonomy)
-    pool, heldout = gold.split(seed=split_seed, holdout_frac=holdout_frac)
+    if exemplars_path:
+        pool_set = load_gold(exemplars_path, taxonomy)
+        if pool_set.kind != gold.kind:
+            raise ConfigError(f"--exemplars {exemplars_path} holds {pool_set.kind} items, --gold holds {gold.kind}")
+        pool, heldout = sorted(pool_set.items), sorted(gold.items)
+    else:
+        pool_set = gold
+        pool, heldout = gold.split(seed=split_seed, holdout_frac=holdout_frac)
     if limit:
         heldout = heldout[:limit]
     config = make_judge(judge)
     config_hash = config.config_hash()
     items = [gold.items[i].model_copy(update={"id": sample_id(i, j)}) for i in heldout for j in range(samples)]
-    work = calibrations_dir() / "runs" / f"{config_hash}-{gold.sha256[:8]}-s{split_seed}"
+    work = calibrations_dir() / "runs" / f"{config_hash}-{gold.sha256[:8]}-{pool_set.sha256[:8]}-s{split_seed}"
     plan = prepare_run(iter(items), input_path=gold_path, out_path=work / "labels.parquet", kind=gold.kind,
                        judge=judge, judge_config_hash=config_hash, chunk_size=4,
                        options={"samples": samples, "split_seed": split_seed, "holdout_frac": holdout_frac,
-                                "limit": limit, "calibration": True})
+                                "limit": limit, "calibration": True, "exemplars": str(exemplars_path or "")})
     if on_start:
         on_start(plan.n_items)
     local = LocalWorkers(redis_url, "slicelab", workers, log_path=plan.store.root / "workers.log",
@@ -72,13 +89,30 @@ def run_calibration(
         if local:
             local.stop()
     df = collect(plan)
-    df["item_id"] = df["id"].str.rsplit("#s", n=1).str[0]
+    df["item_id"] = df["id"].map(base_id)
     axes = [a.name for a in taxonomy.axes(gold.kind)]
     judge_labels: dict[str, list] = {}
     for _, row in df.iterrows():
         labels = {a: _plain(row[a]) for a in axes} if row["status"] == "labeled" else None
         judge_labels.setdefault(row["item_id"], []).append(labels)
-    metrics = evaluate(gold, pool, heldout, judge_labels, taxonomy, load_gate(gate_path), n_boot=n_boot)
+
+    pool_items = [pool_set.items[i] for i in pool]
+    pool_labels = {i: pool_set.labels[GOLD][i] for i in pool}
+    cheap, timing = {}, {"judge": _seconds_per_label(df)}
+    for name, cls in (("knn", KNNLabeler), ("student", StudentLabeler)):
+        labeler = cls(pool_items, pool_labels, taxonomy)
+        t0 = time.perf_counter()
+        cheap[name] = {i: labeler.predict(gold.items[i]) for i in heldout}
+        timing[name] = round((time.perf_counter() - t0) / max(1, len(heldout)), 5)
+    modal_judge = {i: {a: modal([(lab or {}).get(a) for lab in judge_labels.get(i, [None])])[0] for a in axes}
+                   if any(judge_labels.get(i, [None])) else None for i in heldout}
+    cascade, to_judge = _cascade(cheap["knn"], modal_judge, cascade_threshold, axes)
+    timing["cascade"] = round(timing["knn"] + (timing["judge"] or 0.0) * to_judge["any_axis"], 5)
+    others = {"knn": {i: lab for i, (lab, _) in cheap["knn"].items()},
+              "student": {i: lab for i, (lab, _) in cheap["student"].items()},
+              "cascade": cascade}
+    metrics = evaluate(gold, pool, heldout, judge_labels, taxonomy, load_gate(gate_path),
+                       other_labelers=others, pool_set=pool_set, n_boot=n_boot)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record = {
         "id": f"cal-{config_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
@@ -87,19 +121,100 @@ def run_calibration(
         "gold": {"path": str(gold_path), "sha256": gold.sha256, "n_items": len(gold.items),
                  "annotators": gold.annotators},
         "split": {"seed": split_seed, "holdout_frac": holdout_frac, "stratify": "source",
-                  "n_pool": len(pool), "n_heldout": len(heldout)},
+                  "n_pool": len(pool), "n_heldout": len(heldout),
+                  "exemplars": {"path": str(exemplars_path), "sha256": pool_set.sha256} if exemplars_path else None},
         "judge": config.config(),
         "judge_config_hash": config_hash,
         "samples": samples,
         "gate": load_gate(gate_path).model_dump(),
         "status_counts": {k: int(v) for k, v in df["status"].value_counts().items()},
-        "seconds_per_label": _seconds_per_label(df),
+        "seconds_per_label": timing["judge"],
+        "labelers": {"seconds_per_label": timing,
+                     "cascade": {"cheap": "knn", "threshold": cascade_threshold, "share_to_judge": to_judge}},
         "axes": metrics,
+        "selection": {a: m["selected"] for a, m in metrics.items()},
         "verdicts": {a: m["verdict"]["verdict"] for a, m in metrics.items()},
+        "judge_verdicts": {a: m["judge_verdict"]["verdict"] for a, m in metrics.items()},
+        "leave_one_benchmark_out": leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
+        if not exemplars_path else None,
         "items": _items(gold, heldout, judge_labels, df, axes),
     }
     save_record(record)
     return record
+
+
+def _cascade(cheap: dict[str, tuple[dict, dict]], judge: dict[str, dict | None], threshold: float,
+             axes: list[str]) -> tuple[dict[str, dict | None], dict[str, float]]:
+    """Cascade labels: the cheap label per axis when its confidence >= threshold, else the judge's.
+
+    Returns:
+        ``(labels per item, share of items sent to the judge per axis and for any axis)``.
+    """
+    out, sent = {}, {a: 0 for a in axes}
+    any_sent = 0
+    for i, (labels, conf) in cheap.items():
+        merged, needs_judge = {}, False
+        for a, v in labels.items():
+            if conf.get(a, 0.0) >= threshold:
+                merged[a] = v
+            else:
+                needs_judge = True
+                sent[a] += 1
+                merged[a] = (judge.get(i) or {}).get(a)
+        any_sent += needs_judge
+        out[i] = merged
+    n = max(1, len(cheap))
+    return out, {**{a: round(c / n, 4) for a, c in sent.items()}, "any_axis": round(any_sent / n, 4)}
+
+
+def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, Any]:
+    """k-NN and student metrics when every item is labeled from pools of other sources only.
+
+    What to expect on a benchmark no exemplar comes from. Per labeler and axis: n,
+    accuracy, Cohen's kappa and its interval, over all items (each labeled once, its
+    own source held out).
+    """
+    from calibration.evaluate import _metric_fn
+
+    gl = gold.labels[GOLD]
+    preds: dict[str, dict[str, dict]] = {"knn": {}, "student": {}}
+    sources = sorted(set(gold.sources.values()))
+    for source in sources:
+        test = [i for i in gold.items if gold.sources[i] == source]
+        train = [i for i in gold.items if gold.sources[i] != source]
+        if not train or not test:
+            continue
+        for name, cls in (("knn", KNNLabeler), ("student", StudentLabeler)):
+            labeler = cls([gold.items[i] for i in train], {i: gl[i] for i in train}, taxonomy)
+            for i in test:
+                preds[name][i] = labeler.predict(gold.items[i])[0]
+    out: dict[str, Any] = {"sources": sources}
+    for name, by_item in preds.items():
+        out[name] = {}
+        for axis in taxonomy.axes(gold.kind):
+            items = [i for i in by_item if gl[i].get(axis.name) is not None or axis.kind == "operations"]
+            m = _metric_fn(axis, n_boot, 0)([gl[i].get(axis.name) for i in items],
+                                              [by_item[i].get(axis.name) for i in items])
+            out[name][axis.name] = summary(m, axis.kind)
+    return out
+
+
+def summary(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
+    """n, accuracy, kappa with its 95% interval and macro-F1 (operation axes: of the primary)."""
+    m = metrics["primary"] if kind == "operations" else metrics
+    ci = m.get("cohen_kappa_ci") or [None, None]
+    return {"n": m["n"], "accuracy": m["accuracy"], "kappa": m["cohen_kappa"], "kappa_ci_low": ci[0],
+            "kappa_ci_high": ci[1], "macro_f1": m["macro_f1"]}
+
+
+def table(record: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per axis: the selected labeler, and per labeler n, accuracy, kappa, kappa_ci_low,
+    kappa_ci_high, macro_f1 and seconds_per_label (the ``--json`` output of ``slicelab calibrate``)."""
+    spl = record["labelers"]["seconds_per_label"]
+    return {axis: {"selected": a["selected"],
+                   "labelers": {name: summary(m, a["kind"]) | {"seconds_per_label": spl.get(name)}
+                                for name, m in a["labelers"].items()}}
+            for axis, a in record["axes"].items()}
 
 
 def _plain(v: Any) -> Any:
@@ -118,8 +233,6 @@ def _seconds_per_label(df) -> float | None:
 
 def _items(gold, heldout, judge_labels, df, axes) -> list[dict[str, Any]]:
     """Per held-out item: text, gold and annotator labels, judge's modal labels, confidence, raw output."""
-    from calibration.evaluate import modal
-
     first = df.groupby("item_id").first()
     out = []
     for i in heldout:

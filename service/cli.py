@@ -22,6 +22,11 @@ app.add_typer(taxonomy_app, name="taxonomy")
 console = Console(stderr=True)
 
 
+def _wide_console() -> Console:
+    """A console at least 160 columns wide: summary tables stay legible in logs and pipes."""
+    return Console(width=max(160, Console().width))
+
+
 def _fail(e: Exception) -> None:
     console.print(f"[red]error:[/red] {e}")
     raise typer.Exit(2)
@@ -96,13 +101,15 @@ def label_benchmark(
     correct_field: Optional[str] = typer.Option(None, help="field holding correctness"),
     task_field: Optional[str] = typer.Option(None, help="field holding the task name"),
     queue: str = typer.Option(defaults.QUEUE_NAME, help="RQ queue name"),
+    labeler: str = typer.Option("selected", help="selected: per axis, the labeler calibration chose for this judge; judge: the LLM judge on every axis"),
 ) -> None:
     """Label every sample of a benchmark file through RQ workers; write one row per sample."""
     from itertools import islice
 
     from redis import Redis
 
-    from service.judge import judge_spec, make_judge
+    from calibration.records import latest_for_config
+    from service.judge import judge_spec, make_judge, per_axis_spec
     from service.output import check_output, write_table
     from service.readers import FieldMapping, read_eval_samples
     from service.redis_conn import resolve_redis_url
@@ -110,7 +117,14 @@ def label_benchmark(
 
     try:
         fmt = check_output(output, fmt, input)
+        if labeler not in ("selected", "judge"):
+            raise SlicelabError(f"--labeler: unknown choice {labeler!r}; allowed: selected, judge")
         spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens, max_attempts=max_attempts)
+        record = latest_for_config(make_judge(spec).config_hash(), "eval")
+        use_selection = labeler == "selected" and record is not None and record.get("selection") \
+            and set(record["selection"].values()) != {"judge"}
+        if use_selection:
+            spec = per_axis_spec(spec, record)
         config_hash = make_judge(spec).config_hash()
         mapping = FieldMapping(id_field=id_field, question_field=text_field, reference_field=reference_field,
                                output_field=output_field, correct_field=correct_field, task_field=task_field)
@@ -152,25 +166,28 @@ def label_benchmark(
     finally:
         if local:
             local.stop()
-    df = _gate(collect(plan), spec, "eval")
+    df = _gate(collect(plan), record, "eval", selected=bool(use_selection))
     write_table(df, output, fmt)
     _print_summary(df, output)
 
 
-def _gate(df, spec: dict, kind: str):
-    """Attach each axis's calibration verdict for this exact judge configuration."""
-    from calibration.records import latest_for_config
-    from service.judge import make_judge
+def _gate(df, record: dict | None, kind: str, *, selected: bool):
+    """Attach each axis's calibration verdict (of the labelers actually used) to every row."""
     from service.slices import apply_gate
     from service.taxonomy import load_taxonomy
 
-    record = latest_for_config(make_judge(spec).config_hash(), kind)
     if record is None:
         console.print("no calibration record for this judge configuration: every axis is [yellow]ungated[/yellow] "
                       "(run `slicelab calibrate`)")
+        return apply_gate(df, None, load_taxonomy(), kind)
+    verdicts = record["verdicts"] if selected else record.get("judge_verdicts", record["verdicts"])
+    if selected:
+        console.print(f"calibration {record['id']}: per axis " + ", ".join(
+            f"{a} {record['selection'][a]} ({v})" for a, v in verdicts.items()))
     else:
-        console.print(f"calibration {record['id']}: " + ", ".join(f"{a} {v}" for a, v in record["verdicts"].items()))
-    return apply_gate(df, record, load_taxonomy(), kind)
+        console.print(f"calibration {record['id']}: judge on every axis: " + ", ".join(
+            f"{a} {v}" for a, v in verdicts.items()))
+    return apply_gate(df, record | {"verdicts": verdicts}, load_taxonomy(), kind)
 
 
 @app.command("slices")
@@ -199,7 +216,7 @@ def _print_summary(df, output: Path) -> None:
     """Status counts, then per task: samples, labeled, and the commonest label (count) per axis."""
     import pandas as pd
 
-    out = Console()
+    out = _wide_console()
     out.print(f"wrote {len(df)} rows to {output}")
     counts = df.groupby("status").size().to_dict()
     out.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -293,6 +310,9 @@ def calibrate(
     limit: Optional[int] = typer.Option(None, min=1, help="score only the first N held-out items"),
     workers: int = typer.Option(1, min=0, help="local worker processes"),
     gate_file: Path = typer.Option(Path(__file__).resolve().parent.parent / "calibration" / "gate.yaml", exists=True, help="gate thresholds (YAML)"),
+    exemplars: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="draw exemplars (and the k-NN/student pool) only from this gold file, and evaluate every item of --gold"),
+    cascade_threshold: float = typer.Option(0.8, min=0.0, max=1.0, help="cascade: keep the k-NN label when its vote share is at least this"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write per axis and labeler: n, accuracy, kappa, kappa_ci_low, kappa_ci_high, macro_f1, seconds_per_label"),
 ) -> None:
     """Run the judge on a gold set's held-out split, measure agreement per axis, gate, and store a record."""
     from calibration.gold import load_gold
@@ -304,14 +324,16 @@ def calibrate(
     try:
         kind = load_gold(gold).kind
         spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens,
-                          temperature=temperature, exemplars_gold=str(gold) if exemplars_k else None,
-                          exemplars_k=exemplars_k, split_seed=split_seed, holdout_frac=holdout_frac)
+                          temperature=temperature, exemplars_gold=str(exemplars or gold) if exemplars_k else None,
+                          exemplars_k=exemplars_k, split_seed=split_seed,
+                          holdout_frac=0.0 if exemplars else holdout_frac)
         url, origin = resolve_redis_url(calibrations_dir() / "redis")
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:
             task = bar.add_task("cal", total=None)
-            record = run_calibration(gold, spec, url, samples=samples, split_seed=split_seed,
+            record = run_calibration(gold, spec, url, exemplars_path=exemplars, cascade_threshold=cascade_threshold,
+                                     samples=samples, split_seed=split_seed,
                                      holdout_frac=holdout_frac, limit=limit, workers=workers,
                                      threads_per_worker=threads, gate_path=gate_file,
                                      on_start=lambda n: bar.update(task, total=n),
@@ -319,6 +341,13 @@ def calibrate(
     except SlicelabError as e:
         _fail(e)
     _print_calibration(record, kind)
+    if json_out:
+        from calibration.run import table as labeler_table
+
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"id": record["id"], "kind": kind, "axes": labeler_table(record)},
+                                       indent=2, allow_nan=False))
+        Console().print(f"per-axis labeler table written to {json_out}")
 
 
 def _fmt(x, digits=2) -> str:
@@ -326,28 +355,43 @@ def _fmt(x, digits=2) -> str:
 
 
 def _print_calibration(record: dict, kind: str) -> None:
-    out = Console()
+    from calibration.run import table as labeler_table
+
+    out = _wide_console()
     out.print(f"calibration [bold]{record['id']}[/bold] ({kind}; judge {record['judge']['backend']} "
               f"{record['judge']['model']}, exemplars k={(record['judge'].get('exemplars') or {}).get('k', 0)}, "
-              f"held-out n={record['split']['n_heldout']}, statuses {record['status_counts']})")
-    table = Table(title="judge vs gold, held-out split: Cohen's kappa [95% CI]; ceiling and baselines",
-                  title_justify="left")
-    for col in ("axis", "n", "judge κ [95% CI]", "annot. κ", "nearest κ", "major. acc", "verdict"):
-        table.add_column(col, no_wrap=True, min_width=len(col) if col in ("n", "verdict") else 6)
+              f"evaluated n={record['split']['n_heldout']}, pool n={record['split']['n_pool']}, "
+              f"judge statuses {record['status_counts']})")
+    rows = labeler_table(record)
+    names = list(next(iter(rows.values()))["labelers"]) if rows else []
+    t = Table(title="Cohen's kappa [95% CI] per labeler (operation axes: primary); * = selected",
+              title_justify="left")
+    t.add_column("axis", no_wrap=True)
+    t.add_column("n", min_width=3)
+    for name in names:
+        t.add_column(name, no_wrap=True, min_width=8)
+    t.add_column("annot. κ", min_width=8)
+    t.add_column("verdict", min_width=7)
+    for axis, row in rows.items():
+        m = record["axes"][axis]
+        ann = m.get("annotators", {})
+        ann = ann.get("primary", ann) if m["kind"] == "operations" else ann
+        cells = []
+        for name in names:
+            s = row["labelers"][name]
+            star = "*" if name == row["selected"] else ""
+            cells.append(f"{star}{_fmt(s['kappa'])} [{_fmt(s['kappa_ci_low'])}, {_fmt(s['kappa_ci_high'])}]")
+        v = m["verdict"]["verdict"]
+        style = "green" if v == "pass" else "red"
+        t.add_row(axis.replace("solving_operations", "primary operation").replace("demonstrated_operations", "primary demo. op."),
+                  str(m["n"]), *cells, _fmt(ann.get("cohen_kappa")), f"[{style}]{v}[/{style}]")
+    out.print(t)
+    spl = record["labelers"]["seconds_per_label"]
+    out.print("seconds per label: " + ", ".join(f"{n} {_fmt(v, 4)}" for n, v in spl.items())
+              + f"; cascade sends {record['labelers']['cascade']['share_to_judge']['any_axis']:.0%} of items to the judge")
     for axis, m in record["axes"].items():
-        prim = (lambda d: d.get("primary", d)) if m["kind"] == "operations" else (lambda d: d)
-        j, ann = prim(m["judge"]), prim(m.get("annotators", {}))
-        near, maj = prim(m["baselines"]["nearest_exemplar"]), prim(m["baselines"]["majority"])
-        ci = j.get("cohen_kappa_ci")
-        v = m["verdict"]
-        style = "green" if v["verdict"] == "pass" else "red"
-        table.add_row(axis.replace("solving_operations", "primary operation"), str(m["n"]),
-                      f"{_fmt(j.get('cohen_kappa'))} [{_fmt(ci[0]) if ci else '—'}, {_fmt(ci[1]) if ci else '—'}]",
-                      _fmt(ann.get("cohen_kappa")), _fmt(near.get("cohen_kappa")), _fmt(maj.get("accuracy")),
-                      f"[{style}]{v['verdict']}[/{style}]")
-    out.print(table)
-    for axis, m in record["axes"].items():
-        out.print(f"  {axis}: {m['verdict']['verdict']} ({m['verdict']['reason']})")
+        out.print(f"  {axis}: {m['verdict']['verdict']} with {m['selected']} ({m['verdict']['reason']}); "
+                  f"judge alone: {m['judge_verdict']['verdict']}")
     failed = [a for a, v in record["verdicts"].items() if v != "pass"]
     if failed:
         out.print(f"[red]gate: {len(failed)} of {len(record['verdicts'])} axes fail[/red] ({', '.join(failed)}); "

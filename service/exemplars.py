@@ -9,6 +9,7 @@ similar exemplar, no LLM.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,57 @@ EXEMPLAR_CHARS = 400
 SIMILARITY_CHARS = 3000
 
 
+_OPTION = re.compile(r"^\(?[A-Z]\)?$")
+_INT = re.compile(r"^-?\d+$")
+_NUMBER = re.compile(r"^-?[\d.,/]+$|\\frac|\\sqrt|\^|\\pi")
+_VERDICTS = {"true", "false", "yes", "no", "valid", "invalid", "plausible", "implausible"}
+
+
+_SAMPLE_SUFFIX = re.compile(r"#s\d+$")
+
+
+def sample_id(item_id: str, j: int) -> str:
+    """Id of the j-th repeated judge sample of an item (``calibrate --samples k``)."""
+    return f"{item_id}#s{j}"
+
+
+def base_id(item_id: str) -> str:
+    """The item id without a repeated-sample suffix (``"x#s2"`` → ``"x"``)."""
+    return _SAMPLE_SUFFIX.sub("", item_id)
+
+
+def answer_shape(reference: str) -> str:
+    """A coarse shape of a reference answer: option, verdict, integer, math, sequence, phrase or empty."""
+    ref = reference.strip()
+    if not ref:
+        return "empty"
+    if _OPTION.match(ref):
+        return "option"
+    if ref.lower() in _VERDICTS:
+        return "verdict"
+    if _INT.match(ref.replace(",", "")):
+        return "integer"
+    if _NUMBER.search(ref):
+        return "math"
+    return "sequence" if len(ref.split()) > 3 else "phrase"
+
+
 def item_text(item: EvalSample | Document) -> str:
-    """The text similarity is computed on (question + reference, or the document's start)."""
+    """The text similarity and the classifiers work on.
+
+    Evaluation samples: marker tokens for benchmark, task, reference-answer shape
+    and listed options, then question and reference. Documents: source and URL
+    host markers, then the document's start.
+    """
     if isinstance(item, EvalSample):
-        return f"{item.question}\n{item.reference_answer}"[:SIMILARITY_CHARS]
-    return item.text[:SIMILARITY_CHARS]
+        options = "xoptions" if re.search(r"(?m)^\(?[A-Z]\)\s", item.question) or "Options:" in item.question else ""
+        marks = f"xbench{_tok(item.benchmark)} xtask{_tok(item.task)} xref{answer_shape(item.reference_answer)} {options}"
+        return f"{marks}\n{item.question}\n{item.reference_answer}"[:SIMILARITY_CHARS]
+    return f"xsrc{_tok(item.source)}\n{item.text}"[:SIMILARITY_CHARS]
+
+
+def _tok(value: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", (value or "").lower())
 
 
 @dataclass
@@ -64,12 +111,14 @@ class ExemplarIndex:
         self.matrix = self.vectorizer.fit_transform([item_text(i) for i in self.items])
 
     def nearest(self, item: EvalSample | Document, k: int) -> list[Exemplar]:
-        """The ``k`` most similar pool items, most similar first, never ``item`` itself (by id)."""
+        """The ``k`` most similar pool items, most similar first, never ``item`` itself
+        (by id, ignoring a repeated-sample suffix)."""
         sims = linear_kernel(self.vectorizer.transform([item_text(item)]), self.matrix).ravel()
         order = np.argsort(-sims, kind="stable")
         out = []
+        own = base_id(item.id)
         for j in order:
-            if self.ids[j] == item.id:
+            if self.ids[j] == own:
                 continue
             out.append(Exemplar(self.ids[j], float(sims[j]), self.items[j], self.labels[self.ids[j]]))
             if len(out) == k:

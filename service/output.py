@@ -50,6 +50,18 @@ def label_columns(taxonomy: Taxonomy, kind: Kind, labels: dict[str, Any] | None)
     return cols
 
 
+def _labeler_columns(taxonomy: Taxonomy, kind: Kind, result: JudgeResult) -> dict[str, Any]:
+    """``labeler_<axis>`` (judge, knn, student...) and ``confidence_<axis>`` for every axis."""
+    by_axis = result.extra.get("labeler_by_axis") or {}
+    conf = result.extra.get("confidence_by_axis") or {}
+    cols: dict[str, Any] = {}
+    for axis in taxonomy.axes(kind):
+        labeled = result.labels is not None and axis.name in result.labels
+        cols[f"labeler_{axis.name}"] = (by_axis.get(axis.name) or "judge") if labeled else None
+        cols[f"confidence_{axis.name}"] = conf.get(axis.name) if labeled else None
+    return cols
+
+
 def labeled_row(item: EvalSample | Document, result: JudgeResult, taxonomy: Taxonomy,
                 provenance: dict[str, Any]) -> dict[str, Any]:
     """The output row of one judged item."""
@@ -57,6 +69,7 @@ def labeled_row(item: EvalSample | Document, result: JudgeResult, taxonomy: Taxo
     return {
         **source_fields(item),
         **label_columns(taxonomy, kind, result.labels),
+        **_labeler_columns(taxonomy, kind, result),
         "failure_mode_source": result.failure_mode_source,
         "status": str(result.status),
         "error": result.error,

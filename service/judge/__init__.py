@@ -53,7 +53,10 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
 
 
 def make_judge(spec: dict[str, Any]) -> Judge:
-    """Build (and cache per process) the judge a spec describes.
+    """Build (and cache per process) the judge or labeler a spec describes.
+
+    Backends: ``embedded``, ``openai`` (LLM judges) and ``per_axis`` (the labelers a
+    calibration record selected per axis, see :func:`per_axis_spec`).
 
     Raises:
         ConfigError: unknown backend or unusable configuration.
@@ -64,7 +67,9 @@ def make_judge(spec: dict[str, Any]) -> Judge:
         backend = spec.pop("backend")
         if spec.get("exemplars"):
             spec |= _exemplar_kwargs(spec.pop("exemplars"))
-        if backend == "openai":
+        if backend == "per_axis":
+            _CACHE[key] = _per_axis(spec)
+        elif backend == "openai":
             from service.judge.openai_backend import OpenAIJudge
 
             _CACHE[key] = OpenAIJudge(**spec)
@@ -75,6 +80,42 @@ def make_judge(spec: dict[str, Any]) -> Judge:
         else:
             raise ConfigError(f"unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return _CACHE[key]
+
+
+def per_axis_spec(judge: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The spec of a labeler that uses, per axis, the labeler a calibration record selected."""
+    split = record["split"]
+    exemplars = split.get("exemplars") or {}
+    return {"backend": "per_axis", "judge": judge, "selection": record["selection"],
+            "pool": {"gold": exemplars.get("path") or record["gold"]["path"],
+                     "seed": split["seed"], "holdout_frac": 0.0 if exemplars else split["holdout_frac"]},
+            "cascade_threshold": record["labelers"]["cascade"]["threshold"], "calibration_id": record["id"]}
+
+
+def _pool(pool: dict[str, Any]):
+    from calibration.gold import GOLD, load_gold
+
+    gold = load_gold(pool["gold"])
+    ids, _ = gold.split(seed=pool["seed"], holdout_frac=pool["holdout_frac"])
+    return [gold.items[i] for i in ids], {i: gold.labels[GOLD][i] for i in ids}
+
+
+def _per_axis(spec: dict[str, Any]):
+    from service.labelers import CascadeLabeler, KNNLabeler, PerAxisLabeler, StudentLabeler
+
+    judge = make_judge(spec["judge"])
+    names = set(spec["selection"].values())
+    labelers: dict[str, Any] = {"judge": judge}
+    if names & {"knn", "student", "cascade"}:
+        items, labels = _pool(spec["pool"])
+        settings = dict(spec["pool"])
+        if names & {"knn", "cascade"}:
+            labelers["knn"] = KNNLabeler(items, labels, pool_settings=settings)
+        if "student" in names:
+            labelers["student"] = StudentLabeler(items, labels, pool_settings=settings)
+        if "cascade" in names:
+            labelers["cascade"] = CascadeLabeler(labelers["knn"], judge, spec["cascade_threshold"])
+    return PerAxisLabeler(labelers, spec["selection"])
 
 
 def _exemplar_kwargs(ex: dict[str, Any]) -> dict[str, Any]:
@@ -90,4 +131,5 @@ def _exemplar_kwargs(ex: dict[str, Any]) -> dict[str, Any]:
     return {"exemplars": index, "k": ex["k"], "exemplar_settings": settings}
 
 
-__all__ = ["Attempt", "Judge", "JudgeResult", "judge_spec", "make_judge", "parse_reply", "response_format"]
+__all__ = ["Attempt", "Judge", "JudgeResult", "judge_spec", "make_judge", "parse_reply", "per_axis_spec",
+           "response_format"]

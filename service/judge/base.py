@@ -129,6 +129,24 @@ def parse_reply(text: str, finish_reason: str | None, model_cls: type[BaseModel]
     return labels.model_dump(), Status.labeled, None
 
 
+def apply_failure_rules(item: EvalSample | Document, labels: dict | None,
+                        source: str) -> tuple[dict | None, str | None]:
+    """Let the deterministic failure-mode checks win over a labeler's failure_mode.
+
+    Returns:
+        ``(labels, failure_mode_source)``: ``"rule: <check>"`` when a check decided,
+        ``source`` when the labeler did, None when no failure mode applies.
+    """
+    if not (isinstance(item, EvalSample) and item.scored_wrong):
+        return labels, None
+    rule_mode, rule = deterministic_failure_mode(item)
+    if rule_mode is not None:
+        if labels is not None:
+            labels = {**labels, "failure_mode": rule_mode}
+        return labels, f"rule: {rule}"
+    return labels, (source if labels is not None else None)
+
+
 class Judge(ABC):
     """Labels one item at a time with a structured-output LLM.
 
@@ -224,15 +242,7 @@ class Judge(ABC):
             labels, status, error = parse_reply(a.text, a.finish_reason, model_cls)
             if status == Status.labeled:
                 break
-        fm_source = None
-        if isinstance(item, EvalSample) and item.scored_wrong:
-            rule_mode, rule = deterministic_failure_mode(item)
-            if rule_mode is not None:
-                fm_source = f"rule: {rule}"
-                if labels is not None:
-                    labels["failure_mode"] = rule_mode
-            elif labels is not None:
-                fm_source = "judge"
+        labels, fm_source = apply_failure_rules(item, labels, "judge")
         return JudgeResult(
             status=status,
             labels=labels,

@@ -18,6 +18,7 @@ import atexit
 import importlib.util
 import json
 import os
+import random
 import re
 import threading
 from pathlib import Path
@@ -139,7 +140,8 @@ class EmbeddedJudge(Judge):
                 grammar=self._grammar(model_cls),
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
-                seed=0,
+                # greedy labels are reproducible; sampled ones (--samples k) must differ per request
+                seed=0 if self.temperature == 0 else random.randrange(2**31),
             )
         except ValueError as e:  # llama.cpp: "Requested tokens (N) exceed context window of M"
             if "context window" in str(e):
