@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,12 @@ def redis_url(_redis_server, monkeypatch) -> str:
 def judge_server():
     with JudgeServer(slow_s=2.0) as srv:
         yield srv
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m service.cli ARGS`` in the repo root and capture its output."""
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=os.environ | (env or {}),
+                          capture_output=True, text=True, timeout=timeout_s)
 
 
 def make_samples(n: int, *, marker: str = "", wrong_every: int = 0) -> list[EvalSample]:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-
 import pytest
 import yaml
 
@@ -17,7 +13,7 @@ from service.errors import RecordError
 from service.exemplars import ExemplarIndex
 from service.output import read_table
 from service.taxonomy import load_taxonomy
-from tests.conftest import ROOT, make_samples
+from tests.conftest import make_samples, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +105,13 @@ def test_gate_thresholds_are_data(tmp_path):
         load_gate(custom)
 
 
-def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=os.environ | env,
-                          capture_output=True, text=True, timeout=300)
-
 
 def test_failing_calibration_gates_later_labels_out_of_slices(tmp_path, redis_url, judge_server):
     env = {"SLICELAB_HOME": str(tmp_path / "home"), "REDIS_URL": redis_url}
     judge = ["--judge-url", judge_server.base_url, "--judge-model", "test-judge"]
     strict = tmp_path / "gate.yaml"  # a bar no labeler clears on this data: every axis fails
     strict.write_text("version: 1\ndefault: {metric: cohen_kappa_ci_low, bound: 0.99, min_n: 30}\n")
-    cal = _cli("calibrate", "--gold", str(BUNDLED["eval"]), "--limit", "40", "--gate-file", str(strict), *judge, env=env)
+    cal = run_cli("calibrate", "--gold", str(BUNDLED["eval"]), "--limit", "40", "--gate-file", str(strict), *judge, env=env)
     assert cal.returncode == 0, cal.stderr
     assert "gate: 5 of 5 axes fail" in " ".join(cal.stdout.split())
     records = list((tmp_path / "home" / "calibrations").glob("cal-*/record.json"))
@@ -133,18 +125,18 @@ def test_failing_calibration_gates_later_labels_out_of_slices(tmp_path, redis_ur
                                        "correct": i % 2 == 0, "task": "t"}) + "\n"
                            for i, s in enumerate(make_samples(12))))
     out = tmp_path / "labels.parquet"
-    lab = _cli("label-benchmark", str(inp), "-o", str(out), *judge, env=env)
+    lab = run_cli("label-benchmark", str(inp), "-o", str(out), *judge, env=env)
     assert lab.returncode == 0, lab.stderr
     df = read_table(out)
     assert (df["calibration_id"] == record["id"]).all()
     assert set(df["gate_task_type"]) == {"fail"} and set(df["gate_solving_operations"]) == {"fail"}
     # default: failing axes are excluded from slices
-    s1 = _cli("slices", str(out), "-o", str(tmp_path / "s1.json"), env=env)
+    s1 = run_cli("slices", str(out), "-o", str(tmp_path / "s1.json"), env=env)
     got = json.loads((tmp_path / "s1.json").read_text())
     assert s1.returncode == 0 and got["allow_ungated"] is False and got["axes_used"] == [] and got["slices"] == []
     assert set(got["axes_excluded"].values()) == {"fail"}
     # --allow-ungated: included, and the flag is recorded
-    _cli("slices", str(out), "-o", str(tmp_path / "s2.json"), "--allow-ungated", env=env)
+    run_cli("slices", str(out), "-o", str(tmp_path / "s2.json"), "--allow-ungated", env=env)
     got = json.loads((tmp_path / "s2.json").read_text())
     assert got["allow_ungated"] is True and got["ungated_axes_used"] == got["axes_used"] != []
     assert sum(s["n"] for s in got["slices"]) == 12 and got["calibration_id"] == record["id"]

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 from calibration.evaluate import select_labeler
 from calibration.gold import BUNDLED, GOLD, load_gold
-from service.judge.base import JudgeResult
 from service.labelers import KNN_KS, CascadeLabeler, KNNLabeler, Labeler, PerAxisLabeler, StudentLabeler
 from service.output import read_table
-from service.samples import EvalSample, Status
+from service.samples import Status
 from service.taxonomy import load_taxonomy
-from tests.conftest import ROOT, make_samples
+from tests.conftest import make_samples, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -126,16 +121,12 @@ def test_selection_takes_best_lower_kappa_bound_and_ties_go_to_the_cheaper():
     assert select_labeler(ops, "operations") == "student"
 
 
-def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=os.environ | env,
-                          capture_output=True, text=True, timeout=600)
-
 
 def test_calibration_selects_per_axis_and_labeling_runs_use_and_record_it(tmp_path, redis_url, judge_server):
     env = {"SLICELAB_HOME": str(tmp_path / "home"), "REDIS_URL": redis_url}
     judge = ["--judge-url", judge_server.base_url, "--judge-model", "test-judge"]
     table = tmp_path / "table.json"
-    cal = _cli("calibrate", "--gold", str(BUNDLED["eval"]), *judge, "--json", str(table), env=env)
+    cal = run_cli("calibrate", "--gold", str(BUNDLED["eval"]), *judge, "--json", str(table), env=env)
     assert cal.returncode == 0, cal.stderr
     got = json.loads(table.read_text())["axes"]
     assert set(got["task_type"]["labelers"]) == {"judge", "knn", "student", "cascade"}
@@ -152,7 +143,7 @@ def test_calibration_selects_per_axis_and_labeling_runs_use_and_record_it(tmp_pa
     inp.write_text("".join(json.dumps({"id": s.id, "question": s.question, "answer": s.reference_answer,
                                        "task": "t"}) + "\n" for s in make_samples(6)))
     out = tmp_path / "labels.parquet"
-    lab = _cli("label-benchmark", str(inp), "-o", str(out), *judge, env=env)
+    lab = run_cli("label-benchmark", str(inp), "-o", str(out), *judge, env=env)
     assert lab.returncode == 0, lab.stderr
     df = read_table(out)
     assert set(df["status"]) == {"labeled"}
@@ -165,7 +156,7 @@ def test_calibration_selects_per_axis_and_labeling_runs_use_and_record_it(tmp_pa
         assert set(df[f"gate_{axis}"]) == {record["verdicts"][axis]}
     # told otherwise: the judge on every axis, gated by the judge's own verdicts
     out2 = tmp_path / "judge.parquet"
-    lab = _cli("label-benchmark", str(inp), "-o", str(out2), *judge, "--labeler", "judge", env=env)
+    lab = run_cli("label-benchmark", str(inp), "-o", str(out2), *judge, "--labeler", "judge", env=env)
     assert lab.returncode == 0, lab.stderr
     df2 = read_table(out2)
     assert set(df2["labeler_task_type"]) == {"judge"} and set(df2["gate_task_type"]) == {"fail"}
