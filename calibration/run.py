@@ -129,6 +129,7 @@ def run_calibration(
         "gate": load_gate(gate_path).model_dump(),
         "status_counts": {k: int(v) for k, v in df["status"].value_counts().items()},
         "seconds_per_label": timing["judge"],
+        "output_tokens_per_label": _median(df, "judge_completion_tokens"),
         "labelers": {"seconds_per_label": timing,
                      "cascade": {"cheap": "knn", "threshold": cascade_threshold, "share_to_judge": to_judge}},
         "axes": metrics,
@@ -224,6 +225,11 @@ def _plain(v: Any) -> Any:
     if hasattr(v, "__len__"):
         return list(v)
     return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _median(df, column: str) -> float | None:
+    values = df.loc[df["status"] == "labeled", column] if column in df else []
+    return float(values.median()) if len(values) else None
 
 
 def _seconds_per_label(df) -> float | None:

@@ -19,6 +19,7 @@ from redis import Redis
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 from typer.testing import CliRunner
 
+from calibration.gate import GateConfig, Threshold, verdict
 from calibration.gold import BUNDLED, GOLD, load_gold
 from calibration.metrics import INVALID
 from calibration.records import load_record
@@ -155,7 +156,9 @@ def test_report_escapes_item_text_and_shows_undefined_reasons(eval_record, tmp_p
     record["axes"]["task_type"]["judge"]["cohen_kappa"] = None
     record["axes"]["task_type"]["judge"]["cohen_kappa_ci"] = None
     record["axes"]["task_type"]["judge"]["undefined"] = {"cohen_kappa": "expected agreement p_e = 1 (test)"}
+    record["leave_one_benchmark_out"]["sources"].append("<i>src</i>")
     page = write_report(record, tmp_path)["html"].read_text(encoding="utf-8")
+    assert "<i>src</i>" not in page and "&lt;i&gt;src&lt;/i&gt;" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert 'src="http' not in page and "&lt;/pre&gt;&lt;img" in page
     assert 'title="expected agreement p_e = 1 (test)">—<sup>' in page
@@ -177,6 +180,180 @@ def test_document_record_report(doc_record, tmp_path):
         assert axis in page
     assert "(ordinal)" in page  # ordered axes use ordinal Krippendorff alpha
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == json.loads(json.dumps(doc_record))
+
+
+# --------------------------------------------------------------------------- labelers, selection, leave-one-benchmark-out
+
+#: Keys a record lacks when it was made before per-axis labeler selection.
+NEW_TOP_KEYS = ("labelers", "selection", "judge_verdicts", "leave_one_benchmark_out")
+NEW_AXIS_KEYS = ("labelers", "selected", "judge_verdict")
+
+
+def _section(page: str, css: str) -> str:
+    table = re.search(rf'<table class="{css}">.*?</table>', page, re.S)
+    assert table, css
+    return table.group(0)
+
+
+def _cells(row: str) -> list[tuple[str, str]]:
+    """(class, inner html) of every <td> of a row."""
+    return re.findall(r'<td(?: class="([^"]*)")?[^>]*>(.*?)</td>', row, re.S)
+
+
+def _kappa_text(m: dict, kind: str) -> str:
+    m = m["primary"] if kind == "operations" else m
+    lo, hi = m["cohen_kappa_ci"]
+    return f"κ {m['cohen_kappa']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def test_labelers_per_axis_table(eval_record, eval_report):
+    page = eval_report["html"].read_text(encoding="utf-8")
+    assert page.index("Gate summary") < page.index("Labelers per axis") < page.index("Leave-one-benchmark-out") \
+        < page.index("Per-axis agreement")
+    table = _section(page, "labelers")
+    head = re.findall(r"<th>(.*?)</th>", table, re.S)
+    names = list(eval_record["labelers"]["seconds_per_label"])
+    assert set(names) == {"judge", "knn", "student", "cascade"}
+    heads = [re.sub(r"<[^>]+>", " ", h) for h in head]
+    cols = {n: next(k for k, h in enumerate(heads) if h.startswith(n + " ")) for n in names}
+    assert "ceiling" in heads[-2] and "share of items" in heads[-1]
+    assert all("/label" in heads[k] for k in cols.values())  # seconds per label in the header
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], re.S)
+    assert len(rows) == len(eval_record["axes"])
+    share = eval_record["labelers"]["cascade"]["share_to_judge"]
+    for (axis, m), row in zip(eval_record["axes"].items(), rows):
+        cells = _cells(row)
+        assert cells[0][1].startswith(axis)
+        selected = [k for k, (cls, _) in enumerate(cells) if "sel" in cls.split()]
+        assert selected == [cols[m["selected"]]], axis  # exactly the selected labeler is marked
+        assert '<span class="tag">selected</span>' in cells[selected[0]][1]
+        for name in names:
+            assert _kappa_text(m["labelers"][name], m["kind"]) in cells[cols[name]][1], (axis, name)
+        assert cells[-1][1] == f"{share[axis]:.0%}"
+    assert f"{share['any_axis']:.0%} of items to the judge" in page
+    # the gate summary names the selected labeler and the judge-alone verdict of every axis
+    for axis, m in eval_record["axes"].items():
+        assert re.search(rf"<strong>{axis}</strong> <span class=\"verdict \w+\">\w+</span> selected labeler "
+                         rf"<span class=\"lab\">{m['selected']}</span>", page), axis
+    assert page.count("LLM judge alone:") == len(eval_record["axes"])
+
+    md = eval_report["md"].read_text(encoding="utf-8")
+    assert "## Labelers per axis" in md and "| axis | n | judge, LLM judge" in md
+    for axis, m in eval_record["axes"].items():
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {axis}") and "(selected)" in ln)
+        assert f"**{_kappa_text(m['labelers'][m['selected']], m['kind'])}; acc." in line
+        assert line.count("(selected)") == 1
+        assert f"- **{axis}**: **{m['verdict']['verdict']}** with **{m['selected']}** (selected)" in md
+
+
+def test_leave_one_benchmark_out_table(eval_record, eval_report):
+    lobo = eval_record["leave_one_benchmark_out"]
+    assert lobo and len(lobo["sources"]) >= 2
+    page = eval_report["html"].read_text(encoding="utf-8")
+    assert "on a new benchmark" in page and "no exemplar comes from the item&#x27;s benchmark" in page
+    table = _section(page, "lobo")
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], re.S)
+    assert len(rows) == len(eval_record["axes"])
+    for (axis, m), row in zip(eval_record["axes"].items(), rows):
+        cells = [c for _, c in _cells(row)]
+        assert cells[0].startswith(axis)
+        for k, name in enumerate(("knn", "student")):
+            sm = lobo[name][axis]
+            n, kappa, acc = cells[1 + 4 * k: 4 + 4 * k]
+            assert n == str(sm["n"])
+            assert kappa == f"{sm['kappa']:.2f} [{sm['kappa_ci_low']:.2f}, {sm['kappa_ci_high']:.2f}]"
+            assert acc == f"{sm['accuracy']:.2f}"
+    for name in ("knn", "student"):
+        assert f"<li>{name} on a new benchmark: κ " in page
+    md = eval_report["md"].read_text(encoding="utf-8")
+    assert "## Leave-one-benchmark-out" in md and "| axis | knn, n | knn, κ [95% CI], new benchmark |" in md
+
+
+def _regate(record: dict, gate: GateConfig) -> dict:
+    """The record with its verdicts redone under another gate (same selection), by the real gate code."""
+    record = json.loads(json.dumps(record))
+    for axis, m in record["axes"].items():
+        single = (lambda x: x["primary"] if m["kind"] == "operations" else x)
+        m["verdict"] = verdict(single(m["labelers"][m["selected"]]), gate.threshold(axis))
+        m["judge_verdict"] = verdict(single(m["judge"]), gate.threshold(axis))
+        record["verdicts"][axis] = m["verdict"]["verdict"]
+        record["judge_verdicts"][axis] = m["judge_verdict"]["verdict"]
+    record["gate"] = gate.model_dump()
+    return record
+
+
+def test_gate_summary_says_where_cheaper_labeler_passes_and_where_nothing_does(eval_record, tmp_path):
+    def low(m, kind):
+        return (m["primary"] if kind == "operations" else m)["cohen_kappa_ci"][0]
+
+    axes = eval_record["axes"]
+    # an axis where a non-judge labeler has a better lower kappa bound than the judge (the cascade at least)
+    cheap_axis = max(axes, key=lambda a: max(low(m, axes[a]["kind"]) for n, m in axes[a]["labelers"].items()
+                                             if n != "judge") - low(axes[a]["judge"], axes[a]["kind"]))
+    m = axes[cheap_axis]
+    best = max(low(x, m["kind"]) for n, x in m["labelers"].items() if n != "judge")
+    assert best > low(m["judge"], m["kind"]) and m["selected"] != "judge"
+    bound = (best + low(m["judge"], m["kind"])) / 2
+    few_axis, high_axis = [a for a in axes if a != cheap_axis][:2]
+    rule = dict(metric="cohen_kappa_ci_low", bound=bound, min_n=5)
+    gate = GateConfig(version=9, default=Threshold(**rule),
+                      axes={few_axis: Threshold(**rule | {"min_n": 1000}), high_axis: Threshold(**rule | {"bound": 1.01})})
+    record = _regate(eval_record, gate)
+    assert record["verdicts"][cheap_axis] == "pass" and record["judge_verdicts"][cheap_axis] == "fail"
+    passing = [n for n, x in m["labelers"].items() if n != "judge" and low(x, m["kind"]) >= bound]
+    paths = write_report(record, tmp_path)
+    page, md = (paths[k].read_text(encoding="utf-8") for k in ("html", "md"))
+
+    flag = f"The LLM judge alone fails this axis, but {', '.join(passing)} (cheaper) pass"
+    li = re.search(rf"<li><strong>{cheap_axis}</strong>.*?</li>", page, re.S).group(0)
+    assert flag in li and '<span class="alone">LLM judge alone: <span class="verdict fail">fail</span>' in li
+    assert f"The LLM judge alone fails {cheap_axis} (passed by {', '.join(passing)})" in page
+    assert flag in md and f"The LLM judge alone fails {cheap_axis} (passed by" in md
+    for axis, tail in ((few_axis, ": with this few held-out items none can"), (high_axis, ".")):
+        li = re.search(rf"<li><strong>{axis}</strong>.*?</li>", page, re.S).group(0)
+        assert f'<span class="flag none">No labeler passes this axis{tail}' in li, axis
+    assert re.search(rf"No labeler passes [^.]*{few_axis}", page) and re.search(rf"No labeler passes [^.]*{high_axis}", md)
+    # the summary table shows both verdicts
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", _section(page, "summary"), re.S) if f">{cheap_axis}<" in r)
+    assert row.endswith('<td><span class="verdict fail">fail</span></td>'
+                        f'<td><span class="verdict pass">pass</span> <span class="lab">{m["selected"]}</span></td>')
+
+
+def _old_format(record: dict) -> dict:
+    """The record as it was before per-axis labeler selection (the new keys dropped)."""
+    old = json.loads(json.dumps(record))
+    for key in NEW_TOP_KEYS:
+        del old[key]
+    del old["split"]["exemplars"]
+    for m in old["axes"].values():
+        for key in NEW_AXIS_KEYS:
+            del m[key]
+    return old
+
+
+def test_old_format_record_still_renders(eval_record, tmp_path):
+    old = _old_format(eval_record)
+    paths = write_report(old, tmp_path)
+    page, md = (paths[k].read_text(encoding="utf-8") for k in ("html", "md"))
+    assert "predates per-axis labeler selection" in page and "predates per-axis labeler selection" in md
+    assert '<table class="labelers">' not in page and "Leave-one-benchmark-out" not in page
+    assert "selected labeler" not in page and "LLM judge alone" not in page
+    for axis, v in old["verdicts"].items():
+        assert re.search(rf"<strong>{axis}</strong> <span class=\"verdict {v}\">{v}</span> LLM judge \(the only", page)
+    head = re.findall(r"<th>(.*?)</th>", _section(page, "summary"))
+    assert head[-1] == "verdict" and "judge alone" not in head
+    assert "| axis | n | judge κ [95% CI] |" in md and "(selected)" not in md
+    assert json.loads(paths["json"].read_text(encoding="utf-8")) == old
+
+
+def test_exemplars_from_another_file_and_no_lobo(eval_record, tmp_path):
+    record = json.loads(json.dumps(eval_record))
+    record["split"]["exemplars"] = {"path": "/data/<pool>.jsonl", "sha256": "ab" * 32}
+    record["leave_one_benchmark_out"] = None
+    page = write_report(record, tmp_path)["html"].read_text(encoding="utf-8")
+    assert "every gold item evaluated" in page and "/data/&lt;pool&gt;.jsonl (sha256 abababababab…)" in page
+    assert "Not computed: the exemplar pool comes from another file (/data/&lt;pool&gt;.jsonl)" in page
+    assert '<table class="lobo">' not in page and '<table class="labelers">' in page
 
 
 # --------------------------------------------------------------------------- independent recomputation
@@ -235,6 +412,9 @@ def test_report_renders_in_headless_chromium(eval_record, eval_report, tmp_path)
         row = next((r for r in rows if f">{axis}<" in r or f">{axis} (primary op.)<" in r), None)
         assert row is not None, axis
         assert f">{verdict}</span>" in row
+    labelers = re.search(r'<table class="labelers">.*?</table>', dom, re.S)
+    assert labelers and len(re.findall(r'<td class="[^"]*\bsel\b', labelers.group(0))) == len(eval_record["axes"])
+    assert re.search(r'<table class="lobo">', dom)
 
 
 # --------------------------------------------------------------------------- review loop
