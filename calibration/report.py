@@ -18,15 +18,14 @@ global figure registry and no GUI backend); each figure is cleared after it is e
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibration.gate import metric_value
+from service.reports import png_data_uri
 from calibration.review import disagreements, format_label
 
 #: Most items listed under "worst disagreements".
@@ -611,16 +610,7 @@ def _clip(text: str, n: int) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _png(fig) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        fig.clear()
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+_png = png_data_uri
 
 
 def confusion_png(axis: str, confusion: dict) -> str | None:

@@ -42,6 +42,8 @@ def run_calibration(
     gate_path: Path = GATE_FILE,
     cascade_threshold: float = CASCADE_THRESHOLD,
     n_boot: int = 1000,
+    inline: bool = False,
+    lobo: bool = True,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -80,10 +82,15 @@ def run_calibration(
                                 "limit": limit, "calibration": True, "exemplars": str(exemplars_path or "")})
     if on_start:
         on_start(plan.n_items)
+    if inline:  # inside an RQ job already (the REST API): label here instead of waiting on other workers
+        from workers.tasks import label_chunk
+
+        for c in plan.pending:
+            label_chunk(str(plan.store.root), c)
     local = LocalWorkers(redis_url, "slicelab", workers, log_path=plan.store.root / "workers.log",
-                         threads_per_worker=threads_per_worker) if workers and plan.pending else None
+                         threads_per_worker=threads_per_worker) if workers and plan.pending and not inline else None
     try:
-        if plan.pending:
+        if plan.pending and not inline:
             execute(plan, Redis.from_url(redis_url), workers=local, on_progress=on_progress)
     finally:
         if local:
@@ -137,7 +144,7 @@ def run_calibration(
         "verdicts": {a: m["verdict"]["verdict"] for a, m in metrics.items()},
         "judge_verdicts": {a: m["judge_verdict"]["verdict"] for a, m in metrics.items()},
         "leave_one_benchmark_out": leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
-        if not exemplars_path else None,
+        if lobo and not exemplars_path else None,
         "items": _items(gold, heldout, judge_labels, df, axes),
     }
     save_record(record)

@@ -196,20 +196,33 @@ def slices(
     output: Path = typer.Option(..., "-o", "--output", help="slice table as JSON"),
     allow_ungated: bool = typer.Option(False, help="also use axes that failed or never had calibration (recorded in the output)"),
     min_support: int = typer.Option(10, min=1, help="slices with fewer samples are flagged low_support"),
+    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, dir_okay=False, help="per-sample results of runs (repeat for several files); adds per-run pass rates, Wilson intervals and pass@k over capability, combination and marginal slices"),
+    run: Optional[list[str]] = typer.Option(None, "--run", help="with --results: only these runs (repeatable; default: all)"),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="also write slices.html/.md/.json here"),
 ) -> None:
     """Group labeled samples into capability slices with pass rates, using only calibrated axes."""
     from service.output import read_table
     from service.slices import slice_table
 
-    table, meta = slice_table(read_table(labels), allow_ungated=allow_ungated, min_support=min_support)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({**meta, "slices": json.loads(table.to_json(orient="records"))}, indent=2))
+    if results:
+        meta = _slices_with_results(labels, results, run, output, allow_ungated, min_support, report_dir)
+        table = None
+    else:
+        table, meta = slice_table(read_table(labels), allow_ungated=allow_ungated, min_support=min_support)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**meta, "slices": json.loads(table.to_json(orient="records"))}
+        output.write_text(json.dumps(payload, indent=2))
+        if report_dir:
+            from service.reports import write_report
+
+            write_report("slices", {"meta": meta, "slices": payload["slices"]}, report_dir / "slices")
     if meta["axes_excluded"]:
         console.print("[yellow]axes left out (calibration verdict not pass):[/yellow] "
                       + ", ".join(f"{a} ({v})" for a, v in meta["axes_excluded"].items()))
     if meta["allow_ungated"] and meta["ungated_axes_used"]:
         console.print(f"[yellow]--allow-ungated: using {', '.join(meta['ungated_axes_used'])} without a passing calibration[/yellow]")
-    Console().print(f"{len(table)} slices over {meta['axes_used'] or 'no axis'} written to {output}")
+    if table is not None:
+        Console().print(f"{len(table)} slices over {meta['axes_used'] or 'no axis'} written to {output}")
 
 
 def _print_summary(df, output: Path) -> None:
@@ -398,6 +411,442 @@ def _print_calibration(record: dict, kind: str) -> None:
                   "their labels are excluded from slices unless --allow-ungated.")
     else:
         out.print("[green]gate: every axis passes[/green]")
+
+
+def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[str]], output: Path,
+                         allow_ungated: bool, min_support: int, report_dir: Optional[Path]) -> dict:
+    """``slices --results``: per-run slice statistics written to ``output`` (and a report)."""
+    from service.slice_stats import slice_stats
+
+    try:
+        lab, res, rejects = _load_labels_results(labels, results, None, None, False)
+        table, meta = slice_stats(lab, res, runs, allow_ungated=allow_ungated, min_support=min_support)
+    except SlicelabError as e:
+        _fail(e)
+    payload = {**meta, "slices": json.loads(table.to_json(orient="records"))}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(payload, indent=2))
+    if report_dir:
+        from service.reports import write_report
+
+        write_report("slices", {"meta": meta, "slices": payload["slices"]}, report_dir / "slices")
+    Console().print(f"{table['slice_id'].nunique()} slices x {len(meta['runs'])} runs over "
+                    f"{meta['axes_used'] or 'no axis'} written to {output}")
+    return meta
+
+
+def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[str], run_field: Optional[str],
+                         skip_bad_rows: bool):
+    """The labeled table and the results table; bad result rows raise, or are collected with ``skip_bad_rows``."""
+    from service.errors import ConfigError
+    from service.output import read_table
+    from service.results import load_results
+
+    try:
+        lab = read_table(labels)
+    except Exception as e:  # pandas/pyarrow raise many types for an unreadable file
+        raise ConfigError(f"--labels {labels}: not a readable labeled table (.parquet or .jsonl): {e}") from None
+    rejects: list | None = [] if skip_bad_rows else None
+    res = load_results(results, id_field=id_field, run_field=run_field, rejects=rejects)
+    if rejects:
+        console.print(f"[yellow]{len(rejects)} result rows skipped[/yellow]; first: {rejects[0]}")
+    return lab, res, rejects
+
+
+def _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
+                min_support, alpha):
+    from service.comparison import compare
+
+    lab, res, rejects = _load_labels_results(labels, results, id_field, run_field, skip_bad_rows)
+    cmp = compare(lab, res, baseline, candidate, allow_ungated=allow_ungated, min_support=min_support, alpha=alpha)
+    cmp.meta["results_files"] = [str(p) for p in results]
+    cmp.meta["labels_file"] = str(labels)
+    cmp.meta["n_result_rows_rejected"] = len(rejects or [])
+    if rejects:
+        cmp.meta["result_rows_rejected"] = rejects[:100]
+    return cmp
+
+
+def _loop_console() -> Console:
+    """The wide console, with long result lines kept on one line (greppable in logs)."""
+    return Console(width=max(160, Console().width), soft_wrap=True)
+
+
+def _report_stem(output: Optional[Path], report_dir: Optional[Path], name: str) -> Optional[Path]:
+    if report_dir is not None:
+        return report_dir / name
+    return output.with_suffix("") if output is not None else None
+
+
+def _print_comparison(cmp) -> None:
+    out = _loop_console()
+    o = cmp.overall
+    out.print(f"{cmp.candidate} vs {cmp.baseline}: {o['n']} shared samples, pass rate {o['baseline_pass']:.3f} -> "
+              f"{o['candidate_pass']:.3f} (change {o['delta']:+.3f} [{o['delta_ci_low']:+.3f}, "
+              f"{o['delta_ci_high']:+.3f}], exact McNemar p={o['p_value']:.2g}); {o['n10']} lost, {o['n01']} gained")
+    for key, s in cmp.spread.items():
+        share = "—" if s["share_slices_significant_drop"] is None else f"{s['share_slices_significant_drop']:.2f}"
+        gini = "—" if s["gini_net_loss_rate"] is None else f"{s['gini_net_loss_rate']:.2f}"
+        out.print(f"  {key}: {s['n_significant_drop']}/{s['n_tested']} tested slices dropped significantly "
+                  f"(share {share}, Gini of net loss rates {gini})")
+    fm = cmp.failure_modes
+    out.print(f"  newly failing: {fm['n_newly_failing']} — " + ", ".join(
+        f"{k} {v} ({fm['shares'][k]:.0%})" for k, v in sorted(fm["counts"].items(), key=lambda x: -x[1])))
+    if cmp.meta.get("axes_excluded"):
+        out.print("[yellow]axes left out (calibration verdict not pass):[/yellow] "
+                  + ", ".join(f"{a} ({v})" for a, v in cmp.meta["axes_excluded"].items()))
+    if cmp.meta.get("allow_ungated") and cmp.meta.get("ungated_axes_used"):
+        out.print(f"[yellow]--allow-ungated: using {', '.join(cmp.meta['ungated_axes_used'])} "
+                  "without a passing calibration[/yellow]")
+    cap = cmp.slices[(cmp.slices["key"] == "capability") & cmp.slices["tested"].astype(bool)]
+    if len(cap):
+        t = Table(title="tested capability slices (largest first)", title_justify="left")
+        for col in ("slice", "n", "baseline", "candidate", "change [95% CI]", "q", ""):
+            t.add_column(col, no_wrap=col != "slice")
+        for r in cap.head(15).itertuples(index=False):
+            t.add_row(r.label, str(r.n), f"{r.baseline_pass:.3f}", f"{r.candidate_pass:.3f}",
+                      f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]", f"{r.q_value:.2g}",
+                      "[red]drop[/red]" if r.significant_drop else ("[green]gain[/green]" if r.significant_gain else ""))
+        out.print(t)
+
+
+_RESULTS_HELP = "per-sample results: lm-eval --log_samples JSONL, the shared BBH/math model-output JSONL, or JSONL/Parquet with sample_id, run, correct|score, output, finish_reason (repeat --results for several files)"
+
+
+@app.command("compare")
+def compare_runs(
+    labels: Path = typer.Option(..., "--labels", exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl)"),
+    results: list[Path] = typer.Option(..., "--results", exists=True, dir_okay=False, help=_RESULTS_HELP),
+    baseline: str = typer.Option(..., "--baseline", help="baseline run name"),
+    candidate: str = typer.Option(..., "--candidate", help="candidate run name"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", dir_okay=False, help="comparison JSON (reports .html/.md beside it)"),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="write compare.html/.md/.json here"),
+    allow_ungated: bool = typer.Option(False, help="also slice on axes that failed or never had calibration (recorded)"),
+    min_support: int = typer.Option(10, min=1, help="slices with fewer shared samples are not tested"),
+    alpha: float = typer.Option(0.05, help="Benjamini-Hochberg false discovery rate"),
+    id_field: Optional[str] = typer.Option(None, help="results field holding the sample id ('+' joins fields)"),
+    run_field: Optional[str] = typer.Option(None, help="results field holding the run name ('+' joins fields)"),
+    skip_bad_rows: bool = typer.Option(False, help="skip unusable result rows (counted and listed in the output) instead of stopping"),
+) -> None:
+    """Per-slice change from a baseline run to a candidate: exact McNemar, Benjamini-Hochberg, spread, failure modes."""
+    from service.reports import write_report
+
+    try:
+        cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
+                          min_support, alpha)
+    except SlicelabError as e:
+        _fail(e)
+    payload = cmp.to_dict()
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2, allow_nan=False))
+    stem = _report_stem(output, report_dir, "compare")
+    _print_comparison(cmp)
+    if stem is not None:
+        paths = write_report("compare", payload, stem)
+        if output is not None and report_dir is None:
+            paths["json"] = output
+        typer.echo("wrote " + ", ".join(str(p) for p in dict.fromkeys(paths.values())))
+
+
+@app.command("diagnose")
+def diagnose_runs(
+    labels: Path = typer.Option(..., "--labels", exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl)"),
+    results: list[Path] = typer.Option(..., "--results", exists=True, dir_okay=False, help=_RESULTS_HELP),
+    baseline: str = typer.Option(..., "--baseline", help="baseline run name"),
+    candidate: str = typer.Option(..., "--candidate", help="candidate run name"),
+    output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="diagnosis JSON (reports .html/.md beside it)"),
+    rules: Optional[Path] = typer.Option(None, "--rules", exists=True, dir_okay=False, help="mapping rules YAML (default: prompts/mapping-rules-v1.yaml)"),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="write diagnosis.html/.md/.json here instead of beside -o"),
+    allow_ungated: bool = typer.Option(False, help="also slice on axes that failed or never had calibration (recorded)"),
+    min_support: Optional[int] = typer.Option(None, min=1, help="override the rules' evidence.min_support"),
+    alpha: Optional[float] = typer.Option(None, help="override the rules' evidence.alpha"),
+    id_field: Optional[str] = typer.Option(None, help="results field holding the sample id ('+' joins fields)"),
+    run_field: Optional[str] = typer.Option(None, help="results field holding the run name ('+' joins fields)"),
+    skip_bad_rows: bool = typer.Option(False, help="skip unusable result rows (counted in the output) instead of stopping"),
+) -> None:
+    """Compare two runs, evaluate the mapping rules in order, and write the verdict with its evidence."""
+    from service.mapping import DEFAULT_RULES, diagnose, load_rules
+    from service.reports import write_report
+
+    try:
+        rule_set = load_rules(rules or DEFAULT_RULES)
+        ev = rule_set.evidence
+        cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
+                          min_support or ev.min_support, alpha if alpha is not None else ev.alpha)
+        result = diagnose(cmp, rule_set)
+    except SlicelabError as e:
+        _fail(e)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, allow_nan=False))
+    paths = write_report("diagnose", result, _report_stem(output, report_dir, "diagnosis"), comparison=cmp.to_dict())
+    out = _loop_console()
+    _print_comparison(cmp)
+    style = {"data_intervention": "cyan", "non_data": "yellow"}.get(result["verdict"], "white")
+    out.print(f"verdict: [bold {style}]{result['verdict']}[/bold {style}] — {result['summary']}")
+    for f in result["fired_rules"]:
+        out.print(f"  fired {f['id']} ({f['kind']})")
+    for c in result["checks"]:
+        out.print(f"  check {c['id']}: {c['what']}")
+    for i in result["interventions"]:
+        out.print(f"  intervention {i['rule_id']}: operations {', '.join(i['operations'])}; "
+                  f"{i['n_weak_slices']} weak slices ({i['samples_in_weak_slices']} samples); action {i['action']}")
+    if result["insufficient_evidence"]:
+        out.print(f"  {len(result['insufficient_evidence'])} dropped slices are insufficient evidence "
+                  "(low support, not significant, or overlapping intervals)")
+    typer.echo(f"wrote {output}, " + ", ".join(str(p) for k, p in paths.items() if k != "json"))
+
+
+@app.command("sample")
+def sample_docs(
+    docs: Path = typer.Option(..., "--docs", exists=True, dir_okay=False, help="labeled documents (.parquet or .jsonl): id, domain, document_format, reasoning_depth, demonstrated_operations, education_level, and tokens or text"),
+    diagnosis: Path = typer.Option(..., "--diagnosis", exists=True, dir_okay=False, help="a diagnosis JSON from `slicelab diagnose`"),
+    budget_tokens: int = typer.Option(..., "--budget-tokens", min=1, help="most tokens to select (each document counted once)"),
+    output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="manifest JSONL (summary .summary.json/.md beside it)"),
+    allow_ungated: bool = typer.Option(False, help="filter on document axes that failed or never had calibration (recorded)"),
+) -> None:
+    """Select labeled documents matching a diagnosis's interventions, weighted by the weak slices they address."""
+    from service.errors import ConfigError
+    from service.sampling import build_manifest, load_documents, write_manifest
+
+    try:
+        try:
+            diag = json.loads(diagnosis.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--diagnosis {diagnosis}: not a readable JSON file: {e}") from None
+        if not isinstance(diag, dict) or "verdict" not in diag:
+            raise ConfigError(f"--diagnosis {diagnosis}: no 'verdict'; give the JSON written by `slicelab diagnose`")
+        table, source = load_documents(docs)
+        manifest, summary = build_manifest(table, diag, budget_tokens, allow_ungated=allow_ungated,
+                                           token_source=source)
+    except SlicelabError as e:
+        _fail(e)
+    paths = write_manifest(manifest, summary, output)
+    out = _loop_console()
+    out.print(f"selected {summary['n_selected']} of {summary['n_candidates']} matching documents "
+              f"({summary['n_documents']} labeled): {summary['tokens_selected']:,} of {budget_tokens:,} tokens "
+              f"({source})")
+    for r in summary["interventions"]:
+        out.print(f"  {r['rule_id']}: {r['n_matching']} matching, {r['n_selected']} selected, "
+                  f"{r['tokens_selected']:,} tokens")
+    if summary["no_matching_documents"]:
+        out.print(f"[yellow]no labeled document matches {', '.join(summary['no_matching_documents'])}[/yellow]")
+    if allow_ungated and any(v != "pass" for v in summary["gate"].values()):
+        out.print("[yellow]--allow-ungated: document axes used without a passing calibration: "
+                  + ", ".join(a for a, v in summary["gate"].items() if v != "pass") + "[/yellow]")
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind"),
+    port: int = typer.Option(8080, help="port to bind"),
+) -> None:
+    """Run the REST service (API keys from SLICELAB_API_KEYS; jobs run on `slicelab worker`s)."""
+    import uvicorn
+
+    from service.api import Settings, create_app
+
+    try:
+        settings = Settings.from_env()
+    except SlicelabError as e:
+        _fail(e)
+    if not settings.api_keys:
+        console.print("[yellow]no API keys configured (SLICELAB_API_KEYS): every endpoint but health answers 401[/yellow]")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("label-shard")
+def label_shard(
+    shards: list[str] = typer.Argument(..., help="JSONL (.jsonl, .jsonl.gz, .jsonl.zst) or Parquet shards: local paths or fsspec URLs"),
+    output: Path = typer.Option(..., "-o", "--output", file_okay=False, help="run folder: parts/ (the labeled rows), markers/, index/, student.json, summary.json"),
+    judge_sample: int = typer.Option(200, min=0, help="distinct documents the judge labels (seeded random sample); 0 needs --student"),
+    seed: int = typer.Option(0, help="seed of the judge sample and of the held-out split"),
+    max_doc_tokens: int = typer.Option(defaults.SHARD_MAX_TOKENS, min=16, help="token budget documents are cut to, head and tail kept (4 characters a token)"),
+    route_below: Optional[float] = typer.Option(None, help="send a student-labeled document to the judge when its lowest student probability is below this"),
+    heldout_frac: float = typer.Option(defaults.STUDENT_HELDOUT_FRAC, help="share of the judge sample held out to measure the student against the judge"),
+    gold: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="document gold set the student is measured on (default: calibration/gold/doc_gold_v1.jsonl)"),
+    gate: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="gate thresholds (default: calibration/gate.yaml)"),
+    student: Optional[str] = typer.Option(None, help="label with this saved student (hash) instead of training one"),
+    text_field: str = typer.Option("text", help="record field holding the document text"),
+    id_field: str = typer.Option("id", help="record field holding the document id"),
+    rows_per_job: int = typer.Option(defaults.SHARD_ROWS_PER_JOB, min=1, help="rows per label job (one Parquet part each)"),
+    judge_docs_per_job: int = typer.Option(defaults.SHARD_JUDGE_DOCS_PER_JOB, min=1, help="sample documents per judge job"),
+    batch_rows: int = typer.Option(defaults.SHARD_BATCH_ROWS, min=1, help="rows a job holds in memory at a time"),
+    workers: int = typer.Option(2, min=0, help="local worker processes to start (0: rely on `slicelab worker --queue slicelab-shards` elsewhere)"),
+    queue: str = typer.Option(defaults.SHARD_QUEUE_NAME, help="RQ queue name"),
+    judge_url: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_URL", help="OpenAI-compatible base URL; default: embedded judge"),
+    judge_model: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_MODEL", help="served model name"),
+    max_tokens: Optional[int] = typer.Option(None, min=16, help="judge output tokens per label"),
+    max_attempts: Optional[int] = typer.Option(None, min=1, help="judge attempts per document on invalid output"),
+    n_boot: int = typer.Option(defaults.STUDENT_N_BOOT, min=50, help="bootstrap resamples of the kappa intervals"),
+    as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
+) -> None:
+    """Label pretraining shards: dedupe, judge a sample, distil a student, label every row through RQ workers."""
+    import time
+
+    from redis import Redis
+    from rich.progress import SpinnerColumn
+
+    from calibration.gold import BUNDLED
+    from service.judge import judge_spec, make_judge
+    from service.redis_conn import resolve_redis_url
+    from service.runner import LocalWorkers
+    from service.shard_runner import (ShardOptions, ensure_index, judge_jobs, label_jobs, plan_shard_run,
+                                      retry_judge_errors, run_jobs, summarize, train_stage, use_saved_student)
+
+    try:
+        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens, max_attempts=max_attempts)
+        opts = ShardOptions(text_field=text_field, id_field=id_field, max_tokens=max_doc_tokens, judge_sample=judge_sample,
+                            seed=seed, heldout_frac=heldout_frac, rows_per_job=rows_per_job,
+                            judge_docs_per_job=judge_docs_per_job, batch_rows=batch_rows, route_below=route_below,
+                            gold=str((gold or BUNDLED["document"]).resolve()), gate=str(gate.resolve()) if gate else "",
+                            student=student, n_boot=n_boot)
+        store, resumed = plan_shard_run(shards, output, opts, spec, make_judge(spec).config_hash())
+    except SlicelabError as e:
+        _fail(e)
+    timings: dict[str, float] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    t0 = time.perf_counter()
+    try:
+        with Progress(SpinnerColumn(), *columns, console=console) as bar:
+            task = bar.add_task("index (rows read)", total=None)
+            index = ensure_index(store, on_rows=lambda n: bar.advance(task, n))
+        timings["index_s"] = time.perf_counter() - t0
+        url, origin = resolve_redis_url(store.root / "redis")
+    except SlicelabError as e:
+        _fail(e)
+    console.print(f"run {store.root}{' (resumed)' if resumed else ''}: {sum(index['n_rows'])} rows in "
+                  f"{len(index['n_rows'])} shards: {index['n_distinct']} distinct documents, {index['n_duplicates']} "
+                  f"duplicates, {index['n_rejected']} rejected; judge sample {index['n_sample']}; Redis: {origin}")
+    local = None
+    if workers:
+        local = LocalWorkers(url, queue, workers, log_path=store.root / "workers.log",
+                             threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
+    conn = Redis.from_url(url)
+    try:
+        if not store.student_path.is_file():
+            if student:
+                use_saved_student(store, student)
+            else:
+                jobs = judge_jobs(store)
+                if retry_judge_errors(store, jobs):
+                    console.print("judge jobs with judge_error are asked again")
+                t1 = time.perf_counter()
+                with Progress(*columns, console=console) as bar:
+                    done = sum(store.marker(j)["rows"] for j in jobs if store.is_done(j))
+                    task = bar.add_task("judge sample", total=index["n_sample"], completed=done)
+                    run_jobs(store, jobs, conn, queue_name=queue, workers=local, on_progress=lambda n: bar.advance(task, n))
+                timings["judge_s"] = time.perf_counter() - t1
+                t1 = time.perf_counter()
+                console.print("training the student on the judge sample and measuring it ...")
+                train_stage(store)
+                timings["train_s"] = time.perf_counter() - t1
+        record = json.loads(store.student_path.read_text())
+        _print_student_record(record)
+        jobs = label_jobs(store)
+        t1 = time.perf_counter()
+        with Progress(*columns, console=console) as bar:
+            done = sum(store.marker(j)["rows"] for j in jobs if store.is_done(j))
+            task = bar.add_task("label rows", total=sum(index["n_rows"]), completed=done)
+            run_jobs(store, jobs, conn, queue_name=queue, workers=local, on_progress=lambda n: bar.advance(task, n))
+        timings["label_s"] = time.perf_counter() - t1
+        timings["label_rows"] = sum(index["n_rows"]) - done
+    except SlicelabError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished jobs are kept in {store.root}; re-run the same command to resume")
+        raise typer.Exit(130)
+    finally:
+        if local:
+            local.stop()
+    store.remove_temp_files()
+    timings["total_s"] = time.perf_counter() - t0
+    summary = summarize(store, timings)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    out = _wide_console()
+    out.print(f"wrote {summary['rows']} rows in {summary['n_label_jobs']} parts to {store.parts_dir}")
+    out.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["status_counts"].items())))
+    for axis, counts in summary["labeler_counts"].items():
+        out.print(f"  {axis}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if timings.get("label_rows") and timings["label_s"] > 0:
+        out.print(f"label phase: {timings['label_rows'] / timings['label_s']:,.0f} rows/s; total {timings['total_s']:.1f} s")
+
+
+def _print_student_record(record: dict) -> None:
+    """Per axis: student vs judge (held-out) and vs gold — n, kappa, lower 95% bound, verdict — and who labels it."""
+    if not record.get("hash"):
+        console.print(f"[yellow]no student: {record.get('reason', '')}; rows outside the judge sample stay unlabeled[/yellow]")
+        return
+    table = Table(title=f"student {record['hash']} (trained on {record.get('n_train')} judge labels)", title_justify="left")
+    for col in ("axis", "vs judge n", "kappa", "low", "verdict", "vs gold n", "kappa ", "low ", "verdict ", "labels by"):
+        table.add_column(col)
+    for axis, a in record["axes"].items():
+        cells = []
+        for side in ("vs_judge", "vs_gold"):
+            s = (record.get("summaries") or {}).get(axis, {}).get(side) or {}
+            v = a.get(side) or {}
+            cells += [str(s.get("n", "-")), _fmt(s.get("kappa")), _fmt(s.get("kappa_ci_low")), v.get("verdict", "-")]
+        table.add_row(axis, *cells, "student + judge sample" if a["use_student"] else "judge sample only")
+    _wide_console().print(table)
+
+
+student_app = typer.Typer(no_args_is_help=True, help="Saved students of label-shard: list them, re-measure one.")
+app.add_typer(student_app, name="student")
+
+
+@student_app.command("eval")
+def student_eval(
+    student_hash: str = typer.Argument(..., metavar="HASH", help="a saved student (see `slicelab student list`)"),
+    gold: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="document gold set (default: calibration/gold/doc_gold_v1.jsonl)"),
+    gate: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="gate thresholds (default: calibration/gate.yaml)"),
+    n_boot: int = typer.Option(defaults.STUDENT_N_BOOT, min=50, help="bootstrap resamples of the kappa intervals"),
+    as_json: bool = typer.Option(False, "--json", help="print the measurements as JSON on stdout"),
+) -> None:
+    """Re-measure a saved student against a document gold set, with the gate's verdict per axis."""
+    from calibration.gate import GATE_FILE, load_gate
+    from calibration.gold import BUNDLED, GOLD, load_gold
+    from service.student import load_student, measure
+
+    try:
+        model, meta = load_student(student_hash)
+        gold_set = load_gold(gold or BUNDLED["document"])
+        if gold_set.kind != "document":
+            raise SlicelabError(f"--gold {gold}: a {gold_set.kind} gold set; students label documents")
+        ids = list(gold_set.items)
+        result = measure(model, [gold_set.items[i].text for i in ids], [gold_set.labels[GOLD][i] for i in ids],
+                         load_gate(gate or GATE_FILE), n_boot=n_boot)
+    except SlicelabError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps({"hash": student_hash, "gold": str(gold_set.path), "gold_sha256": gold_set.sha256,
+                               "axes": {a: {"summary": r["summary"], "verdict": r["verdict"]} for a, r in result.items()}},
+                              indent=2, allow_nan=False))
+        return
+    table = Table(title=f"student {student_hash} vs {gold_set.path.name} ({len(ids)} documents)", title_justify="left")
+    for col in ("axis", "n", "accuracy", "kappa", "kappa 95% CI", "macro-F1", "verdict", "reason", "at training"):
+        table.add_column(col)
+    for axis, r in result.items():
+        s, v = r["summary"], r["verdict"]
+        then = ((meta.get("vs_gold") or {}).get(axis) or {}).get("verdict", {}).get("verdict", "-")
+        table.add_row(axis, str(s["n"]), _fmt(s["accuracy"]), _fmt(s["kappa"]),
+                      f"[{_fmt(s['kappa_ci_low'])}, {_fmt(s['kappa_ci_high'])}]", _fmt(s["macro_f1"]),
+                      v["verdict"], v["reason"], then)
+    _wide_console().print(table)
+
+
+@student_app.command("list")
+def student_list() -> None:
+    """Saved students, newest first: hash, when, training size, axes that passed the gate."""
+    from service.student import list_students, students_dir
+
+    table = Table(title=f"students in {students_dir()}", title_justify="left")
+    for col in ("hash", "created", "trained on", "axes passed"):
+        table.add_column(col)
+    for m in list_students():
+        table.add_row(m["hash"], m.get("created_at", ""), str(m.get("n_train", "")), ", ".join(m.get("axes_passed", [])) or "-")
+    _wide_console().print(table)
 
 
 def main() -> None:

@@ -38,3 +38,28 @@ RUNS_DIRNAME = ".slicelab-runs"
 def redis_url() -> str:
     """The Redis URL from the REDIS_URL environment variable, else the default."""
     return os.environ.get("REDIS_URL") or REDIS_URL
+
+# --- pretraining shards (``slicelab label-shard``) ---------------------------------
+
+#: RQ queue that shard jobs go to (apart from label-benchmark's, so the two never mix).
+SHARD_QUEUE_NAME = "slicelab-shards"
+#: Rows of one shard per label job (one job = one Parquet part + one marker).
+SHARD_ROWS_PER_JOB = 5000
+#: Judge-sample documents per judge job (each job is the row range spanning them).
+SHARD_JUDGE_DOCS_PER_JOB = 8
+#: Rows read, labeled and written at a time inside a job (bounds a worker's memory).
+SHARD_BATCH_ROWS = 1024
+#: Token budget a document is cut to before the judge and the student see it (tokens).
+SHARD_MAX_TOKENS = 512
+#: Characters per token of the budget (OpenAI's rule of thumb for English text).
+CHARS_PER_TOKEN = 4
+#: Share of the budget kept from the document's head; the rest comes from its tail.
+TRUNCATE_HEAD_SHARE = 0.75
+#: Share of the judge sample held out to measure the student against the judge.
+STUDENT_HELDOUT_FRAC = 0.25
+#: Bootstrap resamples for the kappa intervals of student metrics.
+STUDENT_N_BOOT = 1000
+#: Hash buckets of the deduplication index (first byte of the content hash: 256).
+DEDUP_BUCKETS = 256
+#: Row stride of the byte offsets kept for uncompressed JSONL shards (rows).
+JSONL_OFFSET_STRIDE = 1024

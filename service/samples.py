@@ -21,6 +21,8 @@ class Status(StrEnum):
     truncated = "truncated"  # reply stopped by max_tokens on every attempt
     input_too_long = "input_too_long"  # prompt does not fit the judge's context window
     rejected_input = "rejected_input"  # the input record itself was bad (see rejects file)
+    duplicate = "duplicate"  # shard row whose normalized text an earlier row had (see duplicate_of)
+    unlabeled = "unlabeled"  # shard row outside the judge sample with no axis the student may label
 
 
 class EvalSample(BaseModel):

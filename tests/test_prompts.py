@@ -34,6 +34,11 @@ def test_prompt_file_loads_renders_and_validates(path):
                 schema = t.json_schema(kind, with_failure_mode=fm)
                 assert schema["additionalProperties"] is False
         return
+    if path.name.startswith("mapping-rules"):
+        from service.mapping import load_rules
+
+        assert load_rules(path).rules
+        return
     tmpl = load_template(str(path))
     item = SAMPLE if tmpl.kind == "eval" else DOC
     for fm in ((False, True) if tmpl.kind == "eval" else (False,)):

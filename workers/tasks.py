@@ -46,3 +46,11 @@ def label_chunk(run_dir: str, chunk: int) -> dict:
     store.write_part(chunk, rows)
     return {"chunk": chunk, "skipped": False, **store.marker(chunk)}
 
+
+
+def calibrate(gold_path: str, judge: dict, options: dict) -> str:
+    """Run a calibration inside this worker (labels in-process); return the record id."""
+    from calibration.run import run_calibration
+
+    record = run_calibration(Path(gold_path), judge, redis_url="", workers=0, inline=True, **options)
+    return record["id"]

@@ -38,6 +38,7 @@ THREADS_ENV = "SLICELAB_LLAMA_THREADS"
 
 _LLAMAS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
+_CALL_LOCKS: dict[int, threading.Lock] = {}
 
 
 def find_bundled_gguf() -> Path:
@@ -134,6 +135,10 @@ class EmbeddedJudge(Judge):
 
     def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
         llm = _llama(self.model_path, self.n_ctx, self.n_threads)
+        with _CALL_LOCKS.setdefault(id(llm), threading.Lock()):  # a llama.cpp context serves one call at a time
+            return self._complete(llm, messages, model_cls)
+
+    def _complete(self, llm, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
         try:
             out = llm.create_chat_completion(
                 messages=messages,

@@ -1,0 +1,321 @@
+"""Compare two runs slice by slice on the samples both ran: paired tests, spread, failure modes.
+
+For every slice (:mod:`service.slice_stats` keys) the shared samples form a paired
+2×2 table: ``n11`` both correct, ``n10`` correct in the baseline only (losses),
+``n01`` correct in the candidate only (gains), ``n00`` both wrong. From it:
+
+- the exact McNemar test (:func:`mcnemar_exact`) and the Benjamini–Hochberg adjusted
+  p-value within each key family (``q_value``), over slices with enough support;
+- the change ``delta`` = candidate − baseline pass rate with the Agresti–Min interval
+  (:func:`paired_delta_interval`), and each run's Wilson interval;
+- whether the two runs' Wilson intervals overlap.
+
+How spread a regression is: the share of tested slices with a significant drop, the
+Gini coefficient of per-slice net loss rates and the Herfindahl–Hirschman index of
+per-slice net losses (:func:`gini`, :func:`hhi`). Newly failing samples get a failure
+mode from the deterministic checks on the candidate's output (:func:`classify_failure`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, false_discovery_control, norm
+
+from calibration.metrics import wilson_interval
+from service.checks import deterministic_failure_mode, has_final_answer
+from service.errors import ConfigError
+from service.samples import EvalSample
+from service.slice_stats import KEYS, check_runs, slice_index
+from service.slices import MIN_SUPPORT, SLICE_AXES
+
+#: Family-wise false discovery rate for the Benjamini–Hochberg step.
+ALPHA = 0.05
+#: Failure mode of a newly failing sample that no check and no label decided.
+UNCLASSIFIED = "unclassified"
+
+
+def mcnemar_exact(n10: int, n01: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pair counts.
+
+    Under H0 the ``n10 + n01`` discordant pairs split Binomial(n10 + n01, 1/2)
+    (McNemar 1947, exact form); the p-value is
+    ``scipy.stats.binomtest(n10, n10 + n01, 0.5).pvalue`` (two-sided), which equals
+    ``statsmodels.stats.contingency_tables.mcnemar(table, exact=True).pvalue``.
+
+    Returns:
+        The p-value in [0, 1]; 1.0 when there is no discordant pair.
+    """
+    n = int(n10) + int(n01)
+    return 1.0 if n == 0 else float(binomtest(int(n10), n, 0.5).pvalue)
+
+
+def paired_delta_interval(n11: int, n10: int, n01: int, n00: int, *,
+                          confidence: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval of the paired difference candidate − baseline pass rate.
+
+    Agresti & Min (2005), "Simple improved confidence intervals for comparing matched
+    proportions", Statistics in Medicine 24:729–740: add 1/2 to each cell of the 2×2
+    table, then use the Wald interval
+    ``d ± z·sqrt(((n01 + n10) − (n01 − n10)²/n) / n²)`` with ``d = (n01 − n10)/n``.
+
+    Returns:
+        ``(low, high)`` clipped to [−1, 1] (proportions), or None for an empty table.
+    """
+    if n11 + n10 + n01 + n00 == 0:
+        return None
+    b, c = n10 + 0.5, n01 + 0.5
+    n = n11 + n10 + n01 + n00 + 2.0
+    d = (c - b) / n
+    se = math.sqrt(max((b + c) - (c - b) ** 2 / n, 0.0)) / n
+    z = float(norm.ppf(0.5 + confidence / 2))
+    return max(-1.0, d - z * se), min(1.0, d + z * se)
+
+
+def gini(values: list[float] | np.ndarray) -> float | None:
+    """Gini coefficient of non-negative values (0 = all equal, → 1 = all in one).
+
+    Gini (1912) as half the relative mean absolute difference,
+    ``G = Σ_i Σ_j |x_i − x_j| / (2 n² x̄)``, computed from the sorted values as
+    ``G = 2 Σ_i i·x_(i) / (n Σ x) − (n + 1)/n`` (i = 1..n).
+
+    Returns:
+        G in [0, 1), or None when there are no values or they sum to 0.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    if x.size == 0 or x.sum() <= 0:
+        return None
+    if (x < 0).any():
+        raise ValueError("gini: values must be non-negative")
+    i = np.arange(1, x.size + 1)
+    return float(2 * (i * x).sum() / (x.size * x.sum()) - (x.size + 1) / x.size)
+
+
+def hhi(values: list[float] | np.ndarray) -> tuple[float, float] | None:
+    """Herfindahl–Hirschman index of non-negative amounts and its normalised form.
+
+    ``H = Σ s_i²`` with shares ``s_i = x_i / Σ x`` (Hirschman 1945; Herfindahl 1950);
+    normalised ``H* = (H − 1/N) / (1 − 1/N)`` so that 0 = equal shares, 1 = one slice
+    holds everything (H* = 1 when N = 1).
+
+    Returns:
+        ``(H, H*)``, or None when there are no values or they sum to 0.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size == 0 or x.sum() <= 0:
+        return None
+    s = x / x.sum()
+    h = float((s ** 2).sum())
+    return h, (1.0 if x.size == 1 else float((h - 1 / x.size) / (1 - 1 / x.size)))
+
+
+def classify_failure(output: str | None, finish_reason: str | None, extracted_answer: str | None = None,
+                     label_failure_mode: str | None = None) -> tuple[str, str]:
+    """Failure mode of an output scored wrong, deterministic checks first (taxonomy v1 §1.5).
+
+    Order: empty output → ``refusal_or_empty``; no final answer and stopped by length, or
+    repeating at the end → ``non_termination`` (:func:`service.checks.deterministic_failure_mode`);
+    no extractable final answer otherwise → ``format_violation``; else the label's
+    ``failure_mode`` when given, else :data:`UNCLASSIFIED` (a wrong answer only a judge can explain).
+
+    Returns:
+        ``(failure_mode, check)``: ``check`` names what decided (``"empty output"``,
+        ``"finish_reason=length, no final answer"``, ``"no final answer"``, ``"labels"``, ``"none"``).
+    """
+    text = lambda v: v if isinstance(v, str) else None  # noqa: E731 - pandas gives NaN for missing values
+    sample = EvalSample(id="-", question="-", model_output=text(output) or "", extracted_answer=text(extracted_answer),
+                        correct=False, finish_reason=text(finish_reason))
+    mode, rule = deterministic_failure_mode(sample)
+    if mode is not None:
+        return mode, rule
+    if not has_final_answer(sample):
+        return "format_violation", "no final answer"
+    if label_failure_mode:
+        return label_failure_mode, "labels"
+    return UNCLASSIFIED, "none"
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`.
+
+    Attributes:
+        baseline, candidate: run names.
+        slices: ``DataFrame[slice_id, key, label, background_condition, task_type, primary_operation,
+            output_constraint, operations, n, n11, n10, n01, n00, baseline_pass,
+            baseline_ci_low, baseline_ci_high, candidate_pass, candidate_ci_low, candidate_ci_high,
+            delta, delta_ci_low, delta_ci_high, p_value, q_value, tested, low_support,
+            significant_drop, significant_gain, intervals_overlap]`` (rates are proportions;
+            ``q_value`` None for untested slices).
+        overall: the same figures over every shared sample.
+        spread: per key family: ``n_tested``, ``n_significant_drop``, ``share_slices_significant_drop``,
+            ``gini_net_loss_rate``, ``hhi_net_losses``, ``hhi_net_losses_normalized``.
+        failure_modes: ``n_newly_failing``, ``counts`` and ``shares`` by failure mode, ``checks``.
+        newly_failing: ``DataFrame[sample_id, failure_mode, check]``.
+        meta: runs, sample counts, slice-index meta, ``min_support``, ``alpha``.
+    """
+
+    baseline: str
+    candidate: str
+    slices: pd.DataFrame
+    overall: dict[str, Any]
+    spread: dict[str, dict[str, Any]]
+    failure_modes: dict[str, Any]
+    newly_failing: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (no NaN)."""
+        return jsonable({"baseline": self.baseline, "candidate": self.candidate, "meta": self.meta,
+                       "overall": self.overall, "spread": self.spread, "failure_modes": self.failure_modes,
+                       "slices": self.slices.to_dict(orient="records")})
+
+
+def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidate: str, *,
+            allow_ungated: bool = False, min_support: int = MIN_SUPPORT, alpha: float = ALPHA) -> Comparison:
+    """Per-slice change from ``baseline`` to ``candidate`` on the samples both runs scored.
+
+    Args:
+        labels: a labeled table (see :func:`service.slice_stats.slice_index`).
+        results: a results table (:func:`service.results.load_results`) holding both runs.
+        baseline, candidate: run names.
+        allow_ungated: also slice on axes that did not pass calibration (recorded in meta).
+        min_support: slices with fewer shared samples are not tested (``low_support``).
+        alpha: false discovery rate of the Benjamini–Hochberg step (Benjamini & Hochberg 1995,
+            ``scipy.stats.false_discovery_control``), applied per key family to tested slices.
+
+    Returns:
+        A :class:`Comparison`.
+
+    Raises:
+        ConfigError: the runs are equal or missing from ``results``, no sample has results in
+            both, or ``alpha`` is not in (0, 1).
+    """
+    if baseline == candidate:
+        raise ConfigError(f"--baseline and --candidate are the same run {baseline!r}; compare two runs")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
+    check_runs(results, [baseline, candidate])
+    base = results[results["run"] == baseline].set_index("sample_id")
+    cand = results[results["run"] == candidate].set_index("sample_id")
+    shared = base.index.intersection(cand.index)
+    if shared.empty:
+        raise ConfigError(f"runs {baseline!r} and {candidate!r} share no sample id")
+    pair = pd.DataFrame({"b": base.loc[shared, "correct"].astype(bool), "c": cand.loc[shared, "correct"].astype(bool)})
+    index = slice_index(labels, allow_ungated=allow_ungated)
+    members = index.members[index.members["sample_id"].isin(shared)]
+    rows = [_slice_row(sid, pair.loc[g["sample_id"]]) for sid, g in members.groupby("slice_id", sort=False)]
+    if rows:
+        slices = pd.DataFrame(rows).merge(index.slices[["slice_id", "key", "label", *SLICE_AXES, "operations"]],
+                                          on="slice_id")
+        slices = _test(slices, min_support, alpha)
+    else:
+        slices = pd.DataFrame(columns=_COLUMNS)
+    labeled_ids = set(index.members["sample_id"])
+    meta = {**index.meta, "baseline": baseline, "candidate": candidate, "n_shared": int(len(shared)),
+            "n_shared_labeled": int(sum(s in labeled_ids for s in shared)),
+            "n_baseline_only": int(len(base.index.difference(cand.index))),
+            "n_candidate_only": int(len(cand.index.difference(base.index))),
+            "min_support": min_support, "alpha": alpha}
+    newly = _newly_failing(pair, cand, labels)
+    return Comparison(baseline, candidate, slices[_COLUMNS].reset_index(drop=True), _slice_row("overall", pair),
+                      {k: _spread(slices[slices["key"] == k]) for k in KEYS if k in set(slices["key"])},
+                      _failure_summary(newly), newly, meta)
+
+
+_COLUMNS = ["slice_id", "key", "label", *SLICE_AXES, "operations", "n", "n11", "n10", "n01", "n00", "baseline_pass",
+            "baseline_ci_low", "baseline_ci_high", "candidate_pass", "candidate_ci_low", "candidate_ci_high",
+            "delta", "delta_ci_low", "delta_ci_high", "p_value", "q_value", "tested", "low_support",
+            "significant_drop", "significant_gain", "intervals_overlap"]
+
+
+def _slice_row(sid: str, g: pd.DataFrame) -> dict[str, Any]:
+    b, c = g["b"].to_numpy(), g["c"].to_numpy()
+    n = len(g)
+    n11, n10, n01 = int((b & c).sum()), int((b & ~c).sum()), int((~b & c).sum())
+    n00 = n - n11 - n10 - n01
+    bci, cci = wilson_interval(int(b.sum()), n), wilson_interval(int(c.sum()), n)
+    dci = paired_delta_interval(n11, n10, n01, n00)
+    return {"slice_id": sid, "n": n, "n11": n11, "n10": n10, "n01": n01, "n00": n00,
+            "baseline_pass": float(b.mean()) if n else None, "baseline_ci_low": bci[0] if bci else None,
+            "baseline_ci_high": bci[1] if bci else None, "candidate_pass": float(c.mean()) if n else None,
+            "candidate_ci_low": cci[0] if cci else None, "candidate_ci_high": cci[1] if cci else None,
+            "delta": float(c.mean() - b.mean()) if n else None, "delta_ci_low": dci[0] if dci else None,
+            "delta_ci_high": dci[1] if dci else None, "p_value": mcnemar_exact(n10, n01)}
+
+
+def _test(slices: pd.DataFrame, min_support: int, alpha: float) -> pd.DataFrame:
+    slices = slices.copy()
+    slices["low_support"] = slices["n"] < min_support
+    slices["tested"] = ~slices["low_support"]
+    slices["q_value"] = None
+    for _, g in slices[slices["tested"]].groupby("key"):
+        slices.loc[g.index, "q_value"] = false_discovery_control(g["p_value"].to_numpy(), method="bh")
+    q = slices["q_value"].astype(float)
+    sig = slices["tested"] & (q < alpha)
+    slices["significant_drop"] = sig & (slices["delta"] < 0)
+    slices["significant_gain"] = sig & (slices["delta"] > 0)
+    slices["intervals_overlap"] = ((slices["candidate_ci_high"] >= slices["baseline_ci_low"])
+                                   & (slices["baseline_ci_high"] >= slices["candidate_ci_low"]))
+    order = {k: i for i, k in enumerate(KEYS)}
+    return slices.sort_values(["key", "n", "slice_id"], ascending=[True, False, True],
+                              key=lambda s: s.map(order) if s.name == "key" else s, ignore_index=True)
+
+
+def _spread(slices: pd.DataFrame) -> dict[str, Any]:
+    tested = slices[slices["tested"]]
+    net = (tested["n10"] - tested["n01"]).clip(lower=0).to_numpy(dtype=float)
+    rates = net / tested["n"].to_numpy(dtype=float) if len(tested) else net
+    h = hhi(net)
+    n_sig = int(tested["significant_drop"].sum())
+    return {"n_slices": int(len(slices)), "n_tested": int(len(tested)), "n_significant_drop": n_sig,
+            "share_slices_significant_drop": n_sig / len(tested) if len(tested) else None,
+            "share_samples_in_significant_drop": (float(tested.loc[tested["significant_drop"], "n"].sum()
+                                                        / tested["n"].sum()) if len(tested) else None),
+            "gini_net_loss_rate": gini(rates), "hhi_net_losses": h[0] if h else None,
+            "hhi_net_losses_normalized": h[1] if h else None}
+
+
+def _newly_failing(pair: pd.DataFrame, cand: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    ids = pair.index[pair["b"] & ~pair["c"]]
+    # a label's failure_mode describes the output that was labeled: use it only for that same output
+    label_fm: dict[str, tuple[str, str]] = {}
+    if {"id", "failure_mode", "model_output"} <= set(labels.columns):
+        for sid, fm, out in zip(labels["id"], labels["failure_mode"], labels["model_output"]):
+            if isinstance(fm, str) and fm and isinstance(out, str):
+                label_fm[str(sid)] = (fm, out)
+    rows = []
+    for sid in ids:
+        r = cand.loc[sid]
+        fm, out = label_fm.get(sid, (None, None))
+        mode, check = classify_failure(r["output"], r["finish_reason"], r.get("extracted_answer"),
+                                       fm if out == r["output"] else None)
+        rows.append({"sample_id": sid, "failure_mode": mode, "check": check})
+    return pd.DataFrame(rows, columns=["sample_id", "failure_mode", "check"])
+
+
+def _failure_summary(newly: pd.DataFrame) -> dict[str, Any]:
+    n = len(newly)
+    counts = newly["failure_mode"].value_counts().to_dict()
+    return {"n_newly_failing": n, "counts": {k: int(v) for k, v in counts.items()},
+            "shares": {k: v / n for k, v in counts.items()} if n else {},
+            "checks": {k: int(v) for k, v in newly["check"].value_counts().to_dict().items()}}
+
+
+def jsonable(v: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays converted, NaN → None."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not math.isfinite(float(v)) else float(v)
+    return v

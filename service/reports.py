@@ -1,0 +1,306 @@
+"""Reports of ``slices``, ``compare`` and ``diagnose``: self-contained HTML, Markdown and JSON.
+
+The HTML has inline CSS and its figures as base64 PNG data URIs (no scripts, no external
+URLs): a heatmap of pass rate per capability slice and run, and per-slice changes
+candidate − baseline with their Agresti–Min 95% intervals. Figures are drawn with
+``matplotlib.figure.Figure`` on the Agg canvas (no pyplot, no GUI backend). The Markdown
+holds the same tables without figures; the JSON is the payload itself. Nothing is
+recomputed here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+#: Slices drawn in a figure or listed in a table (largest first).
+MAX_ROWS = 30
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;
+text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f5f5f5}
+.verdict{font-size:1.1rem;padding:.6rem 1rem;border-radius:6px;background:#eef4ff}.non_data{background:#fff4e5}
+.insufficient_evidence{background:#f3f3f3}.drop{color:#b00020;font-weight:600}.muted{color:#666}
+img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2rem}"""
+
+
+def write_report(kind: str, payload: dict[str, Any], stem: Path, *,
+                 comparison: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.html``.
+
+    Args:
+        kind: ``"slices"``, ``"compare"`` or ``"diagnose"``.
+        payload: the command's JSON output (for ``slices``: ``meta`` and ``slices`` rows, with a
+            ``run`` column when results were given).
+        stem: path without suffix (``out/compare`` → ``out/compare.html`` ...).
+        comparison: for ``diagnose``, the comparison dict its figures are drawn from.
+
+    Returns:
+        ``{"json", "md", "html"}`` → path.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    renderers = {"slices": _slices, "compare": _compare, "diagnose": _diagnose}
+    if kind not in renderers:
+        raise ValueError(f"unknown report kind {kind!r}; allowed: {', '.join(renderers)}")
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    title, sections = renderers[kind](payload, comparison)
+    paths = {"json": stem.with_name(stem.name + ".json"), "md": stem.with_name(stem.name + ".md"),
+             "html": stem.with_name(stem.name + ".html")}
+    paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
+    paths["md"].write_text(_markdown(title, sections), encoding="utf-8")
+    paths["html"].write_text(_html(title, sections), encoding="utf-8")
+    return paths
+
+
+# --------------------------------------------------------------------------- sections
+# A section is (heading, paragraphs, table or None, figure data URI or None);
+# a table is (header, rows of cell strings).
+
+
+def _slices(p: dict[str, Any], _: Any) -> tuple[str, list]:
+    meta, rows = p.get("meta", p), p.get("slices", [])
+    intro = [_axes_line(meta)]
+    runs = sorted({r["run"] for r in rows if "run" in r})
+    cap = [r for r in rows if r.get("key", "capability") == "capability"]
+    head = ["slice", *(["run"] if runs else []), "n", "pass rate [95% CI]", "low support"]
+    table = [[r.get("label") or r.get("slice_id") or " / ".join(str(r.get(a)) for a in meta.get("axes_used", [])),
+              *([r["run"]] if runs else []), str(r["n"]), _rate(r.get("pass_rate"), r.get("ci_low"), r.get("ci_high")),
+              "yes" if r.get("low_support") else ""] for r in cap[: MAX_ROWS * max(1, len(runs))]]
+    fig = _heatmap(cap, runs) if runs else None
+    return "Capability slices", [("Slices", intro, (head, table), fig)]
+
+
+def _compare(p: dict[str, Any], _: Any) -> tuple[str, list]:
+    return f"Comparison: {p['candidate']} vs {p['baseline']}", _compare_sections(p)
+
+
+def _compare_sections(p: dict[str, Any]) -> list:
+    o, m = p["overall"], p["meta"]
+    intro = [f"{m['n_shared']} samples scored by both runs ({m['n_shared_labeled']} labeled). Overall pass rate "
+             f"{_rate(o['baseline_pass'], o['baseline_ci_low'], o['baseline_ci_high'])} → "
+             f"{_rate(o['candidate_pass'], o['candidate_ci_low'], o['candidate_ci_high'])}, change "
+             f"{_delta(o['delta'], o['delta_ci_low'], o['delta_ci_high'])}, exact McNemar p = {_p(o['p_value'])}.",
+             _axes_line(m),
+             f"Slices with fewer than {m['min_support']} shared samples are not tested; q = Benjamini–Hochberg "
+             f"adjusted p within each key family, significant at q < {m['alpha']}."]
+    spread = [[k, str(s["n_tested"]), str(s["n_significant_drop"]), _num(s["share_slices_significant_drop"]),
+               _num(s["gini_net_loss_rate"]), _num(s["hhi_net_losses_normalized"])] for k, s in p["spread"].items()]
+    fm = p["failure_modes"]
+    fm_rows = [[k, str(v), f"{fm['shares'][k]:.1%}"] for k, v in sorted(fm["counts"].items(), key=lambda x: -x[1])]
+    sections = [("Summary", intro, None, None),
+                ("How spread the regression is",
+                 ["Share of tested slices with a significant drop; Gini coefficient of per-slice net loss rates; "
+                  "normalised Herfindahl–Hirschman index of per-slice net losses (0 = even, 1 = one slice)."],
+                 (["key", "tested", "significant drops", "share", "Gini", "HHI*"], spread), None),
+                ("Failure modes of newly failing samples",
+                 [f"{fm['n_newly_failing']} samples correct in the baseline fail in the candidate. Deterministic "
+                  "checks on the candidate output decide first (empty, stopped by length or repeating without an "
+                  "answer, no final answer)."], (["failure mode", "n", "share"], fm_rows), None)]
+    for key in ("capability", "combination", "marginal"):
+        rows = [r for r in p["slices"] if r["key"] == key]
+        if not rows:
+            continue
+        table = [[r["label"], str(r["n"]), _rate(r["baseline_pass"], r["baseline_ci_low"], r["baseline_ci_high"]),
+                  _rate(r["candidate_pass"], r["candidate_ci_low"], r["candidate_ci_high"]),
+                  _delta(r["delta"], r["delta_ci_low"], r["delta_ci_high"]), f"{r['n10']}/{r['n01']}",
+                  _p(r["p_value"]), _p(r["q_value"]),
+                  "drop" if r["significant_drop"] else ("gain" if r["significant_gain"] else
+                                                        ("low support" if r["low_support"] else ""))]
+                 for r in rows[:MAX_ROWS]]
+        head = ["slice", "n", "baseline", "candidate", "change [95% CI]", "losses/gains", "p", "q", ""]
+        figs = None
+        if key == "capability":
+            figs = [_heatmap([{**r, "run": "baseline", "pass_rate": r["baseline_pass"]} for r in rows]
+                             + [{**r, "run": "candidate", "pass_rate": r["candidate_pass"]} for r in rows],
+                             ["baseline", "candidate"]), _deltas(rows)]
+        more = [f"{len(rows) - MAX_ROWS} smaller slices are in the JSON."] if len(rows) > MAX_ROWS else []
+        sections.append((f"{key.capitalize()} slices", more, (head, table), figs))
+    return sections
+
+
+def _diagnose(p: dict[str, Any], cmp: dict[str, Any] | None) -> tuple[str, list]:
+    intro = [p["summary"], f"Rules {p['rules']['path']} version {p['rules']['version']} "
+                           f"(sha256 {p['rules']['sha256']}); evidence: {json.dumps(p['evidence_settings'])}."]
+    sections = [("Verdict: " + p["verdict"], intro, None, None)]
+    fired = [[f["id"], f["kind"], f["description"],
+              "; ".join(f"{c['predicate']}: {_evidence_text(c['evidence'])}" for c in f["conditions"])]
+             for f in p["fired_rules"]]
+    sections.append(("Fired rules", [] if fired else ["No rule fired."], (["rule", "kind", "description", "evidence"],
+                                                                          fired) if fired else None, None))
+    if p["checks"]:
+        sections.append(("What to check instead of the data", [f"{c['id']}: {c['what']}" for c in p["checks"]],
+                         None, None))
+    if p["interventions"]:
+        rows = [[i["rule_id"], ", ".join(i["operations"]), json.dumps(i["filter"]), json.dumps(i["action"]),
+                 ", ".join(i["weak_slices"])] for i in p["interventions"]]
+        sections.append(("Data interventions", [], (["rule", "operations", "document filter", "action",
+                                                      "weak slices"], rows), None))
+    if p["suppressed_rules"]:
+        sections.append(("Suppressed data rules", [f"{s['id']}: {s['reason']}" for s in p["suppressed_rules"]],
+                         None, None))
+    weak = [[k, s["label"], str(s["n"]), _delta(s["delta"], *s["delta_ci"]), _p(s["q_value"])]
+            for k, ss in p["weak_slices"].items() for s in ss]
+    sections.append(("Weak slices (localisation)", [] if weak else ["No slice has a significant drop with separated "
+                                                                      "intervals."],
+                     (["key", "slice", "n", "change [95% CI]", "q"], weak) if weak else None, None))
+    ins = [[s["label"], str(s["n"]), _num(s["delta"]), "; ".join(s["reasons"])]
+           for s in p["insufficient_evidence"][:MAX_ROWS]]
+    if ins:
+        sections.append(("Insufficient evidence", ["Slices that dropped but cannot support an intervention."],
+                         (["slice", "n", "change", "why"], ins), None))
+    if cmp is not None:
+        sections += _compare_sections(cmp)[1:]
+    return f"Diagnosis: {p['candidate']} vs {p['baseline']}", sections
+
+
+def _evidence_text(e: dict[str, Any]) -> str:
+    if "weak_slices" in e:
+        return f"{len(e['weak_slices'])} weak slices: " + ", ".join(
+            f"{s['label']} (n={s['n']}, Δ={s['delta']:+.3f}, q={_p(s['q_value'])})" for s in e["weak_slices"])
+    if "share_slices_significant_drop" in e:
+        return (f"{e['n_significant_drop']}/{e['n_tested']} tested {e['key']} slices dropped significantly "
+                f"(share {_num(e['share_slices_significant_drop'])}, Gini {_num(e['gini_net_loss_rate'])})")
+    if "share" in e:
+        return f"{_num(e['share'])} of {e['n_newly_failing']} newly failing samples are {', '.join(e['modes'])}"
+    return e.get("reason", "")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def png_data_uri(fig) -> str:
+    """A matplotlib figure as a base64 PNG data URI (the figure is cleared afterwards)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        fig.clear()
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _heatmap(rows: list[dict[str, Any]], runs: list[str]) -> str | None:
+    """Pass rate per capability slice (rows, largest first) and run (columns), values written in."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    sizes: dict[str, int] = {}
+    for r in rows:
+        sizes[r["label"]] = max(sizes.get(r["label"], 0), int(r["n"]))
+    labels = sorted(sizes, key=lambda s: -sizes[s])[:MAX_ROWS]
+    if not labels:
+        return None
+    grid = np.full((len(labels), len(runs)), np.nan)
+    for r in rows:
+        if r["label"] in labels and r.get("pass_rate") is not None:
+            grid[labels.index(r["label"]), runs.index(r["run"])] = r["pass_rate"]
+    fig = Figure(figsize=(3 + 1.6 * len(runs), 1.2 + 0.32 * len(labels)))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(runs)), [r[-28:] for r in runs], rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), [f"{s[:72]} (n={sizes[s]})" for s in labels], fontsize=7)
+    for i in range(len(labels)):
+        for j in range(len(runs)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label="pass rate", shrink=0.6)
+    ax.set_title("Pass rate per capability slice", fontsize=9)
+    return png_data_uri(fig)
+
+
+def _deltas(rows: list[dict[str, Any]]) -> str | None:
+    """Change candidate − baseline per tested slice with its 95% interval; significant drops in red."""
+    from matplotlib.figure import Figure
+
+    rows = [r for r in rows if r["tested"]][:MAX_ROWS]
+    if not rows:
+        return None
+    fig = Figure(figsize=(7.5, 1.2 + 0.3 * len(rows)))
+    ax = fig.add_subplot()
+    for i, r in enumerate(rows):
+        color = "#b00020" if r["significant_drop"] else ("#1b7f3b" if r["significant_gain"] else "#777")
+        ax.errorbar(r["delta"], i, xerr=[[r["delta"] - r["delta_ci_low"]], [r["delta_ci_high"] - r["delta"]]],
+                    fmt="o", color=color, capsize=3, markersize=4)
+    ax.axvline(0, color="#333", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['label'][:72]} (n={r['n']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("pass rate change, candidate − baseline (Agresti–Min 95% CI)", fontsize=8)
+    ax.set_title("Per-slice change (red: significant drop after Benjamini–Hochberg)", fontsize=9)
+    return png_data_uri(fig)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x: Any, d: int = 2) -> str:
+    return "—" if x is None else f"{x:.{d}f}"
+
+
+def _p(x: Any) -> str:
+    return "—" if x is None else (f"{x:.1e}" if x < 1e-3 else f"{x:.3f}")
+
+
+def _rate(p: Any, lo: Any, hi: Any) -> str:
+    return "—" if p is None else f"{p:.3f} [{_num(lo, 3)}, {_num(hi, 3)}]"
+
+
+def _delta(d: Any, lo: Any, hi: Any) -> str:
+    return "—" if d is None else f"{d:+.3f} [{_num(lo, 3)}, {_num(hi, 3)}]"
+
+
+def _axes_line(meta: dict[str, Any]) -> str:
+    used = ", ".join(meta.get("axes_used") or []) or "none"
+    line = f"Slice axes used: {used}."
+    if meta.get("axes_excluded"):
+        line += " Left out (calibration verdict not pass): " + ", ".join(
+            f"{a} ({v})" for a, v in meta["axes_excluded"].items()) + "."
+    if meta.get("allow_ungated") and meta.get("ungated_axes_used"):
+        line += f" --allow-ungated: {', '.join(meta['ungated_axes_used'])} used without a passing calibration."
+    return line
+
+
+def _markdown(title: str, sections: list) -> str:
+    out = [f"# {title}", ""]
+    for heading, paras, table, _ in sections:
+        out += [f"## {heading}", ""] + [f"{x}\n" for x in paras]
+        if table:
+            head, rows = table
+            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows] + [""]
+    return "\n".join(out) + "\n"
+
+
+def _html(title: str, sections: list) -> str:
+    e = html.escape
+    out = [f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+           f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>"]
+    for heading, paras, table, figs in sections:
+        cls = heading.split(": ", 1)[1] if heading.startswith("Verdict: ") else ""
+        out.append(f'<h2>{e(heading)}</h2>' if not cls else f'<p class="verdict {e(cls)}">{e(heading)}</p>')
+        out += [f"<p>{e(x)}</p>" for x in paras]
+        for fig in ([figs] if isinstance(figs, str) else figs or []):
+            if fig:
+                out.append(f'<img alt="{e(heading)}" src="{fig}">')
+        if table:
+            head, rows = table
+            out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+            for r in rows:
+                cells = []
+                for c in r:
+                    c = str(c)
+                    klass = "drop" if c == "drop" else ("n" if c[:1].isdigit() or c[:1] in "+-—" else "")
+                    cells.append(f'<td class="{klass}">{e(c)}</td>' if klass else f"<td>{e(c)}</td>")
+                out.append("<tr>" + "".join(cells) + "</tr>")
+            out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,199 @@
+"""Mapping rules as data, diagnosis on real outputs, and weakness-targeted sampling."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from service.comparison import compare
+from service.errors import ConfigError
+from service.mapping import CHECKS, DEFAULT_RULES, PREDICATES, NonDataThen, diagnose, load_rules
+from service.results import load_results
+from service.sampling import build_manifest, load_documents, matches
+from service.taxonomy import load_taxonomy
+from tests.loop_data import MATH_OUTPUTS, STRONG, WEAK, doc_labels, math_labels
+
+
+@pytest.fixture(scope="module")
+def math_cmp():
+    return compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK)
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("docs") / "docs.parquet"
+    doc_labels().to_parquet(path)
+    return load_documents(path)
+
+
+# --------------------------------------------------------------------------- the rule file
+
+
+def test_default_rules_cover_the_spec_and_every_operation():
+    rules = load_rules()
+    tax = load_taxonomy()
+    assert rules.version == "v1" and rules.evidence.min_support == 10
+    kinds = [r.then.kind for r in rules.rules]
+    assert kinds == sorted(kinds, key=lambda k: k != "non_data"), "non-data rules come first"
+    by_id = {r.id: r for r in rules.rules}
+    # taxonomy v1 §3, example 2: spread regression + non_termination/format_violation -> non-data verdict
+    spec2 = by_id["training-decoding-issue"]
+    assert [c.predicate for c in spec2.when] == ["regression_spread", "failure_mode_share"]
+    assert set(spec2.when[1].params.modes) == {"non_termination", "format_violation"}
+    assert isinstance(spec2.then, NonDataThen)
+    assert set(spec2.then.checks) >= {"eos_loss_mask", "stop_tokens", "chat_template", "answer_extraction"}
+    # taxonomy v1 §3, example 1
+    spec1 = by_id["counting-combinatorics-pure-math"]
+    assert spec1.when[0].params.ops == ["counting_combinatorics"]
+    assert spec1.when[0].params.background_condition == ["pure_math"]
+    f = spec1.then.filter
+    assert f.domain == ["mathematics"] and f.demonstrated_operations == ["counting_combinatorics"]
+    assert f.reasoning_depth_min == "multi_step"
+    assert set(f.document_format) == {"problem_solution", "textbook_lecture", "qa_forum"}
+    # one data rule per operation, mapping weak slices with that primary operation to documents showing it
+    per_op = {}
+    for r in rules.rules:
+        if r.then.kind == "data" and r.id.startswith("op-"):
+            (cond,) = r.when
+            assert cond.predicate == "weak_slices" and cond.params.key == "capability"
+            (op,) = cond.params.ops
+            assert r.then.filter.demonstrated_operations == [op]
+            per_op[op] = r
+    assert list(per_op) == tax.axis("eval", "solving_operations").ids
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda d: d["rules"][0]["when"].__setitem__(0, {"predicate": "eval_python", "code": "1"}),
+     r"rule 'training-decoding-issue': unknown predicate 'eval_python'; allowed: regression_spread, failure_mode_share, weak_slices"),
+    (lambda d: d["rules"][0]["when"][0].__setitem__("min_share", 0.5),
+     r"rule 'training-decoding-issue': predicate regression_spread: .*min_share.*allowed parameters: key, min_share_slices"),
+    (lambda d: d["rules"][0]["when"][1].__setitem__("modes", ["non_termination", "timeout"]),
+     r"rule 'training-decoding-issue': failure_mode_share.modes: unknown label 'timeout'; allowed: wrong_reasoning"),
+    (lambda d: d["rules"][4]["then"]["filter"].__setitem__("domain", ["maths"]),
+     r"rule 'counting-combinatorics-pure-math': then.filter.domain: unknown label 'maths'; allowed: mathematics"),
+    (lambda d: d["rules"][4]["then"]["filter"].__setitem__("reasoning_depth_min", "deep"),
+     r"reasoning_depth_min: unknown label 'deep'; allowed: none, descriptive"),
+    (lambda d: d["rules"][4]["when"][0].__setitem__("primary_operation", "counting"),
+     r"weak_slices.operations: unknown label 'counting'"),
+    (lambda d: d["rules"][0]["then"].__setitem__("checks", ["vibes"]),
+     r"then.checks: unknown label 'vibes'; allowed: eos_loss_mask"),
+    (lambda d: d["rules"][4]["then"].__setitem__("action", {"type": "upsample", "weight": 2, "budget": 1}),
+     r"rule 'counting-combinatorics-pure-math': .*budget"),
+    (lambda d: d["rules"].append(copy.deepcopy(d["rules"][0])), r"repeats a rule id"),
+    (lambda d: d.pop("version"), r"version \(required\)"),
+    (lambda d: d["rules"][5]["when"][0].update({"key": "combination", "background_condition": ["pure_math"]}),
+     r"rule 'op-arithmetic': predicate weak_slices: .*key combination spans"),
+])
+def test_bad_rules_are_refused_naming_the_rule_and_the_allowed_names(tmp_path, mutate, expected):
+    data = yaml.safe_load(DEFAULT_RULES.read_text())
+    mutate(data)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match=expected):
+        load_rules(path)
+
+
+def test_yaml_cannot_carry_code(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: v1\nrules:\n  - !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_rules(path)
+    assert set(PREDICATES) == {"regression_spread", "failure_mode_share", "weak_slices"} and "scoring" in CHECKS
+
+
+# --------------------------------------------------------------------------- diagnosis on real outputs
+
+
+def test_weaker_math_model_rules_the_data_in(math_cmp, docs):
+    """gemma-2-27b-it vs Qwen2.5-14B-Instruct on MATH-500: weak operations localised, documents selected."""
+    result = diagnose(math_cmp)
+    assert result["verdict"] == "data_intervention"
+    assert not any(f["kind"] == "non_data" for f in result["fired_rules"])
+    weak_combos = {s["slice_id"] for s in result["weak_slices"]["combination"]}
+    assert {"combination:counting_combinatorics", "combination:algebraic_manipulation"} <= weak_combos
+    by_rule = {i["rule_id"]: i for i in result["interventions"]}
+    assert {"counting-combinatorics-pure-math", "op-algebraic-manipulation"} <= set(by_rule)
+    for i in result["interventions"]:
+        for sid in i["weak_slices"]:
+            s = math_cmp.slices.set_index("slice_id").loc[sid]
+            assert s["n"] >= 10 and s["significant_drop"] and not s["intervals_overlap"]
+            assert set(s["operations"]) & set(i["operations"])
+    evidence = result["fired_rules"][0]["conditions"][0]["evidence"]["weak_slices"][0]
+    assert {"slice_id", "n", "delta", "delta_ci", "p_value", "q_value"} <= set(evidence)
+
+    table, source = docs
+    manifest, summary = build_manifest(table, result, 5_000, token_source=source)
+    assert len(manifest) > 0 and manifest["tokens"].sum() <= 5_000
+    ops = {op for i in result["interventions"] for op in i["operations"]}
+    doc_ops = table.set_index("id")["demonstrated_operations"]
+    for row in manifest.itertuples():
+        assert row.matched_operations and set(row.matched_operations) <= set(doc_ops[row.doc_id]) & ops
+        assert row.weight == len(row.weak_slices) >= 1
+    targeted = sum(summary["mixture"]["after"]["operation"].get(o, 0) for o in ops)
+    assert targeted > sum(summary["mixture"]["before"]["operation"].get(o, 0) for o in ops)
+    assert summary["n_selected"] == len(manifest) and summary["gate"]["domain"] == "pass"
+
+
+def test_low_support_slice_is_insufficient_evidence(math_cmp):
+    """A clearly dropping slice with 8 shared samples (under the minimum of 10) proposes nothing."""
+    labels, res = math_labels(), load_results([MATH_OUTPUTS])
+    weak = math_cmp.slices.set_index("slice_id").loc["capability:pure_math/numeric_answer/counting_combinatorics/integer"]
+    assert weak["significant_drop"]
+    wide = res.pivot(index="sample_id", columns="run", values="correct")
+    members = labels[(labels["background_condition"] == "pure_math") & (labels["task_type"] == "numeric_answer")
+                     & (labels["primary_operation"] == "counting_combinatorics")
+                     & (labels["output_constraint"] == "integer")]["id"]
+    lost = [i for i in members if wide.at[i, STRONG] and not wide.at[i, WEAK]][:8]
+    small = compare(labels[labels["id"].isin(lost)], res[res["sample_id"].isin(lost)], STRONG, WEAK)
+    row = small.slices.set_index("slice_id").loc["capability:pure_math/numeric_answer/counting_combinatorics/integer"]
+    assert row["n"] == 8 and row["delta"] == -1.0 and row["low_support"]
+    result = diagnose(small)
+    assert result["verdict"] == "insufficient_evidence" and result["interventions"] == []
+    found = {s["slice_id"]: s["reasons"] for s in result["insufficient_evidence"]}
+    assert "support 8 < 10" in found["capability:pure_math/numeric_answer/counting_combinatorics/integer"]
+
+
+def test_overlapping_intervals_are_insufficient_evidence(math_cmp):
+    ev = {s["slice_id"]: s for s in diagnose(math_cmp)["insufficient_evidence"]}
+    overlapping = math_cmp.slices[math_cmp.slices["tested"] & math_cmp.slices["intervals_overlap"]
+                                  & (math_cmp.slices["delta"] < 0) & (math_cmp.slices["key"] == "capability")]
+    assert len(overlapping)
+    for sid in overlapping["slice_id"]:
+        assert any("intervals overlap" in r for r in ev[sid]["reasons"])
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_sampling_refuses_non_data_verdicts_and_ungated_axes(math_cmp, docs):
+    table, _ = docs
+    with pytest.raises(ConfigError, match="non_data.*eos_loss_mask"):
+        build_manifest(table, {"verdict": "non_data", "checks": [{"id": "eos_loss_mask"}]}, 1000)
+    result = diagnose(math_cmp)
+    ungated = table.drop(columns=[c for c in table.columns if c.startswith("gate_")])
+    with pytest.raises(ConfigError, match="did not pass calibration: .*domain \\(ungated\\).*--allow-ungated"):
+        build_manifest(ungated, result, 1000)
+    manifest, summary = build_manifest(ungated, result, 1000, allow_ungated=True)
+    assert summary["allow_ungated"] and set(summary["gate"].values()) == {"ungated"}
+    assert manifest["tokens"].sum() <= 1000
+
+
+def test_filters_follow_the_taxonomy_order_and_budgets(docs):
+    table, _ = docs
+    deep = matches(table, {"reasoning_depth_min": "multi_step"})
+    assert set(table.loc[deep, "reasoning_depth"]) <= {"multi_step", "rigorous"}
+    assert set(table.loc[~deep, "reasoning_depth"]) <= {"none", "descriptive", "single_step"}
+    two = {"verdict": "data_intervention", "baseline": "a", "candidate": "b", "interventions": [
+        {"rule_id": "r1", "filter": {"demonstrated_operations": ["logical_deduction"]},
+         "action": {"type": "targeted_sampling", "token_budget": 600}, "operations": ["logical_deduction"],
+         "weak_slices": ["s1", "s2"]},
+        {"rule_id": "r2", "filter": {"domain": ["mathematics"]}, "action": {"type": "upsample", "weight": 3.0},
+         "operations": ["algebraic_manipulation"], "weak_slices": ["s3"]}]}
+    manifest, summary = build_manifest(table, two, 4_000)
+    assert manifest.loc[manifest["rule_id"] == "r1", "tokens"].sum() <= 600
+    assert manifest["tokens"].sum() <= 4_000
+    both = manifest[manifest["rule_ids"].map(len) == 2]
+    assert (both["weight"] == 9.0).all()  # three weak slices x upsample weight 3
+    assert list(manifest["weight"]) == sorted(manifest["weight"], reverse=True)
