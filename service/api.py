@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = settings or Settings.from_env()
     taxonomy = load_taxonomy()
     labels_model = taxonomy.label_model("eval", with_failure_mode=True)
+    plain_labels_model = taxonomy.label_model("eval")
     doc_labels_model = taxonomy.label_model("document")
     app = FastAPI(title="slicelab", version=__version__,
                   description="Capability-slice labeling of evaluation samples and pretraining documents.")
@@ -227,7 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     class TagResponse(BaseModel):
         id: str
         status: str
-        labels: labels_model | doc_labels_model | None  # type: ignore[valid-type]
+        labels: labels_model | plain_labels_model | doc_labels_model | None  # type: ignore[valid-type]
         error: str | None
         gate: dict[str, str]
         calibration_id: str | None
@@ -494,7 +495,7 @@ def _job_state(job: dict, redis) -> dict:
             counts[status] = counts.get(status, 0) + n
     if job["n_rejected"]:
         counts["rejected_input"] = counts.get("rejected_input", 0) + job["n_rejected"]
-    errors = []
+    errors, started = [], False
     try:
         from rq.job import Job
 
@@ -502,6 +503,7 @@ def _job_state(job: dict, redis) -> dict:
         for rq_id in job["rq_jobs"]:
             try:
                 j = Job.fetch(rq_id, connection=conn)
+                started = started or j.get_status() == "started"
                 if j.get_status() == "failed":
                     errors.append({"job": rq_id, "error": (getattr(j.latest_result(), "exc_string", "") or "")[-300:]})
             except Exception:  # noqa: BLE001 - expired keys: the disk says what is done
@@ -510,7 +512,7 @@ def _job_state(job: dict, redis) -> dict:
         pass
     finished = len(done) == job["n_chunks"]
     state = "canceled" if job.get("canceled") and not finished else ("finished" if finished else
-                                                                     ("running" if done else "queued"))
+                                                                     ("running" if done or started else "queued"))
     return {"id": job["id"], "state": state, "counts": counts,
             "progress": {"chunks_done": len(done), "chunks": job["n_chunks"],
                          "items_done": sum(store.marker(c)["rows"] for c in done), "items": job["n_items"]},

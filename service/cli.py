@@ -723,6 +723,9 @@ def label_shard(
     if workers:
         local = LocalWorkers(url, queue, workers, log_path=store.root / "workers.log",
                              threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
+    else:
+        console.print(f"--workers 0: waiting for `slicelab worker --queue {queue}` processes on this Redis "
+                      "(Ctrl-C stops waiting; re-running resumes)")
     conn = Redis.from_url(url)
     try:
         if not store.student_path.is_file():
@@ -765,7 +768,7 @@ def label_shard(
     summary = summarize(store, timings)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
-    out = _wide_console()
+    out = console if as_json else _wide_console()  # with --json, stdout holds the JSON only
     out.print(f"wrote {summary['rows']} rows in {summary['n_label_jobs']} parts to {store.parts_dir}")
     out.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["status_counts"].items())))
     for axis, counts in summary["labeler_counts"].items():
@@ -789,7 +792,7 @@ def _print_student_record(record: dict) -> None:
             v = a.get(side) or {}
             cells += [str(s.get("n", "-")), _fmt(s.get("kappa")), _fmt(s.get("kappa_ci_low")), v.get("verdict", "-")]
         table.add_row(axis, *cells, "student + judge sample" if a["use_student"] else "judge sample only")
-    _wide_console().print(table)
+    Console(stderr=True, width=max(160, Console().width)).print(table)  # stdout stays free for --json
 
 
 student_app = typer.Typer(no_args_is_help=True, help="Saved students of label-shard: list them, re-measure one.")

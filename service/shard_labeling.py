@@ -162,8 +162,8 @@ def label_tables(store: ShardRunStore, job: RangeJob) -> Iterator[pa.Table]:
     schema = output_schema(taxonomy)
     index = DedupIndex(store.index_dir)
     st = json.loads(store.student_path.read_text())
-    student, _ = load_student(st["hash"], _student_folder(st))
-    student_axes = list(st["axes_student"])
+    student = load_student(st["hash"], _student_folder(st))[0] if st.get("hash") else None
+    student_axes = list(st["axes_student"]) if student else []
     route_below = o.get("route_below")
     judged = _judge_labels_for(store, job)
     provenance = {**taxonomy.provenance(), "code_version": m["code_version"], "run_key": m["run_key"]}

@@ -48,7 +48,6 @@ CONTROL_SCAN_CHARS = 2000
 CUT_MARKER = "\n…\n"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +193,11 @@ def text_problem(text: Any, field: str = "text") -> str | None:
         n_ctrl = len(_CONTROL.findall(head))
         if n_ctrl > MAX_CONTROL_SHARE * len(head):
             return f"not text: {n_ctrl / len(head):.0%} control characters (binary data?)"
-    if not text.isascii() and _SURROGATE.search(text):
-        return "not text: lone UTF-16 surrogate (broken encoding)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "not text: lone UTF-16 surrogate (broken encoding)"
     return None
 
 

@@ -64,6 +64,11 @@ def test_tag_one_sample_returns_labels_gate_and_provenance(api):
     assert set(body["gate"].values()) == {"ungated"} and body["calibration_id"] is None
     assert body["provenance"]["taxonomy_version"] == "v1" and body["provenance"]["request_hash"]
     assert "slicelab_labels_total" in api.get("/metrics").text
+    # a sample without a wrong output has no failure_mode; a document has the document axes
+    r = api.post("/v1/tag", headers=FULL, json={"kind": "eval", "item": {"id": "q2", "question": "Is 9 prime?"}})
+    assert r.status_code == 200 and "failure_mode" not in r.json()["labels"]
+    r = api.post("/v1/tag", headers=FULL, json={"kind": "document", "item": {"id": "d1", "text": "A proof that..."}})
+    assert r.status_code == 200 and r.json()["labels"]["domain"] == "mathematics"
 
 
 def test_tag_errors_are_problem_json_naming_the_field(api):
@@ -185,3 +190,20 @@ def test_no_generated_request_gets_a_5xx(api):
         check()
     assert not failures, failures[:5]
     assert len(set(calls)) >= 12 and len(calls) > 60  # every operation was exercised
+
+
+@pytest.mark.embedded
+def test_tag_with_the_embedded_judge(tmp_path, redis_url, monkeypatch):
+    monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
+    settings = Settings(api_keys=parse_keys(["full-key"]), data_root=tmp_path, judge={"backend": "embedded"},
+                        redis_url=redis_url, tag_timeout_s=600)
+    client = TestClient(create_app(settings))
+    r = client.post("/v1/tag", headers=FULL, json={"kind": "eval", "item": {
+        "id": "e1", "question": "not ( True ) and ( True ) is", "reference_answer": "False"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "labeled" and body["provenance"]["backend"] == "embedded"
+    from service.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    assert body["labels"]["task_type"] in tax.axis("eval", "task_type").ids

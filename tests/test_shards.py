@@ -26,7 +26,7 @@ from service.shard_index import DedupIndex, build_index, row_key, split_key
 from service.shard_store import ShardRunStore
 from service.shards import content_hash, iter_batches, normalize, shard_format, text_problem, truncate
 from service.student import ShardStudent, load_student, measure, save_student
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 from tests.shard_judge import MARKER, RuleJudgeServer, make_docs, rule_labels, write_gold
 
 BAD_LINES = ["", '{"id": "empty", "text": "   "}', "{not json", '{"id": "num", "text": 42}', '["a list"]']
@@ -209,7 +209,7 @@ def test_index_finds_first_occurrences_within_and_across_shards(tmp_path):
     assert not dup_keys & set(int(k) for k in idx.sample)
     again = build_index(tmp_path / "index2", _shard_infos(a, b), text_field="text", id_field="id",
                         judge_sample=15, seed=3)
-    other = build_index(tmp_path / "index3", _shard_infos(a, b), text_field="text", id_field="id",
+    build_index(tmp_path / "index3", _shard_infos(a, b), text_field="text", id_field="id",
                         judge_sample=15, seed=4)
     assert again["n_sample"] == 15
     assert list(DedupIndex(tmp_path / "index2").sample) == list(idx.sample)
