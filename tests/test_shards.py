@@ -460,3 +460,16 @@ def test_killed_workers_and_rerun_leave_every_row_exactly_once(tmp_path, redis_u
     assert len(labeled) == 36 and labeled["routed"].all() and (labeled["labeler_domain"] == "judge").all()
     assert not list((out / "parts").glob(".*tmp*"))  # no half part left behind
     assert len(list(markers.glob("*.done"))) == 10
+
+
+def test_a_shard_with_nothing_to_label_still_gives_every_row(tmp_path, redis_url):
+    shard = write_jsonl(tmp_path / "bad.jsonl", [], BAD_LINES)
+    out = tmp_path / "out"
+    p = run_cli("label-shard", str(shard), "-o", str(out), "--judge-sample", "5", "--workers", "1",
+                "--queue", f"shards-empty-{uuid.uuid4().hex[:6]}", "--judge-url", "http://127.0.0.1:9/v1",
+                "--judge-model", "t", "--json", env={"SLICELAB_HOME": str(tmp_path / "home")}, timeout_s=120)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)  # --json: stdout holds the summary only
+    assert summary["status_counts"] == {"rejected_input": 5} and summary["student_hash"] is None
+    df = _read_parts(out)
+    assert list(df["row"]) == list(range(5)) and set(df["status"]) == {"rejected_input"}
