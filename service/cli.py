@@ -688,21 +688,26 @@ def label_shard(
     from redis import Redis
     from rich.progress import SpinnerColumn
 
-    from calibration.gold import BUNDLED
-    from service.judge import judge_spec, make_judge
     from service.redis_conn import resolve_redis_url
     from service.runner import LocalWorkers
     from service.shard_runner import (ShardOptions, ensure_index, judge_jobs, label_jobs, plan_shard_run,
-                                      retry_judge_errors, run_jobs, summarize, train_stage, use_saved_student)
+                                      retry_judge_errors, run_jobs, summarize, train_stage, trim_memory,
+                                      use_saved_student)
 
     try:
-        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens, max_attempts=max_attempts)
+        spec, config_hash = {"backend": "none"}, ""
+        if judge_sample or route_below is not None:  # a run that never asks the judge builds none
+            from service.judge import judge_spec, make_judge
+
+            spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens,
+                              max_attempts=max_attempts)
+            config_hash = make_judge(spec).config_hash()
         opts = ShardOptions(text_field=text_field, id_field=id_field, max_tokens=max_doc_tokens, judge_sample=judge_sample,
                             seed=seed, heldout_frac=heldout_frac, rows_per_job=rows_per_job,
                             judge_docs_per_job=judge_docs_per_job, batch_rows=batch_rows, route_below=route_below,
-                            gold=str((gold or BUNDLED["document"]).resolve()), gate=str(gate.resolve()) if gate else "",
+                            gold=str(gold.resolve()) if gold else "", gate=str(gate.resolve()) if gate else "",
                             student=student, n_boot=n_boot)
-        store, resumed = plan_shard_run(shards, output, opts, spec, make_judge(spec).config_hash())
+        store, resumed = plan_shard_run(shards, output, opts, spec, config_hash)
     except SlicelabError as e:
         _fail(e)
     timings: dict[str, float] = {}
@@ -712,6 +717,7 @@ def label_shard(
         with Progress(SpinnerColumn(), *columns, console=console) as bar:
             task = bar.add_task("index (rows read)", total=None)
             index = ensure_index(store, on_rows=lambda n: bar.advance(task, n))
+        trim_memory()
         timings["index_s"] = time.perf_counter() - t0
         url, origin = resolve_redis_url(store.root / "redis")
     except SlicelabError as e:

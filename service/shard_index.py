@@ -189,33 +189,43 @@ def _first_occurrences(root: Path, judge_sample: int, seed: int) -> tuple[int, n
 
 
 class DedupIndex:
-    """Read access to a finished index (memory-mapped; nothing is loaded whole)."""
+    """Read access to a finished index.
+
+    Nothing is loaded whole, and nothing stays mapped: each lookup maps the files it needs
+    and lets them go, and ids are read with seeks, so a worker's memory depends on its batch,
+    not on the size of the run.
+    """
 
     def __init__(self, root: Path):
         self.root = root
         self.summary = json.loads((root / "index.json").read_text())
-        n = self.summary["n_distinct"]
-        self._first_h = (np.memmap(root / "first-h.bin", dtype="S20", mode="r", shape=(n,)) if n
-                         else np.empty(0, dtype="S20"))
-        self._first_g = (np.memmap(root / "first-g.bin", dtype=np.uint64, mode="r", shape=(n,)) if n
-                         else np.empty(0, dtype=np.uint64))
         self.sample = np.load(root / "sample.npy")
-        self._ids: dict[int, np.ndarray] = {}
+        self._files: dict[str, Any] = {}
 
     def hashes(self, shard_index: int, start: int, end: int) -> np.ndarray:
-        """Content hashes (S20) of rows ``start..end-1`` of a shard; ``NO_HASH`` for rejected rows."""
+        """Content hashes (S20) of rows ``start..end-1`` of a shard; ``b""`` for rejected rows."""
         n = self.summary["n_rows"][shard_index]
-        mm = np.memmap(self.root / f"hashes-{shard_index:04d}.bin", dtype="S20", mode="r", shape=(n,)) if n else None
-        return np.array(mm[start:end]) if mm is not None else np.empty(0, dtype="S20")
+        if not n or start >= end:
+            return np.empty(0, dtype="S20")
+        mm = np.memmap(self.root / f"hashes-{shard_index:04d}.bin", dtype="S20", mode="r", shape=(n,))
+        out = np.array(mm[start:end])
+        del mm
+        return out
 
     def first_keys(self, hashes: np.ndarray) -> np.ndarray:
         """Row key of the first occurrence of each hash (uint64; :data:`NOT_FOUND` for a hash not held)."""
-        if not len(self._first_h):
+        n = self.summary["n_distinct"]
+        if not n or not len(hashes):
             return np.full(len(hashes), NOT_FOUND, dtype=np.uint64)
-        pos = np.searchsorted(self._first_h, hashes)
-        pos = np.minimum(pos, len(self._first_h) - 1)
-        found = self._first_h[pos] == hashes
-        return np.where(found, self._first_g[pos], NOT_FOUND)
+        first_h = np.memmap(self.root / "first-h.bin", dtype="S20", mode="r", shape=(n,))
+        first_g = np.memmap(self.root / "first-g.bin", dtype=np.uint64, mode="r", shape=(n,))
+        order = np.argsort(hashes)  # sorted queries touch the index pages in one sweep
+        pos = np.minimum(np.searchsorted(first_h, hashes[order]), n - 1)
+        found = np.asarray(first_h[pos]) == hashes[order]
+        out = np.empty(len(hashes), dtype=np.uint64)
+        out[order] = np.where(found, np.asarray(first_g[pos]), NOT_FOUND)
+        del first_h, first_g
+        return out
 
     def in_sample(self, keys: np.ndarray) -> np.ndarray:
         """Whether each row key is in the judge sample (bool array)."""
@@ -224,17 +234,18 @@ class DedupIndex:
         pos = np.minimum(np.searchsorted(self.sample, keys), len(self.sample) - 1)
         return self.sample[pos] == keys
 
+    def _read(self, name: str, offset: int, size: int) -> bytes:
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = open(self.root / name, "rb")
+        f.seek(offset)
+        return f.read(size)
+
     def row_id(self, key: int) -> str:
-        """The id of the row with this key (read from ``ids-SSSS.bin``)."""
+        """The id of the row with this key (read from ``ids-SSSS.idx`` / ``ids-SSSS.bin``)."""
         s, r = split_key(key)
-        if s not in self._ids:
-            n = self.summary["n_rows"][s]
-            self._ids[s] = np.memmap(self.root / f"ids-{s:04d}.idx", dtype=np.uint64, mode="r", shape=(n + 1,))
-        idx = self._ids[s]
-        lo, hi = int(idx[r]), int(idx[r + 1])
-        with open(self.root / f"ids-{s:04d}.bin", "rb") as f:
-            f.seek(lo)
-            return f.read(hi - lo).decode("utf-8", "surrogatepass")
+        lo, hi = np.frombuffer(self._read(f"ids-{s:04d}.idx", 8 * r, 16), dtype=np.uint64)
+        return self._read(f"ids-{s:04d}.bin", int(lo), int(hi - lo)).decode("utf-8", "surrogatepass")
 
     def seek(self, shard_index: int, start: int) -> tuple[int, int] | None:
         """``(row, byte offset)`` of the nearest indexed line at or before ``start`` (uncompressed JSONL)."""
@@ -244,3 +255,12 @@ class DedupIndex:
         offsets = np.load(path)
         k = min(start // self.summary["stride"], len(offsets) - 1)
         return (k * self.summary["stride"], int(offsets[k])) if k >= 0 else None
+
+    def close(self) -> None:
+        """Close the id files (also done when the object is collected)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __del__(self):
+        self.close()

@@ -35,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.judge import JudgeResult, make_judge
 from service.samples import Document, Status
 from service.shard_index import DedupIndex, row_key, split_key
 from service.shard_store import RangeJob, ShardRunStore
@@ -93,13 +92,22 @@ def _label_values(taxonomy: Taxonomy, labels: dict[str, Any] | None) -> dict[str
     return out
 
 
-def _judge_values(r: JudgeResult) -> dict[str, Any]:
+def _judge_values(r) -> dict[str, Any]:
     return {"judge_model": r.model, "judge_backend": r.backend, "judge_attempts": r.attempts,
             "judge_latency_s": round(r.latency_s, 4), "judge_raw_output": list(r.raw_texts),
             "prompt_ref": r.prompt_ref, "request_hash": r.request_hash}
 
 
-def _call_judge(judge, doc: Document) -> JudgeResult:
+def _make_judge(spec: dict[str, Any]):
+    from service.judge import make_judge  # imported on first use: a student-only worker stays light
+
+    return make_judge(spec)
+
+
+def _call_judge(judge, doc: Document):
+    """``judge.label(doc)``; an exception becomes a ``judge_error`` result instead of losing the row."""
+    from service.judge import JudgeResult
+
     try:
         return judge.label(doc)
     except Exception as e:  # a bug must not lose the document: record it as a judge error
@@ -126,7 +134,7 @@ def judge_tables(store: ShardRunStore, job: RangeJob) -> Iterator[pa.Table]:
     taxonomy = load_taxonomy()
     schema = judge_schema(taxonomy)
     index = DedupIndex(store.index_dir)
-    judge = make_judge(m["judge"])
+    judge = _make_judge(m["judge"])
     max_tokens = m["options"]["max_tokens"]
     for batch in _read(store, job, index):
         keys = row_key(job.shard_index, np.array([r.row for r in batch], dtype=np.uint64))
@@ -217,8 +225,8 @@ def _student_rows(todo: list[tuple[dict, ShardRow, str]], student, student_hash:
         row["student_hash"] = student_hash
         row |= {f"student_prob_{a}": prob.get(a) for a in axes}
         sent_before = row.get("judge_status") is not None  # a sample row whose judge call failed
-        if axes and route_below is not None and not sent_before and min(prob.values()) < route_below:
-            judge = judge or make_judge(manifest["judge"])
+        if prob and route_below is not None and not sent_before and min(prob.values()) < route_below:
+            judge = judge or _make_judge(manifest["judge"])
             res = _call_judge(judge, _document(r, text))
             row |= {"routed": True, "judge_status": str(res.status), **_judge_values(res)}
             if res.status == Status.labeled:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from redis import Redis
@@ -41,9 +40,10 @@ from service.runner import MAX_CHUNK_REQUEUES, POLL_S, LocalWorkers, _job_state
 from service.samples import Status
 from service.shard_index import DedupIndex, build_index, split_key
 from service.shard_labeling import judge_schema
-from service.shard_store import RangeJob, ShardRunStore
+from service.shard_store import RangeJob, ShardRunStore, trim_memory  # noqa: F401 (re-exported for the CLI)
 from service.shards import content_hash, shard_info
-from service.store import _atomic_write, code_version, run_key
+from service.shard_store import _atomic_write
+from service.store import code_version, run_key
 
 #: Task run by each job kind.
 TASKS = {"judge": "workers.shard_tasks.judge_range", "label": "workers.shard_tasks.label_range"}
@@ -62,7 +62,8 @@ class ShardOptions:
         batch_rows: rows a job holds at a time.
         route_below: send student-labeled documents whose lowest gated-axis probability is below
             this to the judge (None: never).
-        gold: document gold set the student is measured on; gate: gate thresholds file.
+        gold: document gold set the student is measured on ("": the bundled one);
+            gate: gate thresholds file ("": ``calibration/gate.yaml``).
         student: hash of a saved student to use instead of training one.
         n_boot: bootstrap resamples of the kappa intervals.
     """
@@ -240,8 +241,8 @@ def run_jobs(store: ShardRunStore, jobs: list[RangeJob], connection: Redis, *,
 # --------------------------------------------------------------------------- the student stage
 
 
-def collect_judge_labels(store: ShardRunStore) -> pd.DataFrame:
-    """Merge the judge parts into ``judge-labels.parquet`` (sorted by row key) and return it."""
+def collect_judge_labels(store: ShardRunStore):
+    """Merge the judge parts into ``judge-labels.parquet`` (sorted by row key); return it as a pandas DataFrame."""
     from service.taxonomy import load_taxonomy
 
     schema = judge_schema(load_taxonomy())
@@ -272,12 +273,12 @@ def train_stage(store: ShardRunStore) -> dict[str, Any]:
         documents could train a student (then no axis uses the student).
     """
     from calibration.gate import GATE_FILE, load_gate
-    from calibration.gold import GOLD, load_gold
+    from calibration.gold import BUNDLED, GOLD, load_gold
     from service.student import ShardStudent, StudentSettings, measure, save_student
 
     m = store.manifest()
     o = m["options"]
-    gold = load_gold(o["gold"])
+    gold = load_gold(o["gold"] or BUNDLED["document"])
     if gold.kind != "document":
         raise ConfigError(f"--gold {o['gold']}: a {gold.kind} gold set; the student needs a document gold set")
     gate_path = o["gate"] or str(GATE_FILE)
@@ -382,3 +383,4 @@ def retry_judge_errors(store: ShardRunStore, jobs: list[RangeJob]) -> int:
             store.marker_path(j).unlink()
             n += 1
     return n
+

@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.errors import ConfigError
-from service.store import _atomic_write
 
 #: Job kinds: the judge phase (sample rows only) and the label phase (every row).
 JOB_KINDS = ("judge", "label")
@@ -172,9 +170,11 @@ class ShardRunStore:
                 n += 1
         return n
 
-    def read_parts(self, kind: str = "label", columns: list[str] | None = None) -> pd.DataFrame:
-        """All finished parts of one kind as one DataFrame (for small runs and tests; large runs:
-        read ``parts/`` as a Parquet dataset). List columns come back as Python lists."""
+    def read_parts(self, kind: str = "label", columns: list[str] | None = None):
+        """All finished parts of one kind as one pandas DataFrame (for small runs and tests; large
+        runs: read ``parts/`` as a Parquet dataset). List columns come back as Python lists."""
+        import pandas as pd
+
         paths = self.done_parts(kind)
         if not paths:
             return pd.DataFrame(columns=columns)
@@ -183,3 +183,25 @@ class ShardRunStore:
             if df[col].dtype == object and df[col].map(lambda v: isinstance(v, np.ndarray)).any():
                 df[col] = df[col].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
         return df
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def trim_memory() -> None:
+    """Hand freed memory back to the operating system: Arrow's pool, then the C heap (glibc
+    ``malloc_trim(0)``; skipped where there is no glibc). Called after the index pass and after
+    each job, so a long-lived process's resident memory follows what it holds now, not the
+    largest batch it ever held."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()  # Arrow's own allocator keeps freed blocks otherwise
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -27,10 +27,8 @@ from typing import Any
 
 import joblib
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from calibration.gate import GateConfig, verdict
-from calibration.metrics import NONE_CLASS, operation_set_metrics, single_label_metrics
 from calibration.records import home
 from service import defaults
 from service.errors import ConfigError
@@ -136,7 +134,7 @@ class ShardStudent:
         if not texts:
             return labels, probs
         if self.__dict__.get("_scorer") is None:
-            self._scorer = _Scorer(self.models)
+            self._scorer = _Scorer(self.models, 2 ** self.settings.n_features_log2)
         Z = self._scorer.scores(self.features(texts))
         for axis in wanted:
             model = self.models.get(axis.name)
@@ -165,16 +163,18 @@ class ShardStudent:
 
 @dataclass
 class _Linear:
-    """A fitted logistic regression kept in the hashed feature space.
+    """A fitted logistic regression over the hashed feature columns its training rows used.
 
     Attributes:
         classes: class labels in column order.
-        W: sparse ``(n_features, n_coef)`` weights (``n_coef`` is 1 for two classes).
+        cols: the hashed feature columns that have a weight, shape ``(n_cols,)``.
+        coef: their weights, shape ``(n_cols, n_coef)`` (``n_coef`` is 1 for two classes).
         b: intercepts, shape ``(n_coef,)``.
     """
 
     classes: list
-    W: Any
+    cols: np.ndarray
+    coef: np.ndarray
     b: np.ndarray
 
     def proba(self, z: np.ndarray) -> np.ndarray:
@@ -194,30 +194,29 @@ class _Scorer:
     """Every model's weights stacked densely over the feature columns any model uses.
 
     Scoring a batch is then one sparse-times-dense product: the batch's hashed columns are
-    renumbered to the used ones (columns no model uses are dropped: their weight is 0).
-    Memory: ``n_used * n_coef_total`` float64, where ``n_used`` grows with the training
-    sample, never with the labeled shard.
+    renumbered to the used ones (columns no model uses are dropped: their weight is 0). Memory: ``n_used * n_coef_total`` float64, where ``n_used`` grows with the
+    training sample, never with the labeled shard.
     """
 
-    def __init__(self, models: dict[str, Any]):
+    def __init__(self, models: dict[str, Any], n_features: int):
         linear = {}
         for axis, model in models.items():
             for op, m in (model.items() if isinstance(model, dict) else [(None, model)]):
                 if isinstance(m, _Linear):
                     linear[(axis, op)] = m
-        n_features = next(iter(linear.values())).W.shape[0] if linear else 1
-        used = np.unique(np.concatenate([m.W.tocoo().row for m in linear.values()] or [np.empty(0, int)]))
-        self.remap = np.full(n_features, -1, dtype=np.int64)
-        self.remap[used] = np.arange(len(used))
-        blocks, self.cols, start = [], {}, 0
+        used = np.unique(np.concatenate([m.cols for m in linear.values()] or [np.empty(0, np.int64)]))
+        self.remap = np.full(n_features, -1, dtype=np.int32)  # hashed column -> used column (4 bytes each)
+        self.remap[used] = np.arange(len(used), dtype=np.int32)
+        self.W = np.zeros((len(used), sum(m.coef.shape[1] for m in linear.values())))
+        self.cols, start = {}, 0
         for key, m in linear.items():
-            blocks.append(m.W.tocsr()[used].toarray())
-            self.cols[key] = slice(start, start + m.W.shape[1])
-            start += m.W.shape[1]
+            k = m.coef.shape[1]
+            self.W[np.searchsorted(used, m.cols), start:start + k] = m.coef
+            self.cols[key] = slice(start, start + k)
+            start += k
         for axis, model in models.items():  # constant models score nothing
             for op in (model if isinstance(model, dict) else [None]):
                 self.cols.setdefault((axis, op), slice(0, 0))
-        self.W = np.hstack(blocks) if blocks else np.zeros((len(used), 0))
         self.n_used = len(used)
 
     def scores(self, X) -> np.ndarray:
@@ -238,7 +237,7 @@ def _fit(X, y: list, s: StudentSettings):
     that it would still iterate over) and gives the same solution: a column that is zero in every
     training row gets weight 0 under L2 regularization.
     """
-    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression  # training only: workers never import scikit-learn
 
     classes = sorted(set(y), key=str)
     if len(classes) == 1:
@@ -246,11 +245,8 @@ def _fit(X, y: list, s: StudentSettings):
     X = X.tocsc()
     used = np.flatnonzero(np.diff(X.indptr))
     model = LogisticRegression(C=s.C, max_iter=2000, class_weight=s.class_weight).fit(X[:, used].tocsr(), y)
-    coef = model.coef_.T  # (n_used, n_coef)
-    rows = np.repeat(used, coef.shape[1])
-    cols = np.tile(np.arange(coef.shape[1]), len(used))
-    W = csr_matrix((coef.ravel(), (rows, cols)), shape=(X.shape[1], coef.shape[1]))
-    return _Linear([c.item() if hasattr(c, "item") else c for c in model.classes_], W, model.intercept_.copy())
+    return _Linear([c.item() if hasattr(c, "item") else c for c in model.classes_], used.astype(np.int64),
+                   np.ascontiguousarray(model.coef_.T), model.intercept_.copy())
 
 
 def _proba(model, Z: np.ndarray, cols: slice) -> tuple[list, np.ndarray]:
@@ -273,6 +269,8 @@ def axis_metrics(axis: AxisDef, truth: list[Any], pred: list[Any], *, n_boot: in
     Single-label axes: :func:`calibration.metrics.single_label_metrics`; operations:
     :func:`calibration.metrics.operation_set_metrics` (its ``primary`` part is what the gate reads).
     """
+    from calibration.metrics import operation_set_metrics, single_label_metrics
+
     keep = [i for i, t in enumerate(truth) if t is not None]
     t, p = [truth[i] for i in keep], [pred[i] for i in keep]
     if axis.kind == "operations":
@@ -307,6 +305,8 @@ def measure(student: ShardStudent, texts: list[str], truth: list[dict[str, Any]]
 
 def primary_or_none(ops: list[str] | None) -> str | None:
     """The primary operation of a list (``__none__`` for an empty list, None for None)."""
+    from calibration.metrics import NONE_CLASS
+
     return None if ops is None else (ops[0] if ops else NONE_CLASS)
 
 

@@ -227,17 +227,23 @@ def trained():
     return student
 
 
-def test_hashed_unigrams_are_the_columns_of_hashing_vectorizer():
+def test_hashed_ngrams_count_the_tokens_hashing_vectorizer_counts():
     from sklearn.feature_extraction.text import HashingVectorizer
 
     from service.features import HashedNgrams
 
-    texts = [d["text"] for d in make_docs(20)] + ["", "a"]
-    ours = HashedNgrams(n_features=2 ** 18, bigrams=False).transform(texts)
-    theirs = HashingVectorizer(n_features=2 ** 18, alternate_sign=False, norm="l2").transform(texts)
-    assert abs(ours - theirs).max() < 1e-12
-    both = HashedNgrams(n_features=2 ** 18).transform(texts)
-    assert both.shape == (22, 2 ** 18) and both[-1].nnz == 0 and both[0].nnz > ours[0].nnz
+    texts = [d["text"] for d in make_docs(20)] + ["", "a", "Naïve café, naïve CAFÉ!"]
+    ours = HashedNgrams(n_features=2 ** 20, bigrams=False).transform(texts)
+    theirs = HashingVectorizer(n_features=2 ** 20, alternate_sign=False, norm="l2").transform(texts)
+    # same tokens, same counts; only the hash function differs (so compare each row's sorted values)
+    for i in range(len(texts)):
+        assert np.allclose(np.sort(ours[i].data), np.sort(theirs[i].data))
+    both = HashedNgrams(n_features=2 ** 20).transform(texts)
+    again = HashedNgrams(n_features=2 ** 20).transform(texts)  # a fresh instance: no state, same columns
+    assert abs(both - again).max() == 0 and both.shape == (23, 2 ** 20)
+    assert both[20].nnz == both[21].nnz == 0 and both[0].nnz > ours[0].nnz
+    assert np.allclose(np.asarray(both.multiply(both).sum(axis=1)).ravel()[:20], 1.0)
+    assert both[22].nnz == 4  # naïve, café, "naïve café" (counted twice), "café naïve"
 
 
 def test_stacked_scorer_gives_logistic_regression_probabilities():
@@ -250,7 +256,7 @@ def test_stacked_scorer_gives_logistic_regression_probabilities():
     X = student.features([d["text"] for d in docs])
     for y in ([rule_labels(d["text"])["document_format"] for d in docs], [i % 2 == 0 for i in range(40)]):
         lin = _fit(X, y, StudentSettings())
-        scorer = _Scorer({"axis": lin})
+        scorer = _Scorer({"axis": lin}, 2 ** 20)
         ours = lin.proba(scorer.scores(X)[:, scorer.cols[("axis", None)]])
         used = np.flatnonzero(np.diff(X.tocsc().indptr))
         ref = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(X[:, used], y)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.shard_labeling import judge_schema, judge_tables, label_tables, output_schema
-from service.shard_store import ShardRunStore
+from service.shard_store import ShardRunStore, trim_memory
 from service.taxonomy import load_taxonomy
 
 
@@ -39,4 +39,5 @@ def label_range(run_dir: str, shard: str, start: int, end: int) -> dict:
     if store.is_done(job):
         return {"job": job.name, "skipped": True, **store.marker(job)}
     marker = store.write_part(job, label_tables(store, job), output_schema(load_taxonomy()))
+    trim_memory()
     return {"job": job.name, "skipped": False, **marker}
