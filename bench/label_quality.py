@@ -4,9 +4,13 @@ Runs ``slicelab calibrate`` twice per gold set — the embedded LLM judge zero-s
 and with k nearest exemplars in the prompt — each also measuring the k-NN,
 student and cascade labelers on the same held-out items, then prints one
 axis × labeler table per gold set: Cohen's kappa with its 95% bootstrap
-interval, accuracy, and seconds per label, with the machine it ran on.
+interval, accuracy, and seconds per label, with the machine it ran on. With
+``--self-consistency K`` the few-shot run also measures the self-consistent
+judge (``judge_sc``: K samples at ``--sc-temperature``, majority vote per axis;
+Wang et al. 2023, ICLR), which costs K judge calls per item.
 
     python bench/label_quality.py [--kinds eval,document] [--k 3] [--workers 2] [--limit N]
+                                  [--self-consistency K [--sc-temperature T]]
 
 Figures are printed and written to ``--out`` (JSON); nothing is asserted.
 """
@@ -27,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.gold import BUNDLED  # noqa: E402
 from calibration.run import run_calibration, table  # noqa: E402
+from service.defaults import SC_TEMPERATURE  # noqa: E402
 from service.judge import judge_spec  # noqa: E402
 from service.redis_conn import resolve_redis_url  # noqa: E402
 
@@ -47,11 +52,13 @@ def fmt(x, d=2):
     return "—" if x is None else f"{x:.{d}f}"
 
 
-def run(kind: str, k: int, workers: int, limit: int | None, redis_url: str) -> dict:
+def run(kind: str, k: int, workers: int, limit: int | None, redis_url: str, self_consistency: int = 0,
+        sc_temperature: float = SC_TEMPERATURE) -> dict:
     spec = judge_spec(exemplars_k=k, exemplars_gold=str(BUNDLED[kind]) if k else None)
     t0 = time.perf_counter()
     record = run_calibration(BUNDLED[kind], spec, redis_url, workers=workers, limit=limit,
-                             threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
+                             threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+                             self_consistency=self_consistency, sc_temperature=sc_temperature)
     return {"record": record, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -64,6 +71,9 @@ def merged_table(zero: dict, few: dict, k: int) -> dict:
         for name in ("knn", "student"):
             row[name] = tk[axis]["labelers"][name]
         row[f"cascade (knn + {k}-shot judge)"] = tk[axis]["labelers"]["cascade"]
+        if "judge_sc" in tk[axis]["labelers"]:
+            sc = few["record"]["labelers"]["judge_sc"]
+            row[f"judge_sc ({k}-shot, {sc['k']} samples, T={sc['temperature']})"] = tk[axis]["labelers"]["judge_sc"]
         ann = few["record"]["axes"][axis].get("annotators", {})
         ann = ann.get("primary", ann) if few["record"]["axes"][axis]["kind"] == "operations" else ann
         out[axis] = {"labelers": row, "selected": tk[axis]["selected"], "annotators_kappa": ann.get("cohen_kappa"),
@@ -107,15 +117,20 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3, help="exemplars in the few-shot judge's prompt")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="held-out items per gold set (default: all)")
+    ap.add_argument("--self-consistency", type=int, default=0, metavar="K",
+                    help="also measure the self-consistent few-shot judge with K samples (default 0: off)")
+    ap.add_argument("--sc-temperature", type=float, default=SC_TEMPERATURE,
+                    help="sampling temperature of the self-consistent judge's samples")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "label_quality.json")
     args = ap.parse_args()
     os.environ.setdefault("SLICELAB_HOME", tempfile.mkdtemp(prefix="slicelab-bench-"))
     redis_url, origin = resolve_redis_url(Path(os.environ["SLICELAB_HOME"]) / "redis")
     print(f"machine: {machine()}; Redis: {origin}; embedded judge; SLICELAB_HOME={os.environ['SLICELAB_HOME']}")
-    results = {"machine": machine(), "k": args.k, "kinds": {}}
+    results = {"machine": machine(), "k": args.k, "self_consistency": args.self_consistency,
+               "sc_temperature": args.sc_temperature if args.self_consistency else None, "kinds": {}}
     for kind in args.kinds.split(","):
         zero = run(kind, 0, args.workers, args.limit, redis_url)
-        few = run(kind, args.k, args.workers, args.limit, redis_url)
+        few = run(kind, args.k, args.workers, args.limit, redis_url, args.self_consistency, args.sc_temperature)
         rows = merged_table(zero, few, args.k)
         print_table(kind, rows, few)
         results["kinds"][kind] = {"axes": rows, "wall_s": {"zero_shot": zero["wall_s"], "few_shot": few["wall_s"]},

@@ -31,24 +31,11 @@ from calibration.metrics import (
     single_label_metrics,
 )
 from service.exemplars import ExemplarIndex
+from service.labelers import modal
 from service.taxonomy import AxisDef, Taxonomy
 
 #: Confidence thresholds of the accuracy-vs-coverage curve.
 COVERAGE_THRESHOLDS = [0.0, 0.5, 0.6, 0.8, 1.0]
-
-
-def modal(values: list[Any]) -> tuple[Any, float]:
-    """The most common non-None value and its share of all values (ties: first seen).
-
-    Lists are compared as tuples. Returns ``(None, 0.0)`` when every value is None.
-    """
-    keyed = [tuple(v) if isinstance(v, list) else v for v in values]
-    counts = Counter(k for k in keyed if k is not None)
-    if not counts:
-        return None, 0.0
-    best = max(counts, key=lambda k: (counts[k], -keyed.index(k)))
-    value = list(best) if isinstance(best, tuple) else best
-    return value, counts[best] / len(values)
 
 
 def _primary(ops: list[str] | None) -> str | None:
@@ -82,11 +69,11 @@ def evaluate(
 
     Returns:
         axis name → ``{"kind", "n", "judge", "labelers", "selected", "annotators", "baselines",
-        "krippendorff_alpha", "coverage", "verdict", "judge_verdict"}``: ``labelers`` maps every
+        "krippendorff_alpha", "coverage", "verdict", "judge_verdict", "labeler_verdicts"}``: ``labelers`` maps every
         labeler (the judge included) to its metrics; ``selected`` is the labeler with the best
         lower 95% bound of Cohen's kappa (primary operation for operation axes; ties go to the
-        cheaper, non-judge labeler); ``verdict`` gates the selected labeler, ``judge_verdict``
-        the judge alone.
+        cheaper labeler, see ``COST_ORDER``); ``verdict`` gates the selected labeler, ``judge_verdict``
+        the judge alone, ``labeler_verdicts`` maps each labeler to its pass/fail word.
     """
     gl = gold.labels[GOLD]
     ps = pool_set or gold
@@ -138,6 +125,8 @@ def evaluate(
         result["selected"] = select_labeler(result["labelers"], axis.kind)
         result["verdict"] = verdict(_gated(result["labelers"][result["selected"]], axis.kind), threshold)
         result["judge_verdict"] = verdict(_gated(result["judge"], axis.kind), threshold)
+        result["labeler_verdicts"] = {n: verdict(_gated(m, axis.kind), threshold)["verdict"]
+                                      for n, m in result["labelers"].items()}
         out[axis.name] = result
     return out
 
@@ -151,8 +140,9 @@ def _kappa_low(metrics: dict[str, Any], kind: str) -> float:
     return ci[0] if ci else float("-inf")
 
 
-#: Labelers from cheapest to dearest: ties in the selection go to the cheaper one.
-COST_ORDER = ("knn", "student", "cascade", "judge")
+#: Labelers from cheapest to dearest: ties in the selection go to the cheaper one
+#: (``judge_sc``, the self-consistent judge, makes k judge calls per item).
+COST_ORDER = ("knn", "student", "cascade", "judge", "judge_sc")
 
 
 def select_labeler(labelers: dict[str, dict[str, Any]], kind: str) -> str:

@@ -50,6 +50,7 @@ LABELER_WORDS = {
     "knn": "k-NN vote over the exemplar pool",
     "student": "logistic regression on the pool",
     "cascade": "k-NN if confident, else the judge",
+    "judge_sc": "LLM judge, k samples, majority vote per axis",
 }
 
 CSS = """

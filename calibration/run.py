@@ -13,9 +13,10 @@ from calibration.evaluate import evaluate, modal
 from calibration.gate import GATE_FILE, load_gate
 from calibration.gold import GOLD, load_gold
 from calibration.records import calibrations_dir, save_record
+from service import defaults
 from service.errors import ConfigError
 from service.exemplars import base_id, sample_id
-from service.judge import make_judge
+from service.judge import make_judge, self_consistency_entry
 from service.labelers import KNNLabeler, StudentLabeler
 from service.runner import LocalWorkers, collect, execute, prepare_run
 from service.samples import EvalSample
@@ -44,6 +45,8 @@ def run_calibration(
     n_boot: int = 1000,
     inline: bool = False,
     lobo: bool = True,
+    self_consistency: int = 0,
+    sc_temperature: float = defaults.SC_TEMPERATURE,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -52,13 +55,20 @@ def run_calibration(
     The LLM judge labels the evaluation items ``samples`` times through the queue; the
     k-NN and student labelers (trained on the exemplar pool) and the cascade
     (k-NN when its vote share >= ``cascade_threshold``, else the judge) are measured
-    on the same items in-process. Without ``exemplars_path`` the gold set is split
+    on the same items in-process. With ``self_consistency`` k > 0 the
+    self-consistent judge (``judge_sc``: k samples at ``sc_temperature``, majority
+    vote per axis; Wang et al. 2023, ICLR) labels every evaluation item once more
+    through the queue and is measured as its own labeler. Without ``exemplars_path`` the gold set is split
     (seeded, stratified) into pool and held-out items; with it, every gold item is
     evaluated and the pool is every item of ``exemplars_path``. No evaluation item is
     ever its own exemplar (pools exclude the item's id).
 
     Returns:
         The calibration record (also saved under ``$SLICELAB_HOME/calibrations/<id>/``).
+
+    Raises:
+        ConfigError: ``exemplars_path`` holds another item kind than ``gold_path``, or
+            ``self_consistency`` > 1 with ``sc_temperature`` <= 0.
     """
     taxonomy = load_taxonomy()
     gold = load_gold(gold_path, taxonomy)
@@ -75,27 +85,25 @@ def run_calibration(
     config = make_judge(judge)
     config_hash = config.config_hash()
     items = [gold.items[i].model_copy(update={"id": sample_id(i, j)}) for i in heldout for j in range(samples)]
-    work = calibrations_dir() / "runs" / f"{config_hash}-{gold.sha256[:8]}-{pool_set.sha256[:8]}-s{split_seed}"
-    plan = prepare_run(iter(items), input_path=gold_path, out_path=work / "labels.parquet", kind=gold.kind,
-                       judge=judge, judge_config_hash=config_hash, chunk_size=4,
-                       options={"samples": samples, "split_seed": split_seed, "holdout_frac": holdout_frac,
-                                "limit": limit, "calibration": True, "exemplars": str(exemplars_path or "")})
-    if on_start:
-        on_start(plan.n_items)
-    if inline:  # inside an RQ job already (the REST API): label here instead of waiting on other workers
-        from workers.tasks import label_chunk
+    options = {"samples": samples, "split_seed": split_seed, "holdout_frac": holdout_frac,
+               "limit": limit, "calibration": True, "exemplars": str(exemplars_path or "")}
 
-        for c in plan.pending:
-            label_chunk(str(plan.store.root), c)
-    local = LocalWorkers(redis_url, "slicelab", workers, log_path=plan.store.root / "workers.log",
-                         threads_per_worker=threads_per_worker) if workers and plan.pending and not inline else None
-    try:
-        if plan.pending and not inline:
-            execute(plan, Redis.from_url(redis_url), workers=local, on_progress=on_progress)
-    finally:
-        if local:
-            local.stop()
-    df = collect(plan)
+    def plan_for(spec: dict[str, Any], spec_hash: str, run_items: list):
+        work = calibrations_dir() / "runs" / f"{spec_hash}-{gold.sha256[:8]}-{pool_set.sha256[:8]}-s{split_seed}"
+        return prepare_run(iter(run_items), input_path=gold_path, out_path=work / "labels.parquet", kind=gold.kind,
+                           judge=spec, judge_config_hash=spec_hash, chunk_size=4, options=options)
+
+    plans = [plan_for(judge, config_hash, items)]
+    sc_labeler = None
+    if self_consistency:
+        sc_spec = judge | {"self_consistency": self_consistency_entry(self_consistency, sc_temperature)}
+        sc_labeler = make_judge(sc_spec)
+        plans.append(plan_for(sc_spec, sc_labeler.config_hash(), [gold.items[i] for i in heldout]))
+    if on_start:
+        on_start(sum(p.n_items for p in plans))
+    _label_through_queue(plans, redis_url, workers=workers, threads_per_worker=threads_per_worker,
+                         inline=inline, on_progress=on_progress)
+    df = collect(plans[0])
     df["item_id"] = df["id"].map(base_id)
     axes = [a.name for a in taxonomy.axes(gold.kind)]
     judge_labels: dict[str, list] = {}
@@ -118,6 +126,16 @@ def run_calibration(
     others = {"knn": {i: lab for i, (lab, _) in cheap["knn"].items()},
               "student": {i: lab for i, (lab, _) in cheap["student"].items()},
               "cascade": cascade}
+    sc_info = None
+    if sc_labeler is not None:
+        df_sc = collect(plans[1])
+        others["judge_sc"] = {row["id"]: {a: _plain(row[a]) for a in axes} if row["status"] == "labeled" else None
+                              for _, row in df_sc.iterrows()}
+        timing["judge_sc"] = _seconds_per_label(df_sc)
+        sc_info = {"k": self_consistency, "temperature": sc_temperature, "seed": sc_labeler.seed,
+                   "config_hash": sc_labeler.config_hash(),
+                   "status_counts": {k: int(v) for k, v in df_sc["status"].value_counts().items()},
+                   "output_tokens_per_label": _median(df_sc, "judge_completion_tokens")}
     metrics = evaluate(gold, pool, heldout, judge_labels, taxonomy, load_gate(gate_path),
                        other_labelers=others, pool_set=pool_set, n_boot=n_boot)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -138,17 +156,41 @@ def run_calibration(
         "seconds_per_label": timing["judge"],
         "output_tokens_per_label": _median(df, "judge_completion_tokens"),
         "labelers": {"seconds_per_label": timing,
-                     "cascade": {"cheap": "knn", "threshold": cascade_threshold, "share_to_judge": to_judge}},
+                     "cascade": {"cheap": "knn", "threshold": cascade_threshold, "share_to_judge": to_judge},
+                     **({"judge_sc": sc_info} if sc_info else {})},
         "axes": metrics,
         "selection": {a: m["selected"] for a, m in metrics.items()},
         "verdicts": {a: m["verdict"]["verdict"] for a, m in metrics.items()},
         "judge_verdicts": {a: m["judge_verdict"]["verdict"] for a, m in metrics.items()},
+        **({"judge_sc_verdicts": {a: m["labeler_verdicts"]["judge_sc"] for a, m in metrics.items()}}
+           if sc_info else {}),
         "leave_one_benchmark_out": leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
         if lobo and not exemplars_path else None,
         "items": _items(gold, heldout, judge_labels, df, axes),
     }
     save_record(record)
     return record
+
+
+def _label_through_queue(plans: list, redis_url: str, *, workers: int, threads_per_worker: int, inline: bool,
+                         on_progress: Callable[[int], None] | None) -> None:
+    """Label the pending chunks of each run plan: in this process when ``inline``, else through the queue."""
+    if inline:  # inside an RQ job already (the REST API): label here instead of waiting on other workers
+        from workers.tasks import label_chunk
+
+        for plan in plans:
+            for c in plan.pending:
+                label_chunk(str(plan.store.root), c)
+        return
+    pending = [p for p in plans if p.pending]
+    local = LocalWorkers(redis_url, "slicelab", workers, log_path=pending[0].store.root / "workers.log",
+                         threads_per_worker=threads_per_worker) if workers and pending else None
+    try:
+        for plan in pending:
+            execute(plan, Redis.from_url(redis_url), workers=local, on_progress=on_progress)
+    finally:
+        if local:
+            local.stop()
 
 
 def _cascade(cheap: dict[str, tuple[dict, dict]], judge: dict[str, dict | None], threshold: float,

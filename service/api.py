@@ -4,7 +4,7 @@
 workers, never in the API process; their results live on disk (the run
 folders), so an expired Redis key never loses a result. Errors are
 ``application/problem+json`` (RFC 9457). Every endpoint but the health checks
-needs a bearer API key (``SLICELAB_API_KEYS``, comma separated, each optionally
+(``/healthz``, ``/readyz``) needs a bearer API key (``SLICELAB_API_KEYS``, comma separated, each optionally
 ``key:scope+scope``; or a keys file, one such entry per line), compared in
 constant time.
 """
@@ -38,7 +38,7 @@ from service.errors import ConfigError, SlicelabError
 from service.judge import judge_spec, make_judge
 from service.samples import Document, EvalSample
 
-SCOPES = ("tag", "jobs", "calibrations")
+SCOPES = ("tag", "jobs", "calibrations", "metrics")
 PROBLEM = "application/problem+json"
 
 
@@ -204,8 +204,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
-    def metrics():
-        """Prometheus metrics: labels by status, judge latency, tokens, queue depth, workers."""
+    def metrics(_: str = Depends(require("metrics"))):
+        """Prometheus metrics: labels by status, judge latency, tokens, queue depth, workers.
+
+        Needs a key with the ``metrics`` scope (Prometheus: ``authorization: {credentials: KEY}``).
+        """
         try:
             from rq import Queue, Worker
 

@@ -77,6 +77,9 @@ def worker(
     # SimpleWorker runs jobs in this process, so the judge (and llama.cpp's
     # prefix cache) is built once per worker, not once per job.
     w = SimpleWorker([Queue(queue, connection=conn)], connection=conn, name=name)
+    from service.judge.resilience import report_pauses_to_redis
+
+    report_pauses_to_redis(conn, w.name)  # the labeling command shows when this worker's judge is paused
     w.work(burst=burst, with_scheduler=False)
 
 
@@ -88,9 +91,12 @@ def label_benchmark(
     input_format: Optional[str] = typer.Option(None, help="override input format detection"),
     limit: Optional[int] = typer.Option(None, min=1, help="label only the first N records"),
     workers: int = typer.Option(1, min=0, help="local worker processes to start (0: rely on `slicelab worker` elsewhere)"),
-    chunk_size: int = typer.Option(defaults.CHUNK_SIZE, min=1, help="samples per queue job"),
+    chunk_size: Optional[int] = typer.Option(None, min=1, help=f"samples per queue job (default {defaults.CHUNK_SIZE}; with --judge-url 8 x --judge-concurrency)"),
     judge_url: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_URL", help="OpenAI-compatible base URL (e.g. vLLM's http://HOST:8000/v1); default: embedded judge"),
     judge_model: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_MODEL", help="served model name"),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", envvar="SLICELAB_JUDGE_BACKEND", help="embedded | openai | vllm (offline vllm.LLM on this machine's GPU, --judge-model names the model); default: openai with --judge-url, else embedded"),
+    judge_concurrency: int = typer.Option(defaults.JUDGE_CONCURRENCY, min=1, help="with --judge-url: requests each worker keeps in flight"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="bypass the Redis label cache: every sample costs a judge call, no label is stored"),
     max_tokens: Optional[int] = typer.Option(None, min=16, help="output tokens per label"),
     max_attempts: Optional[int] = typer.Option(None, min=1, help="attempts per sample on invalid output"),
     benchmark: Optional[str] = typer.Option(None, help="benchmark name when the records do not say"),
@@ -102,30 +108,47 @@ def label_benchmark(
     task_field: Optional[str] = typer.Option(None, help="field holding the task name"),
     queue: str = typer.Option(defaults.QUEUE_NAME, help="RQ queue name"),
     labeler: str = typer.Option("selected", help="selected: per axis, the labeler calibration chose for this judge; judge: the LLM judge on every axis"),
+    self_consistency: int = typer.Option(0, "--self-consistency", min=0, help="K > 0: the self-consistent judge on every axis (K samples, majority vote per axis, vote share as confidence); overrides --labeler"),
+    sc_temperature: float = typer.Option(defaults.SC_TEMPERATURE, "--sc-temperature", min=0.0, help="sampling temperature of the K samples"),
 ) -> None:
     """Label every sample of a benchmark file through RQ workers; write one row per sample."""
     from itertools import islice
 
-    from redis import Redis
-
     from calibration.records import latest_for_config
     from service.judge import judge_spec, make_judge, per_axis_spec
-    from service.output import check_output, write_table
+    from service.judge.resilience import probe_judge
+    from service.output import check_output
     from service.readers import FieldMapping, read_eval_samples
     from service.redis_conn import resolve_redis_url
-    from service.runner import LocalWorkers, collect, execute, prepare_run
+    from service.runner import prepare_run
+    from service.throughput import label_chunk_size
 
     try:
         fmt = check_output(output, fmt, input)
         if labeler not in ("selected", "judge"):
             raise SlicelabError(f"--labeler: unknown choice {labeler!r}; allowed: selected, judge")
-        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens, max_attempts=max_attempts)
+        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
+                          max_attempts=max_attempts, concurrency=judge_concurrency if judge_url else None)
+        chunk_size = chunk_size or label_chunk_size(spec)
         record = latest_for_config(make_judge(spec).config_hash(), "eval")
-        use_selection = labeler == "selected" and record is not None and record.get("selection") \
-            and set(record["selection"].values()) != {"judge"}
-        if use_selection:
+        use = "judge"
+        if self_consistency:
+            spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
+                              max_attempts=max_attempts, self_consistency=self_consistency,
+                              sc_temperature=sc_temperature)
+            use = "judge_sc"
+            measured = ((record or {}).get("labelers") or {}).get("judge_sc") or {}
+            if record is not None and measured.get("config_hash") != make_judge(spec).config_hash():
+                console.print(f"calibration {record['id']} did not measure the self-consistent judge with "
+                              f"k={self_consistency}, temperature {sc_temperature} (run `slicelab calibrate "
+                              f"--self-consistency {self_consistency} --sc-temperature {sc_temperature}`)")
+                record = None
+        elif labeler == "selected" and record is not None and record.get("selection") \
+                and set(record["selection"].values()) != {"judge"}:
+            use = "selected"
             spec = per_axis_spec(spec, record)
         config_hash = make_judge(spec).config_hash()
+        probe_judge(spec)
         mapping = FieldMapping(id_field=id_field, question_field=text_field, reference_field=reference_field,
                                output_field=output_field, correct_field=correct_field, task_field=task_field)
         items = read_eval_samples(input, fmt=input_format, mapping=mapping, benchmark=benchmark)
@@ -133,10 +156,60 @@ def label_benchmark(
             items = islice(items, limit)
         plan = prepare_run(items, input_path=input, out_path=output, kind="eval", judge=spec,
                            judge_config_hash=config_hash, chunk_size=chunk_size, options={"limit": limit, "mapping": vars(mapping),
-                                                           "input_format": input_format, "benchmark": benchmark})
+                                                           "input_format": input_format, "benchmark": benchmark,
+                                                           **({"cache": False} if no_cache else {})},
+                           meta={"output_format": fmt, "use": use, "calibration_id": record and record["id"]})
         url, origin = resolve_redis_url(plan.store.root.parent / "redis")
     except SlicelabError as e:
         _fail(e)
+    _run_plan(plan, url, origin, workers=workers, queue=queue, output=output, fmt=fmt, record=record, use=use)
+
+
+@app.command("resume")
+def resume(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="the run folder: <output folder>/.slicelab-runs/<run_key>"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="output file (default: the one the run was started with)"),
+    workers: int = typer.Option(1, min=0, help="local worker processes to start (0: rely on `slicelab worker` elsewhere)"),
+    queue: str = typer.Option(defaults.QUEUE_NAME, help="RQ queue name"),
+) -> None:
+    """Finish a run from its folder alone: label the chunks without a marker, then write the output."""
+    from calibration.records import load_record
+    from service.judge.resilience import probe_judge
+    from service.output import check_output
+    from service.redis_conn import resolve_redis_url
+    from service.runner import resume_plan
+
+    try:
+        plan = resume_plan(run_dir)
+        m = plan.store.manifest()
+        meta = m.get("meta") or {}
+        if output is None and not m.get("output"):
+            raise SlicelabError(f"{run_dir}: the manifest does not name the output file; pass -o")
+        fmt = check_output(output or Path(m["output"]), None if output else meta.get("output_format"), Path(m["input"]))
+        output = output or Path(m["output"])
+        record = load_record(meta["calibration_id"]) if meta.get("calibration_id") else None
+        probe_judge(m["judge"])
+        url, origin = resolve_redis_url(plan.store.root.parent / "redis")
+    except SlicelabError as e:
+        _fail(e)
+    _run_plan(plan, url, origin, workers=workers, queue=queue, output=output, fmt=fmt, record=record,
+              use=meta.get("use", "judge"))
+
+
+def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: Path, fmt: str,
+              record: dict | None, use: str) -> None:
+    """Label a prepared run's pending chunks on RQ workers and write its output (label-benchmark, resume)."""
+    from redis import Redis
+
+    from service.output import write_table
+    from service.runner import LocalWorkers, collect, execute
+    from service.throughput import describe as describe_throughput, run_stats
+
+    def show(line: str) -> None:  # e.g. the judge is paused or Redis is down: on the bar and in the log
+        bar.update(task, description=f"labeling {line}".strip())
+        if line:
+            console.print(line)
+
     done_before = plan.n_chunks - len(plan.pending)
     console.print(f"run {plan.store.root.name}: {plan.n_items} samples in {plan.n_chunks} chunks"
                   f" ({done_before} already done), {plan.n_rejected} rejected records; Redis: {origin}")
@@ -151,13 +224,14 @@ def label_benchmark(
         local = LocalWorkers(url, queue, workers, log_path=plan.store.root / "workers.log",
                              threads_per_worker=threads)
     try:
-        with Progress(TextColumn("labeling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as bar:
             done_rows = sum(plan.store.marker(c)["rows"] for c in plan.store.done_chunks())
-            task = bar.add_task("label", total=plan.n_items, completed=done_rows)
+            task = bar.add_task("labeling", total=plan.n_items, completed=done_rows)
             if plan.pending:
                 execute(plan, Redis.from_url(url), queue_name=queue, workers=local,
-                        on_progress=lambda n: bar.advance(task, n))
+                        on_progress=lambda n: bar.advance(task, n),
+                        on_status=show)
     except SlicelabError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -166,13 +240,20 @@ def label_benchmark(
     finally:
         if local:
             local.stop()
-    df = _gate(collect(plan), record, "eval", selected=bool(use_selection))
+    df = _gate(collect(plan), record, plan.store.manifest()["kind"], use=use)
     write_table(df, output, fmt)
     _print_summary(df, output)
+    stats = run_stats(plan.store, df)
+    (plan.store.root / "throughput.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
+    console.print(describe_throughput(stats), soft_wrap=True)
 
 
-def _gate(df, record: dict | None, kind: str, *, selected: bool):
-    """Attach each axis's calibration verdict (of the labelers actually used) to every row."""
+def _gate(df, record: dict | None, kind: str, *, use: str):
+    """Attach each axis's calibration verdict (of the labelers actually used) to every row.
+
+    ``use``: ``selected`` (per axis, the record's selection), ``judge`` or ``judge_sc``
+    (that labeler on every axis).
+    """
     from service.slices import apply_gate
     from service.taxonomy import load_taxonomy
 
@@ -180,12 +261,13 @@ def _gate(df, record: dict | None, kind: str, *, selected: bool):
         console.print("no calibration record for this judge configuration: every axis is [yellow]ungated[/yellow] "
                       "(run `slicelab calibrate`)")
         return apply_gate(df, None, load_taxonomy(), kind)
-    verdicts = record["verdicts"] if selected else record.get("judge_verdicts", record["verdicts"])
-    if selected:
+    verdicts = {"selected": record["verdicts"], "judge_sc": record.get("judge_sc_verdicts")}.get(use) \
+        or record.get("judge_verdicts", record["verdicts"])
+    if use == "selected":
         console.print(f"calibration {record['id']}: per axis " + ", ".join(
             f"{a} {record['selection'][a]} ({v})" for a, v in verdicts.items()))
     else:
-        console.print(f"calibration {record['id']}: judge on every axis: " + ", ".join(
+        console.print(f"calibration {record['id']}: {use} on every axis: " + ", ".join(
             f"{a} {v}" for a, v in verdicts.items()))
     return apply_gate(df, record | {"verdicts": verdicts}, load_taxonomy(), kind)
 
@@ -318,6 +400,8 @@ def calibrate(
     exemplars_k: int = typer.Option(0, min=0, help="show the k most similar exemplar-pool items in the prompt"),
     samples: int = typer.Option(1, min=1, help="label each item k times; the modal label's share is its confidence"),
     temperature: Optional[float] = typer.Option(None, min=0.0, help="sampling temperature (use > 0 with --samples > 1)"),
+    self_consistency: int = typer.Option(0, "--self-consistency", min=0, help="K > 0: also measure the self-consistent judge (judge_sc: K samples, majority vote per axis) as its own labeler"),
+    sc_temperature: float = typer.Option(defaults.SC_TEMPERATURE, "--sc-temperature", min=0.0, help="sampling temperature of the self-consistent judge's K samples"),
     split_seed: int = typer.Option(0, help="seed of the stratified exemplar-pool / held-out split"),
     holdout_frac: float = typer.Option(0.5, min=0.1, max=0.9, help="share of items held out for metrics"),
     limit: Optional[int] = typer.Option(None, min=1, help="score only the first N held-out items"),
@@ -346,7 +430,8 @@ def calibrate(
                       console=console) as bar:
             task = bar.add_task("cal", total=None)
             record = run_calibration(gold, spec, url, exemplars_path=exemplars, cascade_threshold=cascade_threshold,
-                                     samples=samples, split_seed=split_seed,
+                                     samples=samples, split_seed=split_seed, self_consistency=self_consistency,
+                                     sc_temperature=sc_temperature,
                                      holdout_frac=holdout_frac, limit=limit, workers=workers,
                                      threads_per_worker=threads, gate_path=gate_file,
                                      on_start=lambda n: bar.update(task, total=n),

@@ -23,6 +23,8 @@ MAX_ATTEMPTS = 3
 REQUEST_TIMEOUT_S = 120.0
 #: Sampling temperature of the judge (0 = greedy, reproducible labels).
 TEMPERATURE = 0.0
+#: Sampling temperature of the self-consistent judge's k samples (``--sc-temperature``).
+SC_TEMPERATURE = 0.7
 
 #: Context window used by the embedded llama.cpp judge, tokens.
 EMBEDDED_N_CTX = 4096
@@ -63,3 +65,12 @@ STUDENT_N_BOOT = 1000
 DEDUP_BUCKETS = 256
 #: Row stride of the byte offsets kept for uncompressed JSONL shards (rows).
 JSONL_OFFSET_STRIDE = 1024
+
+# --- throughput ---------------------------------------------------------------------
+
+#: Requests one worker keeps in flight to an OpenAI-compatible judge (openai backend).
+JUDGE_CONCURRENCY = 16
+#: Seconds a cached label stays in Redis (30 days; not extended when read).
+LABEL_CACHE_TTL_S = 30 * 24 * 3600
+#: Samples per queue job (one ``LLM.chat`` batch) for the vllm backend.
+VLLM_CHUNK_SIZE = 512

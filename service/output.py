@@ -8,7 +8,7 @@ Columns (eval kind)::
     status, error, judge_raw_output (list[str], one per attempt), judge_finish_reason,
     judge_attempts, judge_prompt_tokens, judge_completion_tokens, judge_latency_s,
     judge_model, judge_backend, taxonomy_name, taxonomy_version, taxonomy_hash,
-    prompt_ref, request_hash, code_version, run_key
+    prompt_ref, request_hash, cache_hit, code_version, run_key
 
 List columns (operations, raw outputs) round-trip through Parquet as Python lists
 (:func:`read_table`).
@@ -85,6 +85,7 @@ def labeled_row(item: EvalSample | Document, result: JudgeResult, taxonomy: Taxo
         "exemplar_ids": list(result.extra.get("exemplar_ids", [])),
         "prompt_ref": result.prompt_ref,
         "request_hash": result.request_hash,
+        "cache_hit": bool(result.extra.get("cache_hit", False)),
         **provenance,
     }
 
@@ -100,6 +101,7 @@ def rejected_row(rej: Rejected, taxonomy: Taxonomy, kind: Kind, provenance: dict
         "error": rej.reason,
         "judge_raw_output": [],
         "judge_attempts": 0,
+        "cache_hit": False,
         **provenance,
     }
 

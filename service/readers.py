@@ -8,7 +8,10 @@ Every input record becomes exactly one yielded item, in input order: an
 :class:`EvalSample` / :class:`Document`, or a :class:`Rejected` that says where the
 record was (``source_file``, 1-based ``source_line``) and why it was refused. A bad
 record never stops the file; only a file that cannot be read at all raises
-:class:`InputFormatError`.
+:class:`InputFormatError`. JSONL is read in 1 MiB blocks: a line longer than
+:data:`MAX_RECORD_BYTES` is rejected without being held in memory. NaN and
+±Infinity (accepted by Python's JSON reader, not by JSON) become None in extra
+fields, and a question that is one is rejected.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ _LM_EVAL_NAME = re.compile(
 )
 _FINISH = {"stop": "stop", "end_turn": "stop", "max_tokens": "length", "model_length": "length"}
 _RAW_CHARS = 2000  # characters of a rejected record kept in Rejected.raw
+#: Longest JSONL line read, bytes (16 MiB). A longer line is rejected while it is
+#: skipped in 1 MiB blocks, so memory stays bounded whatever the file holds.
+MAX_RECORD_BYTES = 16 << 20
+_BLOCK = 1 << 20
 _MISSING = object()
 
 
@@ -299,9 +306,38 @@ def _make(cls: type, /, **values: Any) -> Any:
 # --------------------------------------------------------------------------- raw record readers
 
 
+def _lines(fh, limit: int) -> Iterator[tuple[bytes, int]]:
+    """``(line, length in bytes)`` per line of a binary file, read in 1 MiB blocks.
+
+    A line longer than ``limit`` bytes (newline included) comes back as its first
+    ``_RAW_CHARS`` bytes with its full length; the rest is read and dropped, so
+    memory stays near ``limit`` whatever the line's size.
+    """
+    while True:
+        part = fh.readline(_BLOCK)
+        if not part:
+            return
+        parts, n = [part], len(part)
+        while not part.endswith(b"\n"):
+            part = fh.readline(_BLOCK)
+            if not part:
+                break
+            n += len(part)
+            if n <= limit:
+                parts.append(part)
+            elif len(parts) > 1:
+                parts = [parts[0][:_RAW_CHARS]]  # over the limit: keep only the head
+        yield (parts[0][:_RAW_CHARS], n) if n > limit else (b"".join(parts), n)
+
+
 def _iter_jsonl(path: Path) -> Iterator[_Raw]:
     with path.open("rb") as fh:
-        for line_no, data in enumerate(fh, start=1):
+        for line_no, (data, size) in enumerate(_lines(fh, MAX_RECORD_BYTES), start=1):
+            if size > MAX_RECORD_BYTES:
+                raw = _clip(data.decode("utf-8", "replace"))
+                yield _Raw(line_no, None, f"line is {size:,} bytes, over the limit of {MAX_RECORD_BYTES:,} bytes "
+                                          "(MAX_RECORD_BYTES); the record was skipped", raw)
+                continue
             if line_no == 1 and data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
             if not data.strip():
@@ -471,6 +507,8 @@ def _safe_id(rec: dict, mapped: str | None) -> str | None:
 def _question(value: Any, key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise RecordError(f"question field {key!r} is not a string (got {type(value).__name__})", field=key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError(f"question field {key!r} is {value!r}, not text", field=key)
     text = str(value)
     if not text.strip():
         raise RecordError(f"empty question field {key!r}", field=key)
@@ -502,7 +540,10 @@ def _correct(value: Any, key: str | None) -> bool | None:
 
 
 def _jsonable(v: Any) -> Any:
-    """A JSON-serialisable copy of ``v`` (numpy scalars/arrays, dates, bytes converted)."""
+    """A JSON-serialisable copy of ``v`` (numpy scalars/arrays, dates, bytes converted;
+    NaN and ±Infinity, which JSON cannot hold, become None)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, dict):
@@ -615,7 +656,9 @@ def _override(values: dict[str, Any], rec: dict, mapping: FieldMapping) -> None:
 def _looks_lm_eval(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
-            for data in fh:
+            for data, size in _lines(fh, MAX_RECORD_BYTES):
+                if size > MAX_RECORD_BYTES:
+                    return False
                 if data.strip():
                     obj = json.loads(data.decode("utf-8-sig"))
                     return isinstance(obj, dict) and "doc_id" in obj and "arguments" in obj

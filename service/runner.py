@@ -2,7 +2,9 @@
 
 The source of truth for progress is the run folder on disk (per-chunk parts and
 markers), not Redis: pending work is always "chunks without a marker", so a
-re-run, a flushed queue or a killed worker never loses or doubles a sample.
+re-run, a flushed queue, a restarted Redis or a killed worker never loses or
+doubles a sample. :func:`resume_plan` reopens a run from its folder alone
+(``slicelab resume RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
+import redis.exceptions
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
 from service import defaults
 from service.errors import ConfigError
+from service.judge.resilience import paused_workers
 from service.output import empty_table, rejected_row
 from service.samples import Document, EvalSample, Rejected, Status
 from service.store import RunStore, code_version, file_sha256, run_key
@@ -57,6 +61,7 @@ def prepare_run(
     options: dict[str, Any] | None = None,
     judge_config_hash: str = "",
     retry_statuses: tuple[str, ...] = (Status.judge_error,),
+    meta: dict[str, Any] | None = None,
 ) -> RunPlan:
     """Create (or find) the run folder for this input + judge + options.
 
@@ -65,19 +70,16 @@ def prepare_run(
     options, so the same command finds the same folder and resumes it, and a
     changed prompt or taxonomy never mixes with old labels. On resume, finished
     chunks holding a row with a status in ``retry_statuses`` (by default the
-    transient ``judge_error``) are redone.
+    transient ``judge_error``) are redone. The manifest also records the output
+    path and ``meta`` (e.g. output format, calibration id; not part of the key),
+    for :func:`resume_plan`.
     """
     key = run_key({"input": str(input_path.resolve()), "input_sha256": file_sha256(input_path), "judge": judge,
                    "judge_config_hash": judge_config_hash, "kind": kind, "chunk_size": chunk_size,
                    "options": options or {}})
     store = RunStore(out_path.resolve().parent / defaults.RUNS_DIRNAME / key)
     if store.exists():
-        m = store.manifest()
-        for c in store.done_chunks():
-            if any(store.marker(c)["status_counts"].get(s) for s in retry_statuses):
-                store.marker_path(c).unlink()  # the part is rewritten when the chunk is redone
-        pending = [c for c in range(m["n_chunks"]) if not store.is_done(c)]
-        return RunPlan(store, m["n_items"], m["n_rejected"], m["n_chunks"], pending, resumed=True)
+        return _reopen(store, retry_statuses)
     accepted: list[EvalSample | Document] = []
     rejected: list[Rejected] = []
     for it in items:
@@ -91,9 +93,35 @@ def prepare_run(
         "run_key": key, "kind": kind, "input": str(input_path), "input_sha256": file_sha256(input_path),
         "judge": judge, "chunk_size": chunk_size, "n_items": len(accepted), "n_rejected": len(rejected),
         "n_chunks": n_chunks, "chunk_offsets": offsets, "options": options or {},
+        "output": str(out_path.resolve()), "meta": meta or {},
         "code_version": code_version(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     return RunPlan(store, len(accepted), len(rejected), n_chunks, list(range(n_chunks)), resumed=False)
+
+
+def resume_plan(run_dir: Path, retry_statuses: tuple[str, ...] = (Status.judge_error,)) -> RunPlan:
+    """Reopen a run from its folder alone: pending = chunks without a marker ("input minus stored results").
+
+    Finished chunks holding a ``retry_statuses`` row are redone, as in :func:`prepare_run`.
+    Nothing in Redis is needed: a restarted or flushed Redis loses no work.
+
+    Raises:
+        ConfigError: ``run_dir`` has no ``manifest.json``.
+    """
+    store = RunStore(Path(run_dir))
+    if not store.exists():
+        raise ConfigError(f"{run_dir}: not a run folder (no manifest.json); runs live in "
+                          f"<output folder>/{defaults.RUNS_DIRNAME}/<run_key>/")
+    return _reopen(store, retry_statuses)
+
+
+def _reopen(store: RunStore, retry_statuses: tuple[str, ...]) -> RunPlan:
+    m = store.manifest()
+    for c in store.done_chunks():
+        if any(store.marker(c)["status_counts"].get(s) for s in retry_statuses):
+            store.marker_path(c).unlink()  # the part is rewritten when the chunk is redone
+    pending = [c for c in range(m["n_chunks"]) if not store.is_done(c)]
+    return RunPlan(store, m["n_items"], m["n_rejected"], m["n_chunks"], pending, resumed=True)
 
 
 @dataclass
@@ -161,24 +189,31 @@ def enqueue_chunk(queue: Queue, store: RunStore, chunk: int) -> Job:
 
 def execute(plan: RunPlan, connection: Redis, *, queue_name: str = defaults.QUEUE_NAME,
             workers: LocalWorkers | None = None,
-            on_progress: Callable[[int], None] | None = None) -> None:
+            on_progress: Callable[[int], None] | None = None,
+            on_status: Callable[[str], None] | None = None) -> None:
     """Enqueue the pending chunks and wait until every chunk has its marker.
 
     A chunk whose job failed, vanished from Redis, or ran on a local worker that
-    died is re-enqueued (at most MAX_CHUNK_REQUEUES times); dead local workers
-    are replaced.
+    died is re-enqueued (failures and deaths at most MAX_CHUNK_REQUEUES times);
+    dead local workers are replaced. While Redis does not answer, the wait goes
+    on; when it answers again, every chunk without a marker is enqueued anew
+    (the queue may have lost jobs; a chunk done twice is written once).
+
+    Args:
+        on_progress: called with the number of rows finished since the last call.
+        on_status: called with a short line when the state changes: Redis
+            unreachable, judge paused by open circuit breakers, or ``""`` when normal.
 
     Raises:
-        ConfigError: a chunk failed more than MAX_CHUNK_REQUEUES times, or no
-            local worker is left and none is expected from elsewhere.
+        ConfigError: a chunk failed more than MAX_CHUNK_REQUEUES times, or local
+            workers keep dying.
     """
     queue = Queue(queue_name, connection=connection)
-    jobs = {c: enqueue_chunk(queue, plan.store, c) for c in plan.pending}
+    jobs: dict[int, Job | None] = dict.fromkeys(plan.pending)
     requeues: dict[int, int] = {}
     dead_workers: set[str] = set()
-    if workers:
-        workers.start()
     done_rows = sum(plan.store.marker(c)["rows"] for c in plan.store.done_chunks())
+    status, redis_down = "", False
     while True:
         done = plan.store.done_chunks()
         rows_now = sum(plan.store.marker(c)["rows"] for c in done)
@@ -190,27 +225,51 @@ def execute(plan: RunPlan, connection: Redis, *, queue_name: str = defaults.QUEU
             return
         if workers:
             dead_workers |= workers.reap()
-        for c in pending:
-            status, worker_name, exc = _job_state(jobs[c], connection)
-            lost = status in (None, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
-                status == JobStatus.STARTED and worker_name in dead_workers)
-            finished_without_marker = status == JobStatus.FINISHED and not plan.store.is_done(c)
-            if lost or finished_without_marker:
-                requeues[c] = requeues.get(c, 0) + 1
-                if requeues[c] > MAX_CHUNK_REQUEUES:
-                    raise ConfigError(f"chunk {c} of run {plan.store.root} failed {MAX_CHUNK_REQUEUES} times: {exc}")
-                jobs[c] = enqueue_chunk(queue, plan.store, c)
-        if workers:
             if workers.deaths > 4 * max(1, workers.n) + MAX_CHUNK_REQUEUES:
                 raise ConfigError(f"local workers keep dying; see {workers.log_path}")
-            if queue.count:  # queued work and fewer than n workers: top up
+        try:
+            if redis_down:  # reconcile: input minus stored results
+                jobs.update(dict.fromkeys(pending))
+            for c in pending:
+                _check_chunk(c, jobs, requeues, dead_workers, queue, plan.store, connection)
+            if workers and queue.count:  # queued work and fewer than n workers: top up
                 workers.start()
+            paused = paused_workers(connection)
+            new_status = (f"judge paused: circuit open on {len(paused)} worker(s), waiting for "
+                          f"{paused[0].get('judge')} to answer" if paused else "")
+            redis_down = False
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            new_status, redis_down = f"Redis does not answer ({type(e).__name__}); waiting for it", True
+        if on_status and new_status != status:
+            on_status(new_status)
+        status = new_status
         time.sleep(POLL_S)
+
+
+def _check_chunk(c: int, jobs: dict[int, Job | None], requeues: dict[int, int], dead_workers: set[str],
+                 queue: Queue, store: RunStore, connection: Redis) -> None:
+    """Enqueue chunk ``c`` when it has no job, or its job is lost (re-enqueue, counted unless it vanished)."""
+    job = jobs[c]
+    if job is not None:
+        status, worker_name, exc = _job_state(job, connection)
+        vanished = status is None
+        failed = status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
+            status == JobStatus.STARTED and worker_name in dead_workers) or (
+            status == JobStatus.FINISHED and not store.is_done(c))
+        if not (vanished or failed):
+            return
+        if failed:
+            requeues[c] = requeues.get(c, 0) + 1
+            if requeues[c] > MAX_CHUNK_REQUEUES:
+                raise ConfigError(f"chunk {c} of run {store.root} failed {MAX_CHUNK_REQUEUES} times: {exc}")
+    jobs[c] = enqueue_chunk(queue, store, c)
 
 
 def _job_state(job: Job, connection: Redis) -> tuple[JobStatus | None, str | None, str | None]:
     try:
         job.refresh()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        raise
     except Exception:
         return None, None, "job vanished from Redis"
     status = job.get_status(refresh=False)

@@ -11,6 +11,16 @@ the whole pipeline (queue, worker processes):
 - ``[[toolong]]``: HTTP 400 "maximum context length" error
 - ``[[slow]]``: sleeps ``slow_s`` seconds, then a valid label
 - ``[[flaky]]``: invalid on the first request for that prompt, valid afterwards
+- ``[[empty]]``: empty content
+- ``[[reasoning]]``: empty content, the label JSON in ``reasoning_content`` (vLLM reasoning parsers)
+
+Server-wide faults (set on the object while it runs): ``outage = 503`` answers
+every request with that HTTP status; ``stop()`` / ``start()`` close and reopen
+the listening socket on the same port (connection refused in between);
+``refuse_json_schema = True`` answers a ``json_schema`` response_format with a
+400 like a backend without structured outputs. The start-up probe
+(:func:`service.judge.resilience.probe_judge`) is recorded in ``probes``, not
+``requests``.
 """
 
 from __future__ import annotations
@@ -36,12 +46,22 @@ VALID_DOC = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that hung up (killed worker): not news
+        pass
+
+
 class JudgeServer:
     """Start with ``with JudgeServer() as srv: srv.base_url``; ``srv.requests`` records every request body."""
 
     def __init__(self, slow_s: float = 2.0, port: int = 0):
         self.slow_s = slow_s
         self.requests: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
+        self.auth_headers: set[str] = set()
+        self.outage: int | None = None
+        self.refuse_json_schema = False
+        self.failed_during_outage = 0
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         server = self
@@ -58,9 +78,20 @@ class JudgeServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                probe = "start-up probe" in json.dumps(body.get("messages"))
                 with server._lock:
-                    server.requests.append(body)
-                status, payload = server.reply(body)
+                    server.auth_headers.add(self.headers.get("Authorization", ""))
+                    (server.probes if probe else server.requests).append(body)
+                    outage = server.outage
+                    if outage:
+                        server.failed_during_outage += 1
+                if outage:
+                    status, payload = outage, {"error": {"message": "service unavailable (test outage)"}}
+                elif server.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+                    status, payload = 400, {"error": {"message": "response_format type json_schema is not supported "
+                                                                 "by this backend (test)", "type": "BadRequestError"}}
+                else:
+                    status, payload = server.reply(body)
                 self._send(status, payload)
 
             def _send(self, status: int, payload: dict):
@@ -71,18 +102,33 @@ class JudgeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._handler = Handler
+        self.httpd = _QuietServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "JudgeServer":
+    def start(self) -> None:
+        """Listen again on the same port (after :meth:`stop`)."""
+        if self.httpd is None:
+            self.httpd = _QuietServer(("127.0.0.1", self.port), self._handler)
+            self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listening socket: new connections are refused until :meth:`start`."""
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    def __enter__(self) -> "JudgeServer":
+        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.stop()
 
     def reply(self, body: dict) -> tuple[int, dict]:
         prompt = body["messages"][-1]["content"]
@@ -108,10 +154,15 @@ class JudgeServer:
             text = json.dumps(labels | {"task_type": "essay_writing"})
         elif "[[truncated]]" in prompt:
             text, finish = text[: len(text) // 2], "length"
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if "[[empty]]" in prompt:
+            message["content"] = text = ""
+        elif "[[reasoning]]" in prompt:
+            message = {"role": "assistant", "content": None, "reasoning_content": "Thinking... " + text}
         return 200, {
             "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "test-judge"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
                       "total_tokens": (len(prompt) + len(text)) // 4},
         }

@@ -52,6 +52,8 @@ def test_health_is_open_and_everything_else_needs_a_key(api):
     assert api.get("/v1/taxonomy", headers=TAG_ONLY).status_code == 200
     r = api.get("/v1/jobs/abc", headers=TAG_ONLY)
     assert r.status_code == 403 and "'jobs' scope" in r.json()["detail"]
+    assert api.get("/metrics").status_code == 401  # queue depth and workers are not public
+    assert api.get("/metrics", headers=TAG_ONLY).status_code == 403
 
 
 def test_tag_one_sample_returns_labels_gate_and_provenance(api):
@@ -63,7 +65,7 @@ def test_tag_one_sample_returns_labels_gate_and_provenance(api):
     assert body["labels"]["failure_mode"] == "wrong_reasoning"
     assert set(body["gate"].values()) == {"ungated"} and body["calibration_id"] is None
     assert body["provenance"]["taxonomy_version"] == "v1" and body["provenance"]["request_hash"]
-    assert "slicelab_labels_total" in api.get("/metrics").text
+    assert "slicelab_labels_total" in api.get("/metrics", headers=FULL).text
     # a sample without a wrong output has no failure_mode; a document has the document axes
     r = api.post("/v1/tag", headers=FULL, json={"kind": "eval", "item": {"id": "q2", "question": "Is 9 prime?"}})
     assert r.status_code == 200 and "failure_mode" not in r.json()["labels"]

@@ -7,7 +7,12 @@ import pytest
 
 from calibration.evaluate import select_labeler
 from calibration.gold import BUNDLED, GOLD, load_gold
-from service.labelers import KNN_KS, CascadeLabeler, KNNLabeler, Labeler, PerAxisLabeler, StudentLabeler
+from service.judge import judge_spec, make_judge, per_axis_spec
+from service.judge.base import Attempt, Judge
+from service.labelers import (KNN_KS, CascadeLabeler, KNNLabeler, Labeler, PerAxisLabeler, SelfConsistentJudge,
+                              StudentLabeler)
+from service.output import labeled_row
+from service.samples import Document
 from service.output import read_table
 from service.samples import Status
 from service.taxonomy import load_taxonomy
@@ -119,6 +124,9 @@ def test_selection_takes_best_lower_kappa_bound_and_ties_go_to_the_cheaper():
     assert select_labeler({"judge": m(0.6), "cascade": m(0.6)}, "single") == "cascade"
     ops = {"judge": {"primary": m(0.1)}, "student": {"primary": m(0.3)}}
     assert select_labeler(ops, "operations") == "student"
+    # the self-consistent judge is the dearest: it wins only when strictly better
+    assert select_labeler({"judge_sc": m(0.6), "judge": m(0.6)}, "single") == "judge"
+    assert select_labeler({"judge_sc": m(0.7), "judge": m(0.6), "knn": m(0.65)}, "single") == "judge_sc"
 
 
 
@@ -179,3 +187,145 @@ def test_with_exemplars_file_every_item_is_evaluated_and_never_its_own_exemplar(
     for _, row in rows.iterrows():
         item = row["id"].rsplit("#s", 1)[0]
         assert len(row["exemplar_ids"]) == 3 and item not in list(row["exemplar_ids"])
+
+
+class Scripted(Judge):
+    """A judge whose replies are given in order (dicts become JSON), recording each request's seed."""
+
+    backend, model, takes_seed = "scripted", "scripted", True
+
+    def __init__(self, replies, max_attempts=1):
+        super().__init__(max_attempts=max_attempts, temperature=0.7)
+        self.replies, self.seeds = list(replies), []
+
+    def _send(self, messages, model_cls, seed=None):
+        self.seeds.append(seed)
+        reply = self.replies[len(self.seeds) - 1]
+        return Attempt(text=json.dumps(reply) if isinstance(reply, dict) else reply, finish_reason="stop",
+                       prompt_tokens=100, completion_tokens=20)
+
+
+def _sc(replies, k=None, **kwargs):
+    judge = Scripted(replies, **kwargs)
+    return SelfConsistentJudge(judge, k or len(replies)), judge
+
+
+def test_self_consistency_majority_vote_with_vote_share_as_confidence():
+    replies = [CHEAP, CHEAP | {"task_type": "multiple_choice"}, CHEAP | {"output_constraint": "option_label"},
+               JUDGE, CHEAP | {"task_type": "multiple_choice"}]
+    sc, judge = _sc(replies)
+    item = make_samples(1)[0]
+    r = sc.label(item)
+    assert r.status == Status.labeled and r.error is None
+    assert r.labels == CHEAP | {"task_type": "multiple_choice"}
+    conf = r.extra["confidence_by_axis"]
+    assert conf == {"background_condition": 0.8, "task_type": 0.6, "solving_operations": 0.8,
+                    "output_constraint": 0.6}
+    assert r.extra["labeler_by_axis"] == {a: "judge_sc" for a in CHEAP}
+    assert (r.attempts, r.prompt_tokens, r.completion_tokens, len(r.raw_texts)) == (5, 500, 100, 5)
+    # distinct seeds per sample, the same on a rerun
+    assert len(set(judge.seeds)) == 5 and judge.seeds == r.extra["self_consistency"]["seeds"]
+    assert _sc(replies)[0].label(item).extra["self_consistency"]["seeds"] == judge.seeds
+    row = labeled_row(item, r, load_taxonomy(), {})
+    assert row["confidence_task_type"] == 0.6 and row["labeler_task_type"] == "judge_sc"
+
+
+def test_self_consistency_votes_operations_per_operation():
+    ops = lambda *o: CHEAP | {"solving_operations": list(o)}  # noqa: E731
+    sc, _ = _sc([ops("arithmetic", "algebraic_manipulation"), ops("arithmetic", "logical_deduction",
+                                                                 "algebraic_manipulation"),
+                 ops("logical_deduction"), ops("counting_combinatorics")])
+    r = sc.label(make_samples(1)[0])
+    # primary by majority (2 of 4); others listed by more than half of the replies, commonest first
+    assert r.labels["solving_operations"] == ["arithmetic"]
+    assert r.extra["confidence_by_axis"]["solving_operations"] == 0.5
+    sc, _ = _sc([ops("arithmetic", "algebraic_manipulation"), ops("arithmetic", "logical_deduction",
+                                                                 "algebraic_manipulation"),
+                 ops("logical_deduction", "algebraic_manipulation")])
+    assert sc.label(make_samples(1)[0]).labels["solving_operations"] == [
+        "arithmetic", "algebraic_manipulation", "logical_deduction"]
+    # a document axis that allows no operation: empty lists vote for "none"
+    doc_labels = {"domain": "mathematics", "document_format": "textbook_lecture", "reasoning_depth": "multi_step",
+                  "education_level": "undergraduate"}
+    doc = Document(id="d/1", text="A short note on groups.")
+    sc, _ = _sc([doc_labels | {"demonstrated_operations": []}, doc_labels | {"demonstrated_operations": ["arithmetic"]},
+                 doc_labels | {"demonstrated_operations": []}])
+    r = sc.label(doc)
+    assert r.labels["demonstrated_operations"] == [] and r.extra["confidence_by_axis"]["demonstrated_operations"] \
+        == round(2 / 3, 4)
+
+
+def test_self_consistency_tie_goes_to_the_earliest_sample():
+    sc, _ = _sc([CHEAP, JUDGE])
+    r = sc.label(make_samples(1)[0])
+    assert r.labels == CHEAP and set(r.extra["confidence_by_axis"].values()) == {0.5}
+    sc, _ = _sc([JUDGE, CHEAP, CHEAP, JUDGE])
+    assert sc.label(make_samples(1)[0]).labels == JUDGE
+
+
+def test_self_consistency_invalid_samples_count_against_confidence_and_all_invalid_keeps_raw_texts():
+    sc, _ = _sc([CHEAP, "not json", CHEAP])
+    r = sc.label(make_samples(1)[0])
+    assert r.status == Status.labeled and r.labels == CHEAP
+    assert r.extra["confidence_by_axis"]["task_type"] == round(2 / 3, 4)
+    assert r.extra["self_consistency"]["valid"] == 2
+    # no sample validates (2 attempts each): the commonest failure status, no labels, every raw text kept
+    bad = ["not json", CHEAP | {"task_type": "essay"}, "still not json", "nope", "", "x"]
+    sc, _ = _sc(bad, k=3, max_attempts=2)
+    r = sc.label(make_samples(1)[0])
+    assert r.status == Status.format_error and r.labels is None and r.error
+    assert r.raw_texts == [json.dumps(b) if isinstance(b, dict) else b for b in bad] and r.attempts == 6
+    assert r.extra["confidence_by_axis"] == {} and r.extra["labeler_by_axis"] == {}
+
+
+def test_self_consistency_config_hash_differs_by_k_and_from_the_judge():
+    judge = Scripted([])
+    hashes = {judge.config_hash(), SelfConsistentJudge(judge, 3).config_hash(),
+              SelfConsistentJudge(judge, 5).config_hash(), SelfConsistentJudge(judge, 5, seed=1).config_hash()}
+    assert len(hashes) == 4
+    assert SelfConsistentJudge(judge, 3).config()["self_consistency"] == {"k": 3, "seed": 0}
+    with pytest.raises(ValueError):
+        SelfConsistentJudge(judge, 0)
+
+
+def test_self_consistency_through_the_openai_backend_sends_k_requests_per_item(judge_server):
+    spec = judge_spec(judge_url=judge_server.base_url, judge_model="test-judge", self_consistency=3,
+                      sc_temperature=0.9)
+    sc = make_judge(spec)
+    assert isinstance(sc, SelfConsistentJudge) and sc.judge.temperature == 0.9
+    assert sc.config_hash() != make_judge(judge_spec(judge_url=judge_server.base_url,
+                                                     judge_model="test-judge")).config_hash()
+    results = sc.label_many(make_samples(2))
+    assert len(judge_server.requests) == 6
+    assert {req["temperature"] for req in judge_server.requests} == {0.9}
+    # each sample carries its own seed, the same on a rerun (reproducible sampling)
+    seeds = [req["seed"] for req in judge_server.requests]
+    assert len(set(seeds)) == 6
+    sc.label_many(make_samples(2))
+    assert [req["seed"] for req in judge_server.requests[6:]] == seeds
+    for r in results:
+        assert r.status == Status.labeled and r.backend == "openai" and len(r.raw_texts) == 3
+        assert set(r.extra["confidence_by_axis"].values()) == {1.0}
+
+
+def test_calibration_measures_the_self_consistent_judge_and_labeling_can_use_it(tmp_path, redis_url, judge_server,
+                                                                               monkeypatch):
+    from calibration.run import run_calibration
+
+    monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
+    spec = judge_spec(judge_url=judge_server.base_url, judge_model="test-judge")
+    record = run_calibration(BUNDLED["eval"], spec, redis_url, limit=4, workers=1, n_boot=50, lobo=False,
+                             self_consistency=2)
+    n = record["split"]["n_heldout"]
+    assert len(judge_server.requests) == n + 2 * n
+    assert all("judge_sc" in a["labelers"] for a in record["axes"].values())
+    sc = record["labelers"]["judge_sc"]
+    assert (sc["k"], sc["temperature"], sc["status_counts"]) == (2, 0.7, {"labeled": n})
+    assert set(record["judge_sc_verdicts"]) == set(record["axes"])
+    assert "judge_sc" in record["labelers"]["seconds_per_label"]
+    # a selection naming judge_sc rebuilds it with the measured settings
+    chosen = record | {"selection": {a: "judge_sc" for a in record["selection"]}}
+    labeler = make_judge(per_axis_spec(spec, chosen))
+    assert labeler.labelers["judge_sc"].config_hash() == sc["config_hash"]
+    r = labeler.label(make_samples(1)[0])
+    assert r.status == Status.labeled and set(r.extra["labeler_by_axis"].values()) == {"judge_sc"}

@@ -226,19 +226,20 @@ def test_unicode_line_separators_stay_inside_their_record(tmp_path, redis_url, j
     assert list(df["status"]) == ["labeled"] * 3 and df.loc["u/1", "question"] == weird
 
 
-def test_rerun_retries_transient_judge_errors(tmp_path, redis_url):
+def test_rerun_retries_transient_judge_errors(tmp_path, redis_url, monkeypatch):
     from tests.judge_server import JudgeServer
 
     inp = write_jsonl(tmp_path / "b.jsonl", make_samples(3))
     out = tmp_path / "b.parquet"
+    monkeypatch.setenv("SLICELAB_JUDGE_MAX_PAUSE_S", "0")  # no pause: an outage ends in judge_error at once
     with JudgeServer() as srv:
         url = srv.base_url
-    args = ("label-benchmark", str(inp), "-o", str(out), "--judge-url", url, "--judge-model", "t")
-    rc, _, err = _run(*args)  # the server is gone: every sample is a judge_error
-    assert rc == 0, err
-    assert set(read_table(out)["status"]) == {"judge_error"}
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    with JudgeServer(port=port):  # the server is back on the same address
+        srv.outage = 503
+        args = ("label-benchmark", str(inp), "-o", str(out), "--judge-url", url, "--judge-model", "t")
+        rc, _, err = _run(*args)  # the server fails: every sample is a judge_error
+        assert rc == 0, err
+        assert set(read_table(out)["status"]) == {"judge_error"}
+        srv.outage = None  # the server is back
         rc, _, err = _run(*args)
     assert rc == 0, err
     df = read_table(out)

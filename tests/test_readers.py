@@ -503,3 +503,108 @@ def test_documents_rejects_and_mapping(tmp_path):
     assert isinstance(k2, Rejected) and k2.id == "k2" and k2.reason == "missing text field; tried: body"
     with pytest.raises(InputFormatError):
         read_documents(INSPECT_LOG)
+
+
+# --------------------------------------------------------------------------- bad input (issue: reliability)
+
+
+def test_nan_and_infinity_become_null_or_reject_the_question(tmp_path):
+    f = tmp_path / "nan.jsonl"
+    f.write_text(
+        '{"id": "n1", "question": "Q?", "score": NaN, "hi": Infinity, "lo": -Infinity, "correct": NaN}\n'
+        '{"id": "n2", "question": NaN}\n'
+        '{"id": "n3", "question": Infinity}\n'
+        '{"id": "n4", "question": "after"}\n'
+    )
+    n1, n2, n3, n4 = read_eval_samples(f)
+    assert isinstance(n1, EvalSample) and n1.correct is None
+    assert n1.extra == {"score": None, "hi": None, "lo": None}
+    json.dumps(n1.extra, allow_nan=False)  # strict JSON from here on
+    assert isinstance(n2, Rejected) and n2.reason.startswith(MISSING_Q) and n2.source_line == 2
+    assert isinstance(n3, Rejected) and n3.reason == "question field 'question' is inf, not text"
+    assert n4.question == "after"
+
+
+def test_trailing_commas_reject_their_line_only(tmp_path):
+    f = tmp_path / "commas.jsonl"
+    f.write_text('{"id": "t1", "question": "Q1",}\n{"id": "t2", "question": "Q2"},\n{"id": "t3", "question": "Q3"}\n')
+    t1, t2, t3 = read_eval_samples(f)
+    assert isinstance(t1, Rejected) and t1.source_line == 1 and t1.reason.startswith("invalid JSON: ")
+    assert isinstance(t2, Rejected) and t2.source_line == 2 and t2.reason.startswith("invalid JSON: Extra data")
+    assert t3.question == "Q3"
+    arr = tmp_path / "commas.json"  # a JSON array is one document: it is refused whole, with the position
+    arr.write_text('[{"id": "a", "question": "q"},]')
+    with pytest.raises(InputFormatError, match=r"commas.json: not valid JSON: .*line 1"):
+        read_eval_samples(arr)
+
+
+def test_json_array_saved_as_jsonl_is_read_as_an_array(tmp_path):
+    f = tmp_path / "arr.jsonl"
+    f.write_text(json.dumps([{"id": "a", "question": "q1"}, {"id": "b"}], indent=2))
+    assert detect_format(f) == "json"
+    a, b = read_eval_samples(f)
+    assert a.id == "a" and isinstance(b, Rejected) and b.source_line == 2 and b.reason.startswith(MISSING_Q)
+
+
+def test_extra_and_nested_fields_are_kept(tmp_path):
+    rec = {"id": "x1", "question": "Q?", "meta": {"split": "test", "tags": ["a", {"deep": [1, 2]}]}, "n": 3,
+           "choices": ["A", "B"]}
+    [s] = read_eval_samples(write_jsonl(tmp_path / "nested.jsonl", [rec]))
+    assert s.extra == {"meta": rec["meta"], "n": 3, "choices": ["A", "B"]}
+
+
+def test_a_50_mb_line_is_rejected_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    from service.readers import MAX_RECORD_BYTES
+
+    f = tmp_path / "huge.jsonl"
+    with open(f, "wb") as fh:
+        fh.write(b'{"id": "ok1", "question": "first"}\n')
+        fh.write(b'{"id": "huge", "question": "' + b"x" * (50 << 20) + b'"}\n')
+        fh.write(b'{"id": "ok2", "question": "last"}\n')
+    tracemalloc.start()
+    try:
+        a, b, c = read_eval_samples(f)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (a.id, c.id, c.source_line) == ("ok1", "ok2", 3)
+    assert isinstance(b, Rejected) and b.source_line == 2 and b.id == "huge/2"
+    assert b.reason == (f"line is {(50 << 20) + 31:,} bytes, over the limit of {MAX_RECORD_BYTES:,} bytes "
+                        "(MAX_RECORD_BYTES); the record was skipped")
+    assert b.raw.startswith('{"id": "huge", "question": "xxx') and len(b.raw) <= 2001
+    assert peak < MAX_RECORD_BYTES + (8 << 20), f"peak {peak:,} bytes"  # never the whole 50 MB line
+    docs = list(read_documents(f, mapping=FieldMapping(text_field="question")))
+    assert [type(d).__name__ for d in docs] == ["Document", "Rejected", "Document"]
+
+
+def test_cjk_emoji_rtl_and_control_characters_round_trip(tmp_path):
+    from service.output import read_table, write_table
+
+    texts = ["日本語の質問：二足す二は？", "emoji 🙂👩‍👩‍👧 ok", "שאלה בעברית? ‏RTL‮override‬", "ctrl \x01\x1b[31m\x7f\u0085\u2028end",
+             "nul \x00 inside"]
+    f = tmp_path / "u.jsonl"
+    f.write_text("".join(json.dumps({"id": f"u{i}", "question": t}, ensure_ascii=False) + "\n"
+                         for i, t in enumerate(texts)), encoding="utf-8")
+    items = list(read_eval_samples(f))
+    assert [s.question for s in items] == texts
+    import pandas as pd
+
+    for name in ("u.parquet", "u.jsonl.out.jsonl"):
+        out = tmp_path / name
+        write_table(pd.DataFrame({"id": [s.id for s in items], "question": [s.question for s in items]}), out,
+                    "parquet" if name.endswith("parquet") else "jsonl")
+        assert list(read_table(out)["question"]) == texts
+
+
+def test_lm_eval_one_record_per_filter_gives_one_sample_each(tmp_path):
+    base = {"doc_id": 0, "doc": {"question": "2+2?"}, "target": "4", "arguments": [["Q: 2+2?"]],
+            "resps": [["The answer is 4. So 4."]], "metrics": ["exact_match"]}
+    rows = [base | {"filter": "strict-match", "filtered_resps": ["[invalid]"], "exact_match": 0.0},
+            base | {"filter": "flexible-extract", "filtered_resps": ["4"], "exact_match": 1.0}]
+    f = write_jsonl(tmp_path / "samples_gsm8k_2024-01-02T03-04-05.jsonl", rows)
+    strict, flexible = read_eval_samples(f)
+    assert (strict.id, flexible.id) == ("gsm8k/0/strict-match", "gsm8k/0/flexible-extract")
+    assert (strict.correct, flexible.correct) == (False, True)
+    assert (strict.extracted_answer, flexible.extracted_answer) == ("[invalid]", "4")

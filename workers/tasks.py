@@ -8,18 +8,29 @@ marked done is skipped, and redoing a chunk rewrites the same single part.
 
 from __future__ import annotations
 
+import time
 import traceback
 from pathlib import Path
 
-from service.judge import JudgeResult, make_judge
+from rq import get_current_job
+
+from service.judge import Judge, JudgeResult, make_judge
+from service.label_cache import LabelCache, cache_key, cacheable
 from service.output import labeled_row
-from service.samples import Status
+from service.samples import Document, EvalSample, Status
 from service.store import RunStore
 from service.taxonomy import load_taxonomy
+from service.throughput import shared_prefix_chars, write_chunk_stats
 
 
 def label_chunk(run_dir: str, chunk: int) -> dict:
     """Label one chunk of a run and store its part.
+
+    Items whose label is in the run's Redis label cache (see
+    :mod:`service.label_cache`; off when the manifest's options hold
+    ``"cache": false``) cost no judge call; the others go to the judge together
+    (:meth:`Judge.label_many`, several requests in flight on the openai backend)
+    and their ``labeled`` results are cached.
 
     Returns:
         ``{"chunk", "rows", "skipped", "status_counts"}`` (also kept in the marker file).
@@ -27,25 +38,99 @@ def label_chunk(run_dir: str, chunk: int) -> dict:
     store = RunStore(Path(run_dir))
     if store.is_done(chunk):
         return {"chunk": chunk, "skipped": True, **store.marker(chunk)}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     manifest = store.manifest()
     judge = make_judge(manifest["judge"])
     taxonomy = load_taxonomy()
     provenance = {**taxonomy.provenance(), "code_version": manifest["code_version"], "run_key": manifest["run_key"]}
-    rows = []
-    for item in store.read_chunk(chunk):
-        try:
-            result = judge.label(item)
-        except Exception as e:  # a bug must not lose the sample: record it as a judge error
-            result = JudgeResult(
-                status=Status.judge_error, labels=None, raw_texts=[], finish_reason=None,
-                prompt_tokens=0, completion_tokens=0, attempts=0, model=judge.model, backend=judge.backend,
-                error=f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3)}", latency_s=0.0,
-                request_hash="", prompt_ref="",
-            )
-        rows.append(labeled_row(item, result, taxonomy, provenance))
+    items = store.read_chunk(chunk)
+    cache = _cache_for(judge, manifest)
+    results, stats = label_items(judge, items, cache)
+    rows = [labeled_row(item, result, taxonomy, provenance) for item, result in zip(items, results)]
+    stats |= {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
+    write_chunk_stats(store, chunk, stats)
     store.write_part(chunk, rows)
     return {"chunk": chunk, "skipped": False, **store.marker(chunk)}
 
+
+def label_items(judge, items: list[EvalSample | Document],
+                cache: LabelCache | None = None) -> tuple[list[JudgeResult], dict[str, int]]:
+    """Label items in order, taking what the cache holds and sending the rest to the judge.
+
+    Never raises for an item: an exception in the judge becomes that item's
+    ``judge_error``. A result taken from the cache has ``extra["cache_hit"] = True``.
+
+    Returns:
+        ``(results, counters)``: one result per item; counters ``items``,
+        ``cache_hits``, ``judge_items``, ``prompt_chars`` and
+        ``shared_prefix_chars`` (of the items sent to the judge, see
+        :mod:`service.throughput`).
+    """
+    keys: list[str | None] = [None] * len(items)
+    prompts: list[list[dict[str, str]] | None] = [None] * len(items)
+    prompt_chars = shared_chars = 0
+    if isinstance(judge, Judge):
+        config = judge.config_hash()
+        for i, item in enumerate(items):
+            try:
+                messages, _, rhash, _ = judge.build_request(item)
+            except Exception:  # the judge reports it as this item's error below
+                continue
+            keys[i], prompts[i] = cache_key(item, rhash, config), messages
+    hits = cache.get_many([k for k in keys if k]) if cache else []
+    results: list[JudgeResult | None] = [None] * len(items)
+    found = iter(hits)
+    for i, key in enumerate(keys):
+        if cache and key:
+            hit = next(found)
+            if hit is not None:
+                hit.extra = {**hit.extra, "cache_hit": True}
+                results[i] = hit
+    todo = [i for i, r in enumerate(results) if r is None]
+    for i in todo:
+        if prompts[i] is not None:
+            shared, total = shared_prefix_chars(judge, items[i], prompts[i])
+            shared_chars += shared
+            prompt_chars += total
+    for i, result in zip(todo, _judge_all(judge, [items[i] for i in todo])):
+        results[i] = result
+    if cache:
+        cache.put_many((keys[i], results[i]) for i in todo if keys[i])
+    counters = {"items": len(items), "cache_hits": len(items) - len(todo), "judge_items": len(todo),
+                "prompt_chars": prompt_chars, "shared_prefix_chars": shared_chars}
+    return results, counters
+
+
+def _judge_all(judge, items: list[EvalSample | Document]) -> list[JudgeResult]:
+    """``judge.label_many`` when it exists, item by item when it raises (a bug must not lose a sample)."""
+    if not items:
+        return []
+    if hasattr(judge, "label_many"):
+        try:
+            return judge.label_many(items)
+        except Exception:
+            pass
+    return [_label_one(judge, item) for item in items]
+
+
+def _label_one(judge, item: EvalSample | Document) -> JudgeResult:
+    try:
+        return judge.label(item)
+    except Exception as e:  # recorded as a judge error on the item's row
+        return JudgeResult(
+            status=Status.judge_error, labels=None, raw_texts=[], finish_reason=None,
+            prompt_tokens=0, completion_tokens=0, attempts=0, model=judge.model, backend=judge.backend,
+            error=f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3)}", latency_s=0.0,
+            request_hash="", prompt_ref="",
+        )
+
+
+def _cache_for(judge, manifest: dict) -> LabelCache | None:
+    """The run's label cache: Redis of the RQ job running this task; None when off or not cacheable."""
+    if not manifest.get("options", {}).get("cache", True) or not cacheable(judge):
+        return None
+    job = get_current_job()
+    return LabelCache(job.connection) if job is not None else None
 
 
 def calibrate(gold_path: str, judge: dict, options: dict) -> str:

@@ -15,16 +15,19 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Generator
 
 from pydantic import BaseModel, ValidationError
 
 from service import defaults
 from service.checks import deterministic_failure_mode
 from service.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template, render_messages, request_hash
-from service.exemplars import ExemplarIndex, prompt_exemplars
 from service.samples import Document, EvalSample, Status
 from service.taxonomy import Kind, Taxonomy, load_taxonomy
+
+if TYPE_CHECKING:  # the exemplar index needs scikit-learn: imported only by judges that show exemplars
+    from service.exemplars import ExemplarIndex
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Attempt:
         error_status: set when the transport failed (``judge_error``) or the prompt
             did not fit (``input_too_long``); such attempts are not parsed.
         error: human-readable detail of that failure.
+        transient: the failure may pass on retry (5xx, 408/409/429, connection refused,
+            timeout); see :mod:`service.judge.resilience`.
     """
 
     text: str = ""
@@ -46,6 +51,7 @@ class Attempt:
     completion_tokens: int = 0
     error_status: Status | None = None
     error: str | None = None
+    transient: bool = False
 
 
 @dataclass
@@ -84,8 +90,9 @@ class JudgeResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=64)
 def response_format(model_cls: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAI ``response_format`` (json_schema) for a label model."""
+    """The OpenAI ``response_format`` (json_schema) for a label model (computed once per model; do not mutate)."""
     return {
         "type": "json_schema",
         "json_schema": {"name": model_cls.__name__, "schema": model_cls.model_json_schema(), "strict": True},
@@ -217,12 +224,38 @@ class Judge(ABC):
         model_cls = self.taxonomy.label_model(kind, with_failure_mode=with_fm)
         same_kind = self.exemplars is not None and isinstance(item, type(self.exemplars.items[0]))
         shown = self.exemplars.nearest(item, self.k) if same_kind else []
+        if shown:
+            from service.exemplars import prompt_exemplars
         messages = render_messages(self.templates[kind], self.taxonomy, item, with_failure_mode=with_fm,
-                                   exemplars=prompt_exemplars(shown, list(model_cls.model_fields)))
+                                   exemplars=prompt_exemplars(shown, list(model_cls.model_fields)) if shown else [])
         return messages, model_cls, request_hash(messages, response_format(model_cls)), [e.id for e in shown]
 
     def label(self, item: EvalSample | Document) -> JudgeResult:
         """Label one item. Never raises for judge-side problems: they become a status."""
+        steps = self.label_steps(item)
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(self._send(*request))
+        except StopIteration as done:
+            return done.value
+
+    def label_many(self, items: list[EvalSample | Document]) -> list[JudgeResult]:
+        """Label several items; results in input order (one per item).
+
+        The default labels them one after another; backends that keep several
+        requests in flight override it. Never raises for judge-side problems.
+        """
+        return [self.label(item) for item in items]
+
+    def label_steps(self, item: EvalSample | Document
+                    ) -> Generator[tuple[list[dict[str, str]], type[BaseModel]], Attempt, JudgeResult]:
+        """The attempt loop of one item, independent of how requests are sent.
+
+        Yields ``(messages, label_model)`` for each request to send (the same
+        messages every attempt, so the prompt never grows) and takes the
+        :class:`Attempt` it got back; returns the :class:`JudgeResult`.
+        """
         kind = "eval" if isinstance(item, EvalSample) else "document"
         messages, model_cls, rhash, exemplar_ids = self.build_request(item)
         t0 = time.perf_counter()
@@ -231,7 +264,7 @@ class Judge(ABC):
         labels, status, error, finish = None, Status.judge_error, "no attempt made", None
         n = 0
         for n in range(1, self.max_attempts + 1):
-            a = self._send(messages, model_cls)
+            a = yield messages, model_cls
             raw.append(a.text)
             ptok += a.prompt_tokens
             ctok += a.completion_tokens

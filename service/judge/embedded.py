@@ -35,6 +35,8 @@ from service.samples import Status
 GGUF_ENV = "SLICELAB_GGUF"
 #: Environment variable setting llama.cpp threads per worker process.
 THREADS_ENV = "SLICELAB_LLAMA_THREADS"
+#: Environment variable; ``0`` turns off reuse of the shared prompt prefix's llama.cpp state.
+PREFIX_REUSE_ENV = "SLICELAB_PREFIX_REUSE"
 
 _LLAMAS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -105,6 +107,10 @@ class EmbeddedJudge(Judge):
         model_path: a .gguf file; default ``$SLICELAB_GGUF`` or the bundled SmolLM2-135M-Instruct.
         n_ctx: context window in tokens.
         n_threads: CPU threads; default ``$SLICELAB_LLAMA_THREADS`` or all cores.
+        prefix_reuse: keep llama.cpp's state of the prompt prefix shared with the previous
+            call (default ``$SLICELAB_PREFIX_REUSE`` != ``0``). False resets the context
+            before each call, re-reading the whole prompt (for measurements). It does not
+            change labels and is not part of :meth:`config`.
         **kwargs: see :class:`service.judge.base.Judge`.
 
     Raises:
@@ -112,9 +118,11 @@ class EmbeddedJudge(Judge):
     """
 
     backend = "embedded"
+    #: :meth:`_send` takes a per-request ``seed`` (used by self-consistency sampling).
+    takes_seed = True
 
     def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = defaults.EMBEDDED_N_CTX,
-                 n_threads: int | None = None, **kwargs):
+                 n_threads: int | None = None, prefix_reuse: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         path = model_path or os.environ.get(GGUF_ENV) or find_bundled_gguf()
         self.model_path = Path(path)
@@ -124,6 +132,7 @@ class EmbeddedJudge(Judge):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
         self._grammars: dict[str, Any] = {}
+        self.prefix_reuse = os.environ.get(PREFIX_REUSE_ENV, "1") != "0" if prefix_reuse is None else prefix_reuse
 
     def _grammar(self, model_cls: type[BaseModel]):
         name = model_cls.__name__
@@ -133,20 +142,26 @@ class EmbeddedJudge(Judge):
             self._grammars[name] = LlamaGrammar.from_string(compact_grammar(model_cls.model_json_schema()), verbose=False)
         return self._grammars[name]
 
-    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
+        """One completion; ``seed`` fixes llama.cpp's sampler for this request (default: see below)."""
         llm = _llama(self.model_path, self.n_ctx, self.n_threads)
         with _CALL_LOCKS.setdefault(id(llm), threading.Lock()):  # a llama.cpp context serves one call at a time
-            return self._complete(llm, messages, model_cls)
+            return self._complete(llm, messages, model_cls, seed)
 
-    def _complete(self, llm, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+    def _complete(self, llm, messages: list[dict[str, str]], model_cls: type[BaseModel],
+                  seed: int | None = None) -> Attempt:
+        if seed is None:
+            # greedy labels are reproducible; sampled ones (--samples k) must differ per request
+            seed = 0 if self.temperature == 0 else random.randrange(2**31)
+        if not self.prefix_reuse:
+            llm.reset()  # forget the evaluated tokens: the whole prompt is read again
         try:
             out = llm.create_chat_completion(
                 messages=messages,
                 grammar=self._grammar(model_cls),
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
-                # greedy labels are reproducible; sampled ones (--samples k) must differ per request
-                seed=0 if self.temperature == 0 else random.randrange(2**31),
+                seed=seed,
             )
         except ValueError as e:  # llama.cpp: "Requested tokens (N) exceed context window of M"
             if "context window" in str(e):

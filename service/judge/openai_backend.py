@@ -5,27 +5,42 @@ server. The label model's JSON schema is sent as ``response_format``
 (instructor ``Mode.JSON_SCHEMA``), so a server with structured outputs can only
 emit valid labels; the reply is validated with pydantic all the same.
 
-Transport errors (5xx, connection, timeout) are retried by the openai client
-with backoff; a 400 is never retried (a prompt longer than the context window
-becomes ``input_too_long``). Each instructor call makes one request
-(``max_retries=0``): retries on invalid output are done by the judge with the
-same messages, so the prompt never grows with earlier bad outputs.
+Transport errors (5xx, connection, timeout) are retried with full-jitter
+backoff behind a circuit breaker shared per server URL, on the sync and the
+async path alike (:mod:`service.judge.resilience`); a 400 is never retried (a
+prompt longer than the context window becomes ``input_too_long``). Each
+instructor call makes one request (``max_retries=0``): retries on invalid
+output are done by the judge with the same messages, so the prompt never grows
+with earlier bad outputs.
+
+:meth:`OpenAIJudge.label_many` keeps up to ``concurrency`` requests in flight
+(``openai.AsyncOpenAI``, one event loop per judge), so a few workers fill a
+vLLM server's continuous batching. It sends the request body instructor sends
+(same messages, ``response_format`` and settings) without instructor's
+per-call overhead; replies are validated by the judge either way. The attempt loop, statuses and retry rules
+are those of :meth:`~service.judge.base.Judge.label`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
+import threading
 from typing import Any
 
 import instructor
 from instructor.core import InstructorError
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from service import defaults
-from service.judge.base import Attempt, Judge
-from service.samples import Status
+from service.errors import ConfigError
+from service.judge.base import Attempt, Judge, JudgeResult
+from service.judge.resilience import Resilience, breaker_for, is_transient
+from service.samples import Document, EvalSample, Status
 
 #: Environment variable holding the judge server's API key (never logged or stored).
 API_KEY_ENV = "SLICELAB_JUDGE_API_KEY"
@@ -44,53 +59,144 @@ class OpenAIJudge(Judge):
         model: the served model name.
         api_key: default ``$SLICELAB_JUDGE_API_KEY``, else ``"EMPTY"`` (vLLM's convention).
         request_timeout_s: seconds per HTTP request.
-        transport_retries: retries of 5xx/connection/timeout errors (openai client backoff).
+        transport_retries: retries of 5xx/connection/timeout errors while the server's
+            circuit breaker is closed (:mod:`service.judge.resilience`).
+        concurrency: requests :meth:`label_many` keeps in flight (>= 1). It does not
+            change labels, so it is not part of :meth:`config`.
         **kwargs: see :class:`service.judge.base.Judge`.
+
+    Raises:
+        ConfigError: concurrency below 1.
     """
 
     backend = "openai"
 
     def __init__(self, *, base_url: str, model: str, api_key: str | None = None,
-                 request_timeout_s: float = defaults.REQUEST_TIMEOUT_S, transport_retries: int = 2, **kwargs):
+                 request_timeout_s: float = defaults.REQUEST_TIMEOUT_S, transport_retries: int = 2,
+                 concurrency: int = defaults.JUDGE_CONCURRENCY, **kwargs):
         super().__init__(**kwargs)
+        if concurrency < 1:
+            raise ConfigError(f"concurrency: must be at least 1, got {concurrency}")
         self.base_url = base_url
         self.model = model
         self.request_timeout_s = request_timeout_s
-        raw = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or os.environ.get(API_KEY_ENV) or "EMPTY",
-            timeout=request_timeout_s,
-            max_retries=transport_retries,
-        )
+        self.concurrency = concurrency
+        self._client_kwargs = {"base_url": base_url, "api_key": api_key or os.environ.get(API_KEY_ENV) or "EMPTY",
+                               "timeout": request_timeout_s, "max_retries": 0}
+        self._resilience = Resilience(breaker_for(base_url), transport_retries)
+        raw = openai.OpenAI(**self._client_kwargs)
         self._client = instructor.from_openai(raw, mode=instructor.Mode.JSON_SCHEMA)
         self._last: list[Any] = []
         self._client.on("completion:response", self._last.append)
+        self._aio: tuple[int, asyncio.AbstractEventLoop, Any] | None = None  # (pid, loop, async instructor client)
+        self._aio_lock = threading.Lock()
 
-    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+    #: :meth:`_send` takes a per-request ``seed`` (OpenAI's and vLLM's ``seed`` parameter;
+    #: used by self-consistency sampling so a rerun draws the same samples).
+    takes_seed = True
+
+    def _request(self, messages: list[dict[str, str]], model_cls: type[BaseModel],
+                 seed: int | None = None) -> dict[str, Any]:
+        request = {"model": self.model, "messages": messages, "response_model": model_cls, "max_retries": 0,
+                   "max_tokens": self.max_tokens, "temperature": self.temperature}
+        return request | ({"seed": seed} if seed is not None else {})
+
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
+        return self._resilience.call(lambda: self._send_once(messages, model_cls, seed), _is_transient, _gave_up)
+
+    async def _asend(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+        return await self._resilience.acall(lambda: self._asend_once(client, messages, model_cls),
+                                            _is_transient, _gave_up)
+
+    def _send_once(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
         self._last.clear()
         try:
-            self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                response_model=model_cls,
-                max_retries=0,
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-            )
-        except openai.BadRequestError as e:
-            return self._bad_request(e)
-        except (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError) as e:
-            return Attempt(error_status=Status.judge_error, error=_describe(e))
-        except InstructorError as e:
-            cause = _root_cause(e)
-            if isinstance(cause, openai.BadRequestError):
-                return self._bad_request(cause)
-            if isinstance(cause, openai.OpenAIError):
-                return Attempt(error_status=Status.judge_error, error=_describe(cause))
-            if not self._last:
-                return Attempt(error_status=Status.judge_error, error=f"judge: {type(e).__name__}: {e}")
-            # a reply arrived but did not validate: the judge classifies it from the raw text
+            self._client.chat.completions.create(**self._request(messages, model_cls, seed))
+        except Exception as e:
+            return self._failed(e, self._last)
         return _attempt_from_completion(self._last[-1])
+
+    async def _asend_once(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+        # The body instructor's JSON_SCHEMA mode sends (response_format built once per label
+        # model), posted as is: instructor's per-call model preparation and the openai client's
+        # parameter transform cost more CPU than the rest of a label together. The judge
+        # validates every reply itself (parse_reply), as on the sync path.
+        body = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "response_format": _wire_response_format(model_cls)}
+        try:
+            completion = await client.post("/chat/completions", cast_to=ChatCompletion, body=body)
+        except Exception as e:
+            return self._failed(e, [])
+        return _attempt_from_completion(completion)
+
+    def _failed(self, e: Exception, replies: list[Any]) -> Attempt:
+        """The attempt of a request that raised (re-raises what is not a judge-side problem)."""
+        if isinstance(e, openai.BadRequestError):
+            return self._bad_request(e)
+        if isinstance(e, (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError)):
+            return Attempt(error_status=Status.judge_error, error=_describe(e), transient=is_transient(e))
+        if not isinstance(e, InstructorError):
+            raise e
+        cause = _root_cause(e)
+        if isinstance(cause, openai.BadRequestError):
+            return self._bad_request(cause)
+        if isinstance(cause, openai.OpenAIError):
+            return Attempt(error_status=Status.judge_error, error=_describe(cause), transient=is_transient(cause))
+        if not replies:
+            return Attempt(error_status=Status.judge_error, error=f"judge: {type(e).__name__}: {e}")
+        # a reply arrived but did not validate: the judge classifies it from the raw text
+        return _attempt_from_completion(replies[-1])
+
+    def label_many(self, items: list[EvalSample | Document]) -> list[JudgeResult]:
+        """Label items with up to ``concurrency`` requests in flight; results in input order.
+
+        Each item runs the same attempt loop as :meth:`label` (one request per
+        attempt, same messages every attempt). Safe to call from several threads
+        (calls are serialized); not from inside a running event loop.
+
+        Raises:
+            Exception: what an item's labeling raised that is not a judge-side problem
+                (a bug), after every other item has finished.
+        """
+        if len(items) <= 1 or self.concurrency == 1:
+            return [self.label(item) for item in items]
+        with self._aio_lock:
+            loop, client = self._event_loop()
+            return loop.run_until_complete(self._label_all(client, items))
+
+    def _event_loop(self) -> tuple[asyncio.AbstractEventLoop, Any]:
+        """This process's event loop and async client (rebuilt after a fork)."""
+        if self._aio is None or self._aio[0] != os.getpid():
+            self._aio = (os.getpid(), asyncio.new_event_loop(), openai.AsyncOpenAI(**self._client_kwargs))
+        return self._aio[1], self._aio[2]
+
+    def close(self) -> None:
+        """Close the async client's connections and its event loop (a later :meth:`label_many` reopens them)."""
+        with self._aio_lock:
+            if self._aio is not None and self._aio[0] == os.getpid():
+                _, loop, client = self._aio
+                loop.run_until_complete(client.close())
+                loop.close()
+            self._aio = None
+
+    async def _label_all(self, client: Any, items: list[EvalSample | Document]) -> list[JudgeResult]:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: EvalSample | Document) -> JudgeResult:
+            async with gate:
+                steps = self.label_steps(item)
+                try:
+                    request = next(steps)
+                    while True:
+                        request = steps.send(await self._asend(client, *request))
+                except StopIteration as done:
+                    return done.value
+
+        results = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+        for r in results:  # every request has ended: raising leaves nothing running on the loop
+            if isinstance(r, BaseException):
+                raise r
+        return list(results)
 
     def _bad_request(self, e: openai.BadRequestError) -> Attempt:
         msg = _message(e)
@@ -101,14 +207,36 @@ class OpenAIJudge(Judge):
         return super().config() | {"base_url": self.base_url}
 
 
+@functools.lru_cache(maxsize=64)
+def _wire_response_format(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """``response_format`` as instructor's JSON_SCHEMA mode sends it: ``{"type", "json_schema": {name, schema}}``."""
+    return {"type": "json_schema", "json_schema": {"name": model_cls.__name__, "schema": model_cls.model_json_schema()}}
+
+
+def _is_transient(attempt: Attempt) -> bool:
+    return attempt.transient
+
+
+def _gave_up(message: str) -> Attempt:
+    return Attempt(error_status=Status.judge_error, error=message, transient=True)
+
+
 def _attempt_from_completion(completion: Any) -> Attempt:
+    """The attempt of one reply. Content only in a reasoning field (vLLM reasoning parsers:
+    ``reasoning_content``/``reasoning``) is ``format_error``, its text kept as the raw reply."""
     choice = completion.choices[0]
     usage = getattr(completion, "usage", None)
+    text = choice.message.content or ""
+    reasoning = getattr(choice.message, "reasoning_content", None) or getattr(choice.message, "reasoning", None)
+    only_reasoning = not text.strip() and isinstance(reasoning, str) and reasoning.strip()
     return Attempt(
-        text=choice.message.content or "",
+        text=reasoning if only_reasoning else text,
         finish_reason=choice.finish_reason,
         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        error_status=Status.format_error if only_reasoning else None,
+        error="content only in the reasoning field (the server's reasoning parser kept the reply there); "
+              "raw text is the reasoning" if only_reasoning else None,
     )
 
 
