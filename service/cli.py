@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,7 +30,8 @@ def _wide_console() -> Console:
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
+    # escaped: error text holds brackets (pip install 'slicelab[vllm]', JSON, paths) that are not markup
+    console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)  # one line, however long
     raise typer.Exit(2)
 
 
@@ -206,15 +209,15 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     from service.throughput import describe as describe_throughput, run_stats
 
     def show(line: str) -> None:  # e.g. the judge is paused or Redis is down: on the bar and in the log
-        bar.update(task, description=f"labeling {line}".strip())
+        bar.update(task, description=escape(f"labeling {line}".strip()))
         if line:
-            console.print(line)
+            console.print(escape(line))
 
     done_before = plan.n_chunks - len(plan.pending)
     console.print(f"run {plan.store.root.name}: {plan.n_items} samples in {plan.n_chunks} chunks"
                   f" ({done_before} already done), {plan.n_rejected} rejected records; Redis: {origin}")
     if plan.n_rejected:
-        console.print(f"rejected records and reasons: {plan.store.rejects_path}")
+        console.print(f"rejected records and reasons: {escape(str(plan.store.rejects_path))}")
     if not workers and plan.pending:
         console.print(f"--workers 0: waiting for `slicelab worker --queue {queue}` processes on this Redis "
                       "to take the jobs (Ctrl-C stops waiting; re-running resumes)")
@@ -223,6 +226,7 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
         threads = max(1, (os.cpu_count() or 1) // workers)
         local = LocalWorkers(url, queue, workers, log_path=plan.store.root / "workers.log",
                              threads_per_worker=threads)
+    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # `kill PID` also stops the workers
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as bar:
@@ -235,9 +239,10 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     except SlicelabError as e:
         _fail(e)
     except KeyboardInterrupt:
-        console.print(f"interrupted: finished chunks are kept in {plan.store.root}; re-run the same command to resume")
+        console.print(f"interrupted: finished chunks are kept in {escape(str(plan.store.root))}; re-run the same command to resume")
         raise typer.Exit(130)
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if local:
             local.stop()
     df = _gate(collect(plan), record, plan.store.manifest()["kind"], use=use)
@@ -245,7 +250,8 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     _print_summary(df, output)
     stats = run_stats(plan.store, df)
     (plan.store.root / "throughput.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
-    console.print(describe_throughput(stats), soft_wrap=True)
+    this_command = run_stats(plan.store, chunks=plan.pending)  # the chunks this command labeled
+    console.print(escape(describe_throughput(this_command, run=stats)), soft_wrap=True)
 
 
 def _gate(df, record: dict | None, kind: str, *, use: str):
@@ -304,7 +310,7 @@ def slices(
     if meta["allow_ungated"] and meta["ungated_axes_used"]:
         console.print(f"[yellow]--allow-ungated: using {', '.join(meta['ungated_axes_used'])} without a passing calibration[/yellow]")
     if table is not None:
-        Console().print(f"{len(table)} slices over {meta['axes_used'] or 'no axis'} written to {output}")
+        Console().print(f"{len(table)} slices over {meta['axes_used'] or 'no axis'} written to {escape(str(output))}")
 
 
 def _print_summary(df, output: Path) -> None:
@@ -312,7 +318,7 @@ def _print_summary(df, output: Path) -> None:
     import pandas as pd
 
     out = _wide_console()
-    out.print(f"wrote {len(df)} rows to {output}")
+    out.print(f"wrote {len(df)} rows to {escape(str(output))}")
     counts = df.groupby("status").size().to_dict()
     out.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if df.empty:
@@ -445,7 +451,7 @@ def calibrate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"id": record["id"], "kind": kind, "axes": labeler_table(record)},
                                        indent=2, allow_nan=False))
-        Console().print(f"per-axis labeler table written to {json_out}")
+        Console().print(f"per-axis labeler table written to {escape(str(json_out))}")
 
 
 def _fmt(x, digits=2) -> str:
@@ -516,7 +522,7 @@ def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[
 
         write_report("slices", {"meta": meta, "slices": payload["slices"]}, report_dir / "slices")
     Console().print(f"{table['slice_id'].nunique()} slices x {len(meta['runs'])} runs over "
-                    f"{meta['axes_used'] or 'no axis'} written to {output}")
+                    f"{meta['axes_used'] or 'no axis'} written to {escape(str(output))}")
     return meta
 
 
@@ -534,7 +540,7 @@ def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[s
     rejects: list | None = [] if skip_bad_rows else None
     res = load_results(results, id_field=id_field, run_field=run_field, rejects=rejects)
     if rejects:
-        console.print(f"[yellow]{len(rejects)} result rows skipped[/yellow]; first: {rejects[0]}")
+        console.print(f"[yellow]{len(rejects)} result rows skipped[/yellow]; first: {escape(str(rejects[0]))}")
     return lab, res, rejects
 
 
@@ -807,7 +813,7 @@ def label_shard(
         url, origin = resolve_redis_url(store.root / "redis")
     except SlicelabError as e:
         _fail(e)
-    console.print(f"run {store.root}{' (resumed)' if resumed else ''}: {sum(index['n_rows'])} rows in "
+    console.print(f"run {escape(str(store.root))}{' (resumed)' if resumed else ''}: {sum(index['n_rows'])} rows in "
                   f"{len(index['n_rows'])} shards: {index['n_distinct']} distinct documents, {index['n_duplicates']} "
                   f"duplicates, {index['n_rejected']} rejected; judge sample {index['n_sample']}; Redis: {origin}")
     local = None
@@ -849,7 +855,7 @@ def label_shard(
     except SlicelabError as e:
         _fail(e)
     except KeyboardInterrupt:
-        console.print(f"interrupted: finished jobs are kept in {store.root}; re-run the same command to resume")
+        console.print(f"interrupted: finished jobs are kept in {escape(str(store.root))}; re-run the same command to resume")
         raise typer.Exit(130)
     finally:
         if local:
@@ -860,7 +866,7 @@ def label_shard(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     out = console if as_json else _wide_console()  # with --json, stdout holds the JSON only
-    out.print(f"wrote {summary['rows']} rows in {summary['n_label_jobs']} parts to {store.parts_dir}")
+    out.print(f"wrote {summary['rows']} rows in {summary['n_label_jobs']} parts to {escape(str(store.parts_dir))}")
     out.print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["status_counts"].items())))
     for axis, counts in summary["labeler_counts"].items():
         out.print(f"  {axis}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -871,7 +877,7 @@ def label_shard(
 def _print_student_record(record: dict) -> None:
     """Per axis: student vs judge (held-out) and vs gold — n, kappa, lower 95% bound, verdict — and who labels it."""
     if not record.get("hash"):
-        console.print(f"[yellow]no student: {record.get('reason', '')}; rows outside the judge sample stay unlabeled[/yellow]")
+        console.print(f"[yellow]no student: {escape(str(record.get('reason', '')))}; rows outside the judge sample stay unlabeled[/yellow]")
         return
     table = Table(title=f"student {record['hash']} (trained on {record.get('n_train')} judge labels)", title_justify="left")
     for col in ("axis", "vs judge n", "kappa", "low", "verdict", "vs gold n", "kappa ", "low ", "verdict ", "labels by"):
@@ -941,6 +947,11 @@ def student_list() -> None:
     for m in list_students():
         table.add_row(m["hash"], m.get("created_at", ""), str(m.get("n_train", "")), ", ".join(m.get("axes_passed", [])) or "-")
     _wide_console().print(table)
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    """SIGTERM ends a labeling command like Ctrl-C: its local workers are stopped, finished chunks kept."""
+    raise KeyboardInterrupt
 
 
 def main() -> None:

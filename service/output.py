@@ -119,13 +119,17 @@ def empty_table(taxonomy: Taxonomy, kind: Kind) -> pd.DataFrame:
 def check_output(path: Path, fmt: str | None, input_path: Path | None = None) -> str:
     """Validate an output path before any work is done; return the output format.
 
-    The format is ``fmt`` if given, else taken from the suffix (``.jsonl`` → jsonl), else parquet.
+    The format is ``fmt`` if given, else taken from the suffix (``.jsonl`` → jsonl, ``.parquet``),
+    else parquet for a name without a suffix; another suffix (``.csv``) without ``fmt`` is refused.
 
     Raises:
-        ConfigError: unknown format, a suffix that contradicts ``fmt``, the path is a folder
+        ConfigError: unknown format or suffix, a suffix that contradicts ``fmt``, the path is a folder
             or the input file, or its folder cannot be created or written.
     """
     suffix_fmt = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(path.suffix.lower())
+    if suffix_fmt is None and path.suffix and not fmt:
+        raise ConfigError(f"--output {path}: suffix {path.suffix} is not an output format; use .parquet or .jsonl "
+                          f"(or give --format)")
     fmt = fmt or suffix_fmt or "parquet"
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"--format: unknown output format {fmt!r}; allowed: {', '.join(OUTPUT_FORMATS)}")

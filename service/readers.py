@@ -69,6 +69,7 @@ _RAW_CHARS = 2000  # characters of a rejected record kept in Rejected.raw
 MAX_RECORD_BYTES = 16 << 20
 _BLOCK = 1 << 20
 _MISSING = object()
+_ARRAY_OR_JSONL = "json-or-jsonl"  # internal reader choice for a detected array saved under a .jsonl name
 
 
 @dataclass
@@ -106,18 +107,47 @@ class _Ctx(NamedTuple):
     path: Path
     mapping: FieldMapping
     benchmark: str | None
+    fmt: str = ""
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def _starts_with_bracket(path: Path) -> bool:
+def _is_array_file(path: Path) -> bool:
+    """Whether a .jsonl file is one JSON array (saved under a JSONL name), judged from its start.
+
+    Yes when its first non-blank line starts with ``[`` and either is not a complete
+    JSON value by itself (a pretty-printed array) or is an array followed by nothing
+    but whitespace (a one-line array). A first line that is a complete value followed
+    by more lines is JSONL: that line becomes a rejected record and the rest is read.
+    Reads the first line (bounded by :data:`MAX_RECORD_BYTES`) and the rest only up
+    to its first non-blank byte.
+    """
     try:
         with path.open("rb") as fh:
-            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            for data, size in _lines(fh, MAX_RECORD_BYTES):
+                data = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+                if not data:
+                    continue
+                if not data.startswith(b"["):
+                    return False
+                if size <= MAX_RECORD_BYTES:
+                    try:
+                        json.loads(data.decode("utf-8"))
+                    except ValueError:  # not a complete value on its own (or not UTF-8): the array goes on
+                        return True
+                return _rest_is_blank(fh)
     except OSError:
         return False
-    return head.startswith(b"[")
+    return False
+
+
+def _rest_is_blank(fh) -> bool:
+    """Whether the rest of a binary file holds only whitespace (read in 1 MiB blocks up to the first other byte)."""
+    while block := fh.read(_BLOCK):
+        if block.strip():
+            return False
+    return True
 
 
 def detect_format(path: str | Path) -> str:
@@ -135,7 +165,7 @@ def detect_format(path: str | Path) -> str:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        if _starts_with_bracket(p):
+        if _is_array_file(p):
             return "json"  # a JSON array saved under a .jsonl name: read it as the array it is
         return "lm_eval" if _LM_EVAL_NAME.match(p.name) or _looks_lm_eval(p) else "jsonl"
     if suffix == ".json":
@@ -181,7 +211,7 @@ def read_eval_samples(
         ConfigError: ``limit`` is negative.
     """
     p, fmt = _check(path, fmt, limit)
-    ctx = _Ctx(p, mapping or FieldMapping(), benchmark)
+    ctx = _Ctx(p, mapping or FieldMapping(), benchmark, fmt)
     if fmt == "inspect":
         items: Iterable[EvalSample | Rejected] = _inspect_samples(ctx)
     elif fmt == "lm_eval":
@@ -243,7 +273,11 @@ def _check(path: str | Path, fmt: str | None, limit: int | None) -> tuple[Path, 
         raise InputFormatError(f"{p}: no such file")
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
-    return p, fmt or detect_format(p)
+    if fmt is None:
+        fmt = detect_format(p)
+        if fmt == "json" and p.suffix.lower() in (".jsonl", ".ndjson"):
+            fmt = _ARRAY_OR_JSONL  # an array saved as .jsonl; line by line when the whole file is not one
+    return p, fmt
 
 
 def _convert(
@@ -389,6 +423,14 @@ def _iter_json_array(path: Path) -> Iterator[_Raw]:
     return raws()
 
 
+def _iter_array_or_jsonl(path: Path) -> Iterator[_Raw]:
+    """A .jsonl file that starts like a JSON array: the array when the whole file is one, else JSONL lines."""
+    try:
+        return _iter_json_array(path)
+    except InputFormatError:
+        return _iter_jsonl(path)
+
+
 def _iter_csv(path: Path) -> Iterator[_Raw]:
     # surrogateescape keeps invalid bytes as lone surrogates, so only their row is rejected.
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
@@ -438,6 +480,7 @@ _RECORD_READERS: dict[str, Callable[[Path], Iterator[_Raw]]] = {
     "json": _iter_json_array,
     "csv": _iter_csv,
     "parquet": _iter_parquet,
+    _ARRAY_OR_JSONL: _iter_array_or_jsonl,
 }
 
 
@@ -515,6 +558,15 @@ def _question(value: Any, key: str) -> str:
     return text
 
 
+def _null_question(key: str, value: Any, ctx: _Ctx | None = None) -> str:
+    """Why a question field that is present but null (None, NaN, an empty CSV cell) is refused."""
+    if ctx is not None and ctx.fmt == "csv":
+        return f"empty question field {key!r}"
+    if isinstance(value, float):
+        return f"question field {key!r} is NaN, not text"
+    return f"question field {key!r} is null, not text"
+
+
 def _answer(value: Any) -> str:
     if _is_null(value):
         return ""
@@ -582,6 +634,9 @@ def _generic_sample(rec: dict, line: int, ctx: _Ctx) -> EvalSample:
     q_map = m.question_field or m.text_field
     q_key, q_value = field("question", q_map)
     if q_value is None:
+        null_key = next((k for k in ((q_map,) if q_map else EVAL_KEYS["question"]) if _get(rec, k) is not _MISSING), None)
+        if null_key is not None:  # the field is there, its value is null / NaN / an empty CSV cell
+            raise RecordError(_null_question(null_key, _get(rec, null_key), ctx), field=null_key)
         tried = q_map if q_map else ", ".join(EVAL_KEYS["question"])
         present = ", ".join(sorted(rec)[:12]) or "none"
         raise RecordError(f"missing question field; tried: {tried}; the record has: {present} "
@@ -639,6 +694,8 @@ def _override(values: dict[str, Any], rec: dict, mapping: FieldMapping) -> None:
             continue
         v = _get(rec, path)
         if target == "question":
+            if v is not _MISSING and _is_null(v):
+                raise RecordError(_null_question(path, v), field=path)
             if _is_null(v):
                 raise RecordError(f"missing question field; tried: {path}", field=path)
             values["question"] = _question(v, path)

@@ -106,7 +106,7 @@ def resume_plan(run_dir: Path, retry_statuses: tuple[str, ...] = (Status.judge_e
     Nothing in Redis is needed: a restarted or flushed Redis loses no work.
 
     Raises:
-        ConfigError: ``run_dir`` has no ``manifest.json``.
+        ConfigError: ``run_dir`` has no ``manifest.json``, or an invalid one (see :func:`read_manifest`).
     """
     store = RunStore(Path(run_dir))
     if not store.exists():
@@ -115,8 +115,38 @@ def resume_plan(run_dir: Path, retry_statuses: tuple[str, ...] = (Status.judge_e
     return _reopen(store, retry_statuses)
 
 
+#: Manifest keys a run cannot be reopened without.
+_MANIFEST_KEYS = ("run_key", "kind", "input", "judge", "code_version", "n_items", "n_rejected", "n_chunks")
+
+
+def read_manifest(store: RunStore) -> dict[str, Any]:
+    """The run's manifest, checked.
+
+    Raises:
+        ConfigError: ``manifest.json`` is not valid JSON, not an object, or lacks a
+            key a run needs (e.g. ``n_chunks``), or its counts are not integers.
+    """
+    path = store.manifest_path
+    try:
+        m = store.manifest()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a valid run manifest (not UTF-8: {e.reason})") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not a valid run manifest (not valid JSON: {e})") from None
+    if not isinstance(m, dict):
+        raise ConfigError(f"{path}: not a valid run manifest (a JSON {type(m).__name__}, not an object)")
+    missing = [k for k in _MANIFEST_KEYS if k not in m]
+    if missing:
+        raise ConfigError(f"{path}: not a valid run manifest (missing {', '.join(missing)})")
+    bad = [k for k in ("n_items", "n_rejected", "n_chunks")
+           if not isinstance(m[k], int) or isinstance(m[k], bool) or m[k] < 0]
+    if bad:
+        raise ConfigError(f"{path}: not a valid run manifest ({', '.join(bad)} not a count)")
+    return m
+
+
 def _reopen(store: RunStore, retry_statuses: tuple[str, ...]) -> RunPlan:
-    m = store.manifest()
+    m = read_manifest(store)
     for c in store.done_chunks():
         if any(store.marker(c)["status_counts"].get(s) for s in retry_statuses):
             store.marker_path(c).unlink()  # the part is rewritten when the chunk is redone

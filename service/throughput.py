@@ -17,6 +17,7 @@ Per chunk, the worker writes ``parts/chunk-NNNNN.stats.json`` beside the part
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,13 @@ def write_chunk_stats(store: RunStore, chunk: int, stats: dict[str, Any]) -> Non
     tmp.replace(path)
 
 
-def run_stats(store: RunStore, table: pd.DataFrame | None = None) -> dict[str, Any]:
+def run_stats(store: RunStore, table: pd.DataFrame | None = None,
+              chunks: Iterable[int] | None = None) -> dict[str, Any]:
     """Throughput figures of a run's finished chunks.
+
+    Args:
+        chunks: count only these chunks (those finished among them), e.g. the
+            chunks one command labeled; default every finished chunk (run totals).
 
     Returns:
         ``STAT_FIELDS`` summed over chunks, plus ``prefix_share`` (shared / prompt
@@ -106,7 +112,8 @@ def run_stats(store: RunStore, table: pd.DataFrame | None = None) -> dict[str, A
         ``judge_completion_tokens`` of labeled rows, every attempt counted).
     """
     totals: dict[str, Any] = dict.fromkeys(STAT_FIELDS, 0)
-    for chunk in sorted(store.done_chunks()):
+    done = store.done_chunks()
+    for chunk in sorted(done if chunks is None else done & set(chunks)):
         path = stats_path(store, chunk)
         if path.is_file():
             data = json.loads(path.read_text())
@@ -125,12 +132,24 @@ def run_stats(store: RunStore, table: pd.DataFrame | None = None) -> dict[str, A
     return totals
 
 
-def describe(stats: dict[str, Any]) -> str:
-    """One line for the CLI: judge calls, cache hits, prefix share, output tokens per label."""
+def describe(stats: dict[str, Any], run: dict[str, Any] | None = None) -> str:
+    """One line for the CLI: judge calls, cache hits, prefix share, output tokens per label.
+
+    With ``run`` (the run totals), ``stats`` are what this command did (its chunks,
+    :func:`run_stats` with ``chunks``): items sent, cache hits and prefix share are
+    this command's, followed by the run totals and the output tokens per label of
+    the run's labeled rows. Without it, ``stats`` are reported as run totals.
+    """
     share = "n/a" if stats.get("prefix_share") is None else f"{100 * stats['prefix_share']:.1f}%"
-    tokens = stats.get("output_tokens_per_label")
-    return (f"judge: {stats['judge_items']} items sent, {stats['cache_hits']} cache hits; "
+    if run is None:
+        tokens = stats.get("output_tokens_per_label")
+        return (f"judge, run total: {stats['judge_items']} items sent, {stats['cache_hits']} cache hits; "
+                f"shared prompt prefix {share} of prompt characters; "
+                f"output tokens per label {'n/a' if tokens is None else tokens}")
+    tokens = run.get("output_tokens_per_label")
+    return (f"judge, this command: {stats['judge_items']} items sent, {stats['cache_hits']} cache hits; "
             f"shared prompt prefix {share} of prompt characters; "
+            f"run total: {run['judge_items']} items sent, {run['cache_hits']} cache hits, "
             f"output tokens per label {'n/a' if tokens is None else tokens}")
 
 

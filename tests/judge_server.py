@@ -78,7 +78,7 @@ class JudgeServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                probe = "start-up probe" in json.dumps(body.get("messages"))
+                probe = any(m in json.dumps(body.get("messages")) for m in ("start-up probe", "health probe"))
                 with server._lock:
                     server.auth_headers.add(self.headers.get("Authorization", ""))
                     (server.probes if probe else server.requests).append(body)

@@ -159,6 +159,23 @@ def test_killed_run_resumes_with_no_duplicate_and_no_missing_rows(tmp_path, redi
         assert len(srv.requests) - n_requests <= 8 - done_before + 2
 
 
+def test_sigterm_stops_the_command_and_its_local_workers(tmp_path, redis_url):
+    from tests.judge_server import JudgeServer
+
+    inp = write_jsonl(tmp_path / "bench.jsonl", make_samples(8, marker="[[slow]]"))
+    with JudgeServer(slow_s=0.5) as srv:
+        p = cli("label-benchmark", str(inp), "-o", str(tmp_path / "labels.parquet"), "--workers", "2",
+                "--chunk-size", "1", "--judge-url", srv.base_url, "--judge-model", "test-judge")
+        assert _wait_for(lambda: len(srv.requests) >= 1), "no request reached the judge"
+        workers = psutil.Process(p.pid).children(recursive=True)
+        assert workers
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=60)
+        assert p.returncode == 130 and "re-run the same command to resume" in stderr.replace("\n", " ")
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, [w.cmdline() for w in alive]
+
+
 def test_worker_killed_during_run_is_replaced_and_its_chunk_redone(tmp_path, redis_url):
     from tests.judge_server import JudgeServer
 
@@ -287,3 +304,49 @@ def test_output_format_follows_the_suffix_and_arrays_in_jsonl_are_read(tmp_path,
     assert rc == 0, err
     assert out.read_text().startswith("{")  # JSONL, not Parquet bytes
     assert sorted(read_table(out)["id"]) == ["a", "b"]
+
+
+def test_first_line_array_in_jsonl_is_one_rejected_record_through_the_cli(tmp_path, redis_url, judge_server):
+    inp = tmp_path / "firstarr.jsonl"
+    inp.write_text('[1,2]\n{"id": "a", "question": "q1"}\n{"id": "b", "question": "q2"}\n')
+    out = tmp_path / "x.jsonl"
+    rc, _, err = _run("label-benchmark", str(inp), "-o", str(out), "--judge-url", judge_server.base_url,
+                      "--judge-model", "t")
+    assert rc == 0, err
+    df = read_table(out).set_index("id")
+    assert df.loc["a", "status"] == df.loc["b", "status"] == "labeled"
+    [bad] = df[df["status"] == "rejected_input"]["error"]
+    assert bad == "not a JSON object (got list)"
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{bad", "not valid JSON"),
+    ("{}", "missing run_key, kind, input, judge, code_version, n_items, n_rejected, n_chunks"),
+    ('{"run_key": "k", "kind": "eval", "input": "i", "judge": {}, "code_version": "v", "n_items": 1, '
+     '"n_rejected": 0}', "missing n_chunks"),
+    ("[1]", "a JSON list, not an object"),
+])
+def test_resume_with_a_corrupt_manifest_is_a_one_line_error(tmp_path, content, message):
+    run_dir = tmp_path / "runcopy2"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text(content + "\n")
+    rc, _, err = _run("resume", str(run_dir), timeout=60)
+    assert rc == 2 and "Traceback" not in err, err
+    [line] = err.strip().splitlines()  # one line, naming the file
+    assert line.startswith(f"error: {run_dir / 'manifest.json'}: not a valid run manifest ({message}"), err
+
+
+def test_rerun_reports_what_this_command_sent_not_the_run_totals(tmp_path, redis_url, judge_server):
+    inp = write_jsonl(tmp_path / "b.jsonl", make_samples(4))
+    out = tmp_path / "o.jsonl"
+    args = ("label-benchmark", str(inp), "-o", str(out), "--chunk-size", "2", "--no-cache",
+            "--judge-url", judge_server.base_url, "--judge-model", "t")
+    rc, _, err = _run(*args)
+    assert rc == 0, err
+    assert "judge, this command: 4 items sent, 0 cache hits" in " ".join(err.split()), err
+    sent = len(judge_server.requests)
+    rc, _, err = _run(*args)  # the run is finished: nothing to send
+    flat = " ".join(err.split())
+    assert rc == 0, err
+    assert len(judge_server.requests) == sent
+    assert "judge, this command: 0 items sent, 0 cache hits" in flat and "run total: 4 items sent" in flat, err

@@ -248,7 +248,8 @@ def test_parquet_with_list_column(tmp_path):
     assert type(a.extra["level"]) is int and type(a.extra["tags"]) is list
     json.dumps(a.extra)  # plain Python values only
     assert b.reference_answer == "2 | 3" and b.correct is False and b.source_line == 2
-    assert isinstance(c, Rejected) and c.source_line == 3 and c.reason.startswith(MISSING_Q) and c.id == "q3"
+    assert isinstance(c, Rejected) and c.source_line == 3 and c.id == "q3"
+    assert c.reason == "question field 'question' is null, not text"
 
 
 # --------------------------------------------------------------------------- lm-evaluation-harness
@@ -520,7 +521,7 @@ def test_nan_and_infinity_become_null_or_reject_the_question(tmp_path):
     assert isinstance(n1, EvalSample) and n1.correct is None
     assert n1.extra == {"score": None, "hi": None, "lo": None}
     json.dumps(n1.extra, allow_nan=False)  # strict JSON from here on
-    assert isinstance(n2, Rejected) and n2.reason.startswith(MISSING_Q) and n2.source_line == 2
+    assert isinstance(n2, Rejected) and n2.reason == "question field 'question' is NaN, not text" and n2.source_line == 2
     assert isinstance(n3, Rejected) and n3.reason == "question field 'question' is inf, not text"
     assert n4.question == "after"
 
@@ -544,6 +545,42 @@ def test_json_array_saved_as_jsonl_is_read_as_an_array(tmp_path):
     assert detect_format(f) == "json"
     a, b = read_eval_samples(f)
     assert a.id == "a" and isinstance(b, Rejected) and b.source_line == 2 and b.reason.startswith(MISSING_Q)
+
+
+@pytest.mark.parametrize("first", ['[1,2]', '[{"id": "z", "question": "in an array"}]'])
+def test_an_array_on_the_first_line_of_jsonl_is_one_rejected_record(tmp_path, first):
+    f = tmp_path / "firstarr.jsonl"
+    f.write_text(first + '\n{"id": "a", "question": "q1"}\n{"id": "b", "question": "q2"}\n')
+    assert detect_format(f) == "jsonl"
+    bad, a, b = read_eval_samples(f)
+    assert isinstance(bad, Rejected) and bad.source_line == 1 and bad.reason == "not a JSON object (got list)"
+    assert (a.id, a.source_line, b.id, b.source_line) == ("a", 2, "b", 3)
+
+
+def test_a_one_line_array_in_jsonl_is_still_an_array_and_a_broken_one_falls_back_to_lines(tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps([{"id": "a", "question": "q1"}, {"id": "b", "question": "q2"}]) + "\n\n")
+    assert detect_format(one) == "json" and [s.id for s in read_eval_samples(one)] == ["a", "b"]
+    broken = tmp_path / "broken.jsonl"  # starts like a pretty-printed array, but is not one
+    broken.write_text('[\n{"id": "a", "question": "q1"}\n')
+    first, a = read_eval_samples(broken)
+    assert isinstance(first, Rejected) and first.source_line == 1 and (a.id, a.source_line) == ("a", 2)
+
+
+def test_null_nan_and_empty_questions_say_so(tmp_path):
+    f = tmp_path / "nulls.jsonl"
+    f.write_text('{"id": "a", "question": null}\n{"id": "b", "problem": NaN}\n{"id": "c", "prompt": ""}\n')
+    a, b, c = read_eval_samples(f)
+    assert a.reason == "question field 'question' is null, not text"
+    assert b.reason == "question field 'problem' is NaN, not text"
+    assert c.reason == "empty question field 'prompt'"
+    [m] = read_eval_samples(f, mapping=FieldMapping(question_field="question"), limit=1)
+    assert m.reason == "question field 'question' is null, not text"
+    g = tmp_path / "cells.csv"
+    g.write_text("id,question\nx,\ny,ok\n")
+    x, y = read_eval_samples(g)
+    assert isinstance(x, Rejected) and x.reason == "empty question field 'question'" and y.question == "ok"
+    assert "the record has" not in a.reason + b.reason + x.reason
 
 
 def test_extra_and_nested_fields_are_kept(tmp_path):

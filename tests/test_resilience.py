@@ -210,6 +210,25 @@ def test_openai_judge_waits_out_an_outage_on_the_sync_and_async_paths(monkeypatc
             assert srv.failed_during_outage > 0
 
 
+def test_inputs_the_server_always_fails_do_not_hold_the_breaker_open(monkeypatch):
+    """A 500 for a few inputs opens the breaker, but its probe is a health request the server
+    answers, so it closes at once: the other samples are labeled, the bad ones are judge_error."""
+    for k, v in (FAST | {"SLICELAB_JUDGE_BREAKER_THRESHOLD": "2", "SLICELAB_JUDGE_MAX_PAUSE_S": "600"}).items():
+        monkeypatch.setenv(k, v)
+    with JudgeServer() as srv:
+        judge = OpenAIJudge(base_url=srv.base_url, model="m", concurrency=4)
+        bad = [s.model_copy(update={"id": f"bad/{i}"}) for i, s in enumerate(make_samples(3, marker="[[error500]]"))]
+        items = bad[:2] + make_samples(8) + bad[2:]
+        t0 = time.perf_counter()
+        results = [judge.label(items[0]), judge.label(items[1])] + judge.label_many(items[2:])
+        assert time.perf_counter() - t0 < 20  # not the 600 s pause budget
+        assert [r.status for r in results] == [Status.judge_error] * 2 + [Status.labeled] * 8 + [Status.judge_error]
+        assert all("HTTP 500" in r.error for r in (results[0], results[1], results[-1]))
+        assert breaker_for(srv.base_url).times_opened >= 1 and breaker_for(srv.base_url).state == "closed"
+        health = [p for p in srv.probes if "health probe" in json.dumps(p["messages"])]
+        assert health and all("response_format" not in p and p["max_tokens"] == 1 for p in health)
+
+
 def test_context_length_400_is_one_request_even_with_retries(judge_server):
     judge = OpenAIJudge(base_url=judge_server.base_url, model="m", transport_retries=3)
     r = judge.label(make_samples(1, marker="[[toolong]]")[0])

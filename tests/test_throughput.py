@@ -305,4 +305,32 @@ def test_cli_vllm_backend_without_vllm_fails_before_any_run(tmp_path):
     out = tmp_path / "labels.parquet"
     r = run_cli("label-benchmark", str(data), "-o", str(out), "--judge-backend", "vllm", "--judge-model", "org/m")
     assert r.returncode != 0 and "vllm package is not installed" in r.stderr + r.stdout
+    assert "slicelab[vllm]" in " ".join(r.stderr.split())  # not eaten as Rich markup
     assert not out.exists() and not (tmp_path / ".slicelab-runs").exists()
+
+
+def test_unknown_backend_names_the_judge_backend_option():
+    with pytest.raises(ConfigError, match=r"^--judge-backend: unknown judge backend 'bogus'"):
+        judge_spec(backend="bogus")
+
+
+def test_samples_refused_by_an_open_circuit_are_not_counted_as_sent():
+    from service.judge import JudgeResult
+    from workers.tasks import label_items
+
+    items = make_samples(3)
+    real = OpenAIJudge(base_url="http://127.0.0.1:9/v1", model="m")
+
+    def result(i):  # the first item reached the judge; the breaker refused the other two
+        error = None if i == 0 else ("judge m unavailable: circuit open for 60 s "
+                                     "(more than SLICELAB_JUDGE_MAX_PAUSE_S=60); re-run to retry")
+        return JudgeResult(status=Status.labeled if i == 0 else Status.judge_error, labels=None,
+                           raw_texts=[""], finish_reason=None, prompt_tokens=0, completion_tokens=0,
+                           attempts=1, model="m", backend="openai", error=error, latency_s=0.0,
+                           request_hash="", prompt_ref="")
+
+    real.label_many = lambda batch: [result(i) for i in range(len(batch))]
+    _, counters = label_items(real, items)
+    assert (counters["items"], counters["judge_items"], counters["cache_hits"]) == (3, 1, 0)
+    one = prompt_text(real.build_request(items[0])[0])
+    assert counters["prompt_chars"] == len(one)

@@ -62,9 +62,10 @@ def label_items(judge, items: list[EvalSample | Document],
 
     Returns:
         ``(results, counters)``: one result per item; counters ``items``,
-        ``cache_hits``, ``judge_items``, ``prompt_chars`` and
-        ``shared_prefix_chars`` (of the items sent to the judge, see
-        :mod:`service.throughput`).
+        ``cache_hits``, ``judge_items`` (items whose request reached the judge:
+        not those an open circuit breaker refused, see :func:`never_sent`),
+        ``prompt_chars`` and ``shared_prefix_chars`` (of the items sent to the
+        judge, see :mod:`service.throughput`).
     """
     keys: list[str | None] = [None] * len(items)
     prompts: list[list[dict[str, str]] | None] = [None] * len(items)
@@ -87,18 +88,26 @@ def label_items(judge, items: list[EvalSample | Document],
                 hit.extra = {**hit.extra, "cache_hit": True}
                 results[i] = hit
     todo = [i for i, r in enumerate(results) if r is None]
-    for i in todo:
-        if prompts[i] is not None:
-            shared, total = shared_prefix_chars(judge, items[i], prompts[i])
-            shared_chars += shared
-            prompt_chars += total
     for i, result in zip(todo, _judge_all(judge, [items[i] for i in todo])):
         results[i] = result
     if cache:
         cache.put_many((keys[i], results[i]) for i in todo if keys[i])
-    counters = {"items": len(items), "cache_hits": len(items) - len(todo), "judge_items": len(todo),
+    sent = [i for i in todo if not never_sent(results[i])]
+    for i in sent:
+        if prompts[i] is not None:
+            shared, total = shared_prefix_chars(judge, items[i], prompts[i])
+            shared_chars += shared
+            prompt_chars += total
+    counters = {"items": len(items), "cache_hits": len(items) - len(todo), "judge_items": len(sent),
                 "prompt_chars": prompt_chars, "shared_prefix_chars": shared_chars}
     return results, counters
+
+
+def never_sent(result: JudgeResult) -> bool:
+    """Whether an item's request never reached the judge: its only attempt was refused by an open
+    circuit breaker (``judge_error`` "... circuit open ... re-run to retry")."""
+    error = result.error or ""
+    return result.status == Status.judge_error and result.attempts <= 1 and "circuit open" in error
 
 
 def _judge_all(judge, items: list[EvalSample | Document]) -> list[JudgeResult]:

@@ -43,7 +43,7 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
     """
     backend = backend or ("openai" if judge_url else "embedded")
     if backend not in BACKENDS:
-        raise ConfigError(f"--backend: unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+        raise ConfigError(f"--judge-backend: unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     spec: dict[str, Any] = {"backend": backend}
     if backend == "openai":
         if not judge_url or not judge_model:

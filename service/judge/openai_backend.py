@@ -48,6 +48,8 @@ API_KEY_ENV = "SLICELAB_JUDGE_API_KEY"
 # own ERROR log lines for the same events would only repeat them in worker logs.
 logging.getLogger("instructor").setLevel(logging.CRITICAL)
 
+#: The circuit breaker's health probe: a request any server can answer, whatever the failing inputs.
+_HEALTH_MESSAGES = [{"role": "user", "content": "slicelab health probe: reply OK"}]
 _CONTEXT_MARKERS = ("context length", "context_length", "maximum context", "too long", "context window")
 
 
@@ -84,7 +86,7 @@ class OpenAIJudge(Judge):
         self._client_kwargs = {"base_url": base_url, "api_key": api_key or os.environ.get(API_KEY_ENV) or "EMPTY",
                                "timeout": request_timeout_s, "max_retries": 0}
         self._resilience = Resilience(breaker_for(base_url), transport_retries)
-        raw = openai.OpenAI(**self._client_kwargs)
+        raw = self._raw = openai.OpenAI(**self._client_kwargs)
         self._client = instructor.from_openai(raw, mode=instructor.Mode.JSON_SCHEMA)
         self._last: list[Any] = []
         self._client.on("completion:response", self._last.append)
@@ -102,11 +104,29 @@ class OpenAIJudge(Judge):
         return request | ({"seed": seed} if seed is not None else {})
 
     def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
-        return self._resilience.call(lambda: self._send_once(messages, model_cls, seed), _is_transient, _gave_up)
+        return self._resilience.call(lambda: self._send_once(messages, model_cls, seed), _is_transient, _gave_up,
+                                     probe=self._healthy)
 
     async def _asend(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
         return await self._resilience.acall(lambda: self._asend_once(client, messages, model_cls),
-                                            _is_transient, _gave_up)
+                                            _is_transient, _gave_up, probe=lambda: self._ahealthy(client))
+
+    def _healthy(self) -> bool:
+        """One tiny request (no schema, 1 output token): does the server answer? (the breaker's probe)"""
+        try:
+            self._raw.chat.completions.create(model=self.model, messages=_HEALTH_MESSAGES, max_tokens=1)
+        except Exception as e:  # noqa: BLE001 - any answer that is not a transient failure means "up"
+            return not is_transient(e)
+        return True
+
+    async def _ahealthy(self, client: Any) -> bool:
+        """:meth:`_healthy` on the async client."""
+        try:
+            await client.post("/chat/completions", cast_to=ChatCompletion,
+                              body={"model": self.model, "messages": _HEALTH_MESSAGES, "max_tokens": 1})
+        except Exception as e:  # noqa: BLE001
+            return not is_transient(e)
+        return True
 
     def _send_once(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
         self._last.clear()

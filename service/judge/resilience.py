@@ -8,8 +8,10 @@ Three pieces, shared by the synchronous and the asynchronous request paths:
   seconds, so clients that failed together do not retry together.
 - :class:`CircuitBreaker`: after ``threshold`` consecutive transient failures
   (5xx, 408, 409, 429, connection refused, timeout) it opens; while open every
-  request waits instead of failing, and one request at a time is let through
-  as a probe at backoff intervals. The first probe the server answers closes it.
+  request waits instead of failing, and at backoff intervals one caller at a
+  time probes the server: with a health request when the backend gives one
+  (the openai judge does: no schema, one output token), so an input the server
+  always fails cannot keep it open. The first probe the server answers closes it.
   After ``max_pause_s`` open, requests stop waiting and fail fast (their samples
   get ``judge_error``, which a re-run retries) while probes go on.
 - :class:`Resilience`: runs one request (:meth:`Resilience.call`, or
@@ -282,9 +284,16 @@ class Resilience:
         self.retries = max(0, retries)
         self._sleep = sleep
 
-    def call(self, send: Callable[[], Any], transient: Callable[[Any], bool], give_up: Callable[[str], Any]) -> Any:
-        """Run ``send`` until it succeeds, fails for good, or the pause budget is spent (blocking)."""
-        steps = self._steps(transient, give_up)
+    def call(self, send: Callable[[], Any], transient: Callable[[Any], bool], give_up: Callable[[str], Any],
+             probe: Callable[[], bool] | None = None) -> Any:
+        """Run ``send`` until it succeeds, fails for good, or the pause budget is spent (blocking).
+
+        ``probe()`` (optional) is a cheap health request returning True when the
+        server answers; while the breaker is open it is sent instead of ``send``,
+        so one request the server always fails (say a 500 for one input) cannot
+        keep the breaker open. Without it the caller's own request is the probe.
+        """
+        steps = self._steps(transient, give_up, probe is not None)
         action = next(steps)
         while True:
             kind, value = action
@@ -293,13 +302,15 @@ class Resilience:
             if kind == "sleep":
                 self._sleep(value)
                 action = steps.send(None)
+            elif kind == "probe":
+                action = steps.send(probe())
             else:
                 action = steps.send(send())
 
     async def acall(self, send: Callable[[], Awaitable[Any]], transient: Callable[[Any], bool],
-                    give_up: Callable[[str], Any]) -> Any:
-        """:meth:`call` for a coroutine request; waits with ``asyncio.sleep`` (never blocks the loop)."""
-        steps = self._steps(transient, give_up)
+                    give_up: Callable[[str], Any], probe: Callable[[], Awaitable[bool]] | None = None) -> Any:
+        """:meth:`call` for a coroutine request (and probe); waits with ``asyncio.sleep`` (never blocks the loop)."""
+        steps = self._steps(transient, give_up, probe is not None)
         action = next(steps)
         while True:
             kind, value = action
@@ -308,11 +319,13 @@ class Resilience:
             if kind == "sleep":
                 await asyncio.sleep(value)
                 action = steps.send(None)
+            elif kind == "probe":
+                action = steps.send(await probe())
             else:
                 action = steps.send(await send())
 
-    def _steps(self, transient: Callable[[Any], bool], give_up: Callable[[str], Any]):
-        """The retry policy as a generator of actions ("send", "sleep" s, "done" outcome), shared by call/acall."""
+    def _steps(self, transient: Callable[[Any], bool], give_up: Callable[[str], Any], has_probe: bool = False):
+        """The retry policy as a generator of actions ("send", "probe", "sleep" s, "done" outcome), shared by call/acall."""
         b = self.breaker
         s = b.settings
         delays = backoff_delays(s.backoff_base_s, s.backoff_cap_s)
@@ -330,6 +343,12 @@ class Resilience:
                     _report(b, {"judge": b.name, "consecutive_failures": b.consecutive_failures,
                                 "since": time.time() - b.paused_s(), "error": ""})
                 yield "sleep", wait
+                continue
+            if has_probe and b.state == "half_open":  # this caller probes the server's health, not its own request
+                if (yield "probe", None):
+                    b.record_success()
+                else:
+                    b.record_failure("health probe failed")
                 continue
             outcome = yield "send", None
             last = outcome
