@@ -402,6 +402,7 @@ def calibrate(
     gold: Path = typer.Option(..., exists=True, dir_okay=False, help="gold set JSONL (e.g. calibration/gold/eval_gold_v1.jsonl)"),
     judge_url: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_URL", help="OpenAI-compatible base URL; default: embedded judge"),
     judge_model: Optional[str] = typer.Option(None, envvar="SLICELAB_JUDGE_MODEL", help="served model name"),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", envvar="SLICELAB_JUDGE_BACKEND", help="embedded | openai | vllm; default: openai with --judge-url, else embedded"),
     max_tokens: Optional[int] = typer.Option(None, min=16, help="output tokens per label"),
     exemplars_k: int = typer.Option(0, min=0, help="show the k most similar exemplar-pool items in the prompt"),
     samples: int = typer.Option(1, min=1, help="label each item k times; the modal label's share is its confidence"),
@@ -426,10 +427,13 @@ def calibrate(
 
     try:
         kind = load_gold(gold).kind
-        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens,
+        spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
                           temperature=temperature, exemplars_gold=str(exemplars or gold) if exemplars_k else None,
                           exemplars_k=exemplars_k, split_seed=split_seed,
                           holdout_frac=0.0 if exemplars else holdout_frac)
+        from service.judge.resilience import probe_judge
+
+        probe_judge(spec)  # a judge that cannot serve structured outputs stops here, before any work
         url, origin = resolve_redis_url(calibrations_dir() / "redis")
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -311,7 +311,12 @@ def _job_state(job: Job, connection: Redis) -> tuple[JobStatus | None, str | Non
 
 
 def collect(plan: RunPlan) -> pd.DataFrame:
-    """Merge finished parts with rejected rows into the output table (one row per input record)."""
+    """Merge finished parts with rejected rows into the output table (one row per input record).
+
+    Rows come in input order (by ``source_line``; records sharing a line, such as one
+    lm-eval record per filter, keep their order) and always carry every column of a
+    labeled row, so a file whose every record was rejected gives the same columns.
+    """
     m = plan.store.manifest()
     taxonomy = load_taxonomy()
     parts = plan.store.read_parts()
@@ -324,6 +329,11 @@ def collect(plan: RunPlan) -> pd.DataFrame:
             rejected.append(rejected_row(Rejected.model_validate_json(line), taxonomy, m["kind"], provenance))
     if rejected:
         parts = pd.concat([parts, pd.DataFrame(rejected)], ignore_index=True) if len(parts) else pd.DataFrame(rejected)
+    columns = list(empty_table(taxonomy, m["kind"]).columns)
     if "status" not in parts:  # nothing was read at all: an empty table with the full set of columns
-        parts = empty_table(taxonomy, m["kind"])
-    return parts
+        return empty_table(taxonomy, m["kind"])
+    for col in columns:
+        if col not in parts:
+            parts[col] = None
+    parts = parts[columns + [c for c in parts.columns if c not in columns]]
+    return parts.sort_values("source_line", kind="stable", na_position="last").reset_index(drop=True)

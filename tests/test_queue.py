@@ -99,6 +99,7 @@ def test_cli_label_benchmark_end_to_end_with_bad_records(tmp_path, redis_url, ju
     assert by_id["bad/2"] == "rejected_input" and list(by_id.values()).count("rejected_input") == 2
     rejected = df[df["status"] == "rejected_input"].set_index("source_line")
     assert sorted(rejected.index) == [8, 9]
+    assert df["source_line"].is_monotonic_increasing  # rows in input order, rejected ones included
     assert "question" in rejected.loc[9, "error"] and rejected.loc[8, "error"]
     assert len((tmp_path / ".slicelab-runs").glob("*/rejects.jsonl").__next__().read_text().splitlines()) == 2
     assert "label counts by task" in stdout and "wrote 9 rows" in stdout
@@ -275,8 +276,27 @@ def test_files_with_nothing_to_label_still_give_a_table(tmp_path, redis_url, jud
     df = read_table(out)
     assert "status" in df.columns and "task_type" in df.columns
     assert list(df["status"]) == (["rejected_input"] if "answer" in content else [])
+    # the same columns as a table of labeled rows, whatever was rejected
+    from service.output import empty_table
+    from service.taxonomy import load_taxonomy
+
+    assert list(df.columns)[:len(empty_table(load_taxonomy(), "eval").columns)] == list(
+        empty_table(load_taxonomy(), "eval").columns)
     if "answer" in content:
         assert "--text-field" in df["error"].iloc[0] and "answer" in df["error"].iloc[0]
+
+
+def test_output_rows_follow_input_order_with_rejected_rows_in_place(tmp_path, redis_url, judge_server):
+    inp = tmp_path / "mixed.jsonl"
+    inp.write_text('{"id": "a", "question": "q1"}\n{bad json\n{"id": "c", "question": "q3"}\n'
+                   '{"id": "d"}\n{"id": "e", "question": "q5"}\n')
+    out = tmp_path / "mixed.parquet"
+    rc, _, err = _run("label-benchmark", str(inp), "-o", str(out), "--judge-url", judge_server.base_url,
+                      "--judge-model", "t", "--chunk-size", "1", "--workers", "2")
+    assert rc == 0, err
+    df = read_table(out)
+    assert list(df["source_line"]) == [1, 2, 3, 4, 5]
+    assert list(df["status"]) == ["labeled", "rejected_input", "labeled", "rejected_input", "labeled"]
 
 
 def test_bad_output_paths_fail_before_any_work(tmp_path, judge_server):

@@ -334,3 +334,18 @@ def test_samples_refused_by_an_open_circuit_are_not_counted_as_sent():
     assert (counters["items"], counters["judge_items"], counters["cache_hits"]) == (3, 1, 0)
     one = prompt_text(real.build_request(items[0])[0])
     assert counters["prompt_chars"] == len(one)
+
+
+def test_calibrate_with_the_vllm_backend_without_vllm_fails_before_any_work(tmp_path):
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    from calibration.gold import BUNDLED
+    from tests.conftest import run_cli
+
+    r = run_cli("calibrate", "--gold", str(BUNDLED["eval"]), "--judge-backend", "vllm", "--judge-model", "org/m",
+                env={"SLICELAB_HOME": str(tmp_path)})
+    assert r.returncode == 2 and "slicelab[vllm]" in r.stdout + r.stderr
+    assert not (tmp_path / "calibrations").exists()
