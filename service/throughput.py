@@ -140,15 +140,16 @@ def describe(stats: dict[str, Any], run: dict[str, Any] | None = None) -> str:
     this command's, followed by the run totals and the output tokens per label of
     the run's labeled rows. Without it, ``stats`` are reported as run totals.
     """
-    share = "n/a" if stats.get("prefix_share") is None else f"{100 * stats['prefix_share']:.1f}%"
+    share = ("n/a (nothing sent)" if stats.get("prefix_share") is None
+             else f"{100 * stats['prefix_share']:.1f}% of prompt characters")
     if run is None:
         tokens = stats.get("output_tokens_per_label")
         return (f"judge, run total: {stats['judge_items']} items sent, {stats['cache_hits']} cache hits; "
-                f"shared prompt prefix {share} of prompt characters; "
+                f"shared prompt prefix {share}; "
                 f"output tokens per label {'n/a' if tokens is None else tokens}")
     tokens = run.get("output_tokens_per_label")
     return (f"judge, this command: {stats['judge_items']} items sent, {stats['cache_hits']} cache hits; "
-            f"shared prompt prefix {share} of prompt characters; "
+            f"shared prompt prefix {share}; "
             f"run total: {run['judge_items']} items sent, {run['cache_hits']} cache hits, "
             f"output tokens per label {'n/a' if tokens is None else tokens}")
 
