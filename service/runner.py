@@ -329,9 +329,10 @@ def collect(plan: RunPlan) -> pd.DataFrame:
             rejected.append(rejected_row(Rejected.model_validate_json(line), taxonomy, m["kind"], provenance))
     if rejected:
         parts = pd.concat([parts, pd.DataFrame(rejected)], ignore_index=True) if len(parts) else pd.DataFrame(rejected)
-    columns = list(empty_table(taxonomy, m["kind"]).columns)
+    empty = empty_table(taxonomy, m["kind"])
     if "status" not in parts:  # nothing was read at all: an empty table with the full set of columns
-        return empty_table(taxonomy, m["kind"])
+        return empty
+    columns = list(empty.columns)
     for col in columns:
         if col not in parts:
             parts[col] = None

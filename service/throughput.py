@@ -32,7 +32,6 @@ _PROBES = {
              EvalSample(id="probe/b", benchmark="\x02", task="\x02", question="\x02", reference_answer="\x02")],
     "document": [Document(id="probe/a", text="\x01"), Document(id="probe/b", text="\x02")],
 }
-_STATIC: dict[tuple[int, str], str] = {}
 #: Per-chunk counters summed by :func:`run_stats`.
 #: Chunk size of the openai backend per request kept in flight (see :func:`label_chunk_size`).
 CHUNK_PER_REQUEST_SLOT = 8
@@ -64,15 +63,15 @@ def static_prefix(judge: Any, kind: str) -> str:
 
     ``judge`` needs ``build_request(item)`` (every :class:`~service.judge.base.Judge`).
     """
-    key = (id(judge), kind)
-    if key not in _STATIC:
+    known = judge.__dict__.setdefault("_static_prefix", {})  # kept on the judge: an id() could be reused
+    if kind not in known:
         a, b = (prompt_text(judge.build_request(p)[0]) for p in _PROBES[kind])
         prefix = a[:common_prefix_len(a, b)]
         if getattr(judge, "k", 0):  # exemplars are chosen per item: only the system message is static
             system = prompt_text(judge.build_request(_PROBES[kind][0])[0][:1])
             prefix = prefix[:min(len(prefix), len(system))]
-        _STATIC[key] = prefix
-    return _STATIC[key]
+        known[kind] = prefix
+    return known[kind]
 
 
 def shared_prefix_chars(judge: Any, item: EvalSample | Document, messages: list[dict[str, str]]) -> tuple[int, int]:
