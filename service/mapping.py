@@ -33,10 +33,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prompts import PROMPTS_DIR
+from service.checks import FAILURE_DETAILS
 from service.comparison import Comparison, jsonable
 from service.errors import ConfigError
+from service.setup import apply_setup_check, compare_setups
 from service.slices import MIN_SUPPORT
 from service.taxonomy import Taxonomy, load_taxonomy
+from service.training_lint import attach_findings
 
 DEFAULT_RULES = PROMPTS_DIR / "mapping-rules-v1.yaml"
 #: What a non-data verdict may tell the user to check, with what each means.
@@ -67,9 +70,11 @@ class RegressionSpreadParams(_Params):
 
 
 class FailureModeShareParams(_Params):
-    """Most newly failing samples have one of ``modes``."""
+    """Most newly failing samples have one of ``modes`` (and, with ``details``, one of those
+    ``failure_mode_detail`` ids, :data:`service.checks.FAILURE_DETAILS`)."""
 
     modes: list[str] = Field(min_length=1)
+    details: list[str] | None = None
     min_share: _Frac
     min_newly_failing: int = Field(10, ge=1)
 
@@ -208,6 +213,10 @@ def _failure_mode_share(cmp: Comparison, p: FailureModeShareParams, ev: Evidence
     share = sum(fm["shares"].get(m, 0.0) for m in p.modes)
     evidence = {"n_newly_failing": n, "modes": p.modes, "share": share,
                 "counts": {m: fm["counts"].get(m, 0) for m in p.modes}}
+    if p.details:  # every detail belongs to one mode (service.checks), so the detail share is the tighter one
+        share = sum(fm.get("detail_shares", {}).get(d, 0.0) for d in p.details)
+        evidence.update(details=p.details, share=share,
+                        detail_counts={d: fm.get("detail_counts", {}).get(d, 0) for d in p.details})
     if n < p.min_newly_failing:
         return Outcome(False, {**evidence, "reason": f"{n} newly failing samples, need {p.min_newly_failing}"}, [])
     return Outcome(share >= p.min_share, evidence, [])
@@ -342,6 +351,7 @@ def _check_labels(rule: Rule, tax: Taxonomy, where: str) -> None:
         p = c.params
         if isinstance(p, FailureModeShareParams):
             check("failure_mode_share.modes", p.modes, tax.axis("eval", "failure_mode").ids)
+            check("failure_mode_share.details", p.details, list(FAILURE_DETAILS))
         if isinstance(p, WeakSlicesParams):
             check("weak_slices.operations", p.ops, ops)
             for axis in ("background_condition", "task_type", "output_constraint"):
@@ -364,13 +374,17 @@ def _check_labels(rule: Rule, tax: Taxonomy, where: str) -> None:
 # --------------------------------------------------------------------------- diagnosis
 
 
-def diagnose(cmp: Comparison, rules: RuleSet | None = None) -> dict[str, Any]:
-    """Evaluate the rules in order against a comparison.
+def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: list[str] | tuple[str, ...] = (),
+             training_findings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate the rules in order against a comparison, after checking that both runs were evaluated alike.
 
     Args:
         cmp: from :func:`service.comparison.compare`, run with the rule set's ``min_support`` and ``alpha``
             (or the overrides recorded in ``cmp.meta``).
         rules: a rule set (default: the bundled one).
+        ignore_setup: set-up fields not compared (:func:`service.setup.compare_setups`); recorded.
+        training_findings: a training-config lint (:func:`service.training_lint.lint_training_config`),
+            cited as evidence of a termination verdict (:func:`service.training_lint.attach_findings`).
 
     Returns:
         A JSON-serialisable dict: ``verdict`` (``data_intervention``, ``non_data`` or
@@ -424,6 +438,11 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None) -> dict[str, Any]:
         "insufficient_evidence": list(insufficient.values()), "weak_slices": weak,
         "overall": cmp.overall, "spread": cmp.spread, "failure_modes": cmp.failure_modes, "meta": cmp.meta,
     }
+    # the set-up check overrides every rule: runs evaluated differently are not comparable
+    out = apply_setup_check(out, compare_setups(cmp.meta.get("setup") or {}, cmp.baseline, cmp.candidate,
+                                                ignore_setup))
+    if training_findings is not None:
+        out = attach_findings(out, training_findings)
     return jsonable(out)
 
 
