@@ -201,6 +201,24 @@ def failure_check(sample: EvalSample, *, at_cap: bool | None = None) -> FailureC
     return FailureCheck("non_termination", "capped_with_answer", f"{cap_text}, answer extracted from a cut-off output")
 
 
+def failure_excerpt(output: str | None, detail: str | None, width: int = 240) -> str | None:
+    """A short excerpt that shows the failure: around the run-on point (``answer_then_runon``), else the output's end.
+
+    Returns:
+        At most about ``2 * width`` characters, ``…`` marking cut ends; None for an empty output.
+    """
+    if not isinstance(output, str) or not output.strip():
+        return None
+    cut = None
+    if detail == "answer_then_runon":
+        runon = runon_after_answer(output)
+        cut = runon[0] if runon else answer_end(output)
+    if cut is None:
+        return ("…" if len(output) > width else "") + output[-width:]
+    start, end = max(0, cut - width // 2), min(len(output), cut + width)
+    return ("…" if start else "") + output[start:end] + ("…" if end < len(output) else "")
+
+
 def _repeat_rule(output: str) -> str:
     found = repeated_suffix(output)
     if found is not None:

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.stats import binomtest, false_discovery_control, norm
 
 from calibration.metrics import wilson_interval
-from service.checks import UNCLASSIFIED, classify_output
+from service.checks import UNCLASSIFIED, classify_output, failure_excerpt
 from service.errors import ConfigError
 from service.slice_stats import KEYS, check_runs, slice_index
 from service.slices import MIN_SUPPORT, SLICE_AXES
@@ -146,9 +146,10 @@ class Comparison:
         spread: per key family: ``n_tested``, ``n_significant_drop``, ``share_slices_significant_drop``,
             ``gini_net_loss_rate``, ``hhi_net_losses``, ``hhi_net_losses_normalized``.
         failure_modes: ``n_newly_failing``, ``counts`` and ``shares`` by failure mode, ``checks``,
-            ``detail_counts`` and ``detail_shares`` by ``failure_mode_detail``, ``length_cap`` (how the
+            ``detail_counts``, ``detail_shares`` and ``detail_examples`` (up to 3 sample ids with the check and
+            an output excerpt) by ``failure_mode_detail``, ``length_cap`` (how the
             candidate's length cap was found, :func:`service.termination.length_capped`).
-        newly_failing: ``DataFrame[sample_id, failure_mode, failure_mode_detail, check]``.
+        newly_failing: ``DataFrame[sample_id, failure_mode, failure_mode_detail, check, excerpt]``.
         meta: runs, sample counts, slice-index meta, ``min_support``, ``alpha``.
     """
 
@@ -291,8 +292,9 @@ def _newly_failing(pair: pd.DataFrame, cand: pd.DataFrame, labels: pd.DataFrame,
         fm, out = label_fm.get(sid, (None, None))
         c = classify_output(r["output"], r["finish_reason"], r.get("extracted_answer"),
                             fm if out == r["output"] else None, at_cap=capped.get(sid))
-        rows.append({"sample_id": sid, "failure_mode": c.mode, "failure_mode_detail": c.detail, "check": c.rule})
-    return pd.DataFrame(rows, columns=["sample_id", "failure_mode", "failure_mode_detail", "check"]), cap
+        rows.append({"sample_id": sid, "failure_mode": c.mode, "failure_mode_detail": c.detail, "check": c.rule,
+                     "excerpt": failure_excerpt(r["output"], c.detail)})
+    return pd.DataFrame(rows, columns=["sample_id", "failure_mode", "failure_mode_detail", "check", "excerpt"]), cap
 
 
 def _failure_summary(newly: pd.DataFrame) -> dict[str, Any]:
@@ -303,7 +305,9 @@ def _failure_summary(newly: pd.DataFrame) -> dict[str, Any]:
             "shares": {k: v / n for k, v in counts.items()} if n else {},
             "checks": {k: int(v) for k, v in newly["check"].value_counts().to_dict().items()},
             "detail_counts": {k: int(v) for k, v in details.items()},
-            "detail_shares": {k: v / n for k, v in details.items()} if n else {}}
+            "detail_shares": {k: v / n for k, v in details.items()} if n else {},
+            "detail_examples": {d: g.head(3)[["sample_id", "check", "excerpt"]].to_dict(orient="records")
+                                for d, g in newly.dropna(subset=["failure_mode_detail"]).groupby("failure_mode_detail")}}
 
 
 def jsonable(v: Any) -> Any:

@@ -216,7 +216,8 @@ def _failure_mode_share(cmp: Comparison, p: FailureModeShareParams, ev: Evidence
     if p.details:  # every detail belongs to one mode (service.checks), so the detail share is the tighter one
         share = sum(fm.get("detail_shares", {}).get(d, 0.0) for d in p.details)
         evidence.update(details=p.details, share=share,
-                        detail_counts={d: fm.get("detail_counts", {}).get(d, 0) for d in p.details})
+                        detail_counts={d: fm.get("detail_counts", {}).get(d, 0) for d in p.details},
+                        examples=[e for d in p.details for e in fm.get("detail_examples", {}).get(d, [])])
     if n < p.min_newly_failing:
         return Outcome(False, {**evidence, "reason": f"{n} newly failing samples, need {p.min_newly_failing}"}, [])
     return Outcome(share >= p.min_share, evidence, [])

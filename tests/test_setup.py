@@ -106,3 +106,27 @@ def test_cli_diagnose_names_the_set_up_field_and_records_ignore_setup(tmp_path):
     assert "set-up fields ignored (--ignore-setup): prompt_template" in r.stdout
     r = run_cli(*args, "--ignore-setup", "prompt", timeout_s=180)
     assert r.returncode == 2 and "allowed: prompt_template" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lm_eval_repeats_become_n_samples_when_every_answer_was_kept(tmp_path):
+    """A gsm8k log re-run with ``repeats: 3`` and a filter that keeps every answer: each answer is scored
+    with the task's exact_match options (the logged metric scores the first), giving n = 3 and c."""
+    src = LM_EVAL / "gsm8k_tinyllama"
+    (results_file,) = src.glob("results_*.json")
+    (samples_file,) = src.glob("samples_*.jsonl")
+    results = json.loads(results_file.read_text())
+    results["configs"]["gsm8k"]["repeats"] = 3
+    (tmp_path / results_file.name).write_text(json.dumps(results))
+    recs = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    first = recs[0]  # target "... #### 18"
+    answers = [["18", "#### 17", "$18."], ["17", "18", "18"], ["[invalid]"] * 3]
+    for rec, kept in zip(recs, answers):
+        rec["resps"] = [[f"The answer is {a}" for a in kept]]
+        rec["filtered_resps"] = kept
+        rec["target"] = first["target"]
+        rec["exact_match"] = 1.0 if kept[0] == "18" else 0.0
+    (tmp_path / samples_file.name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = load_results([tmp_path / samples_file.name]).sort_values("source_line")
+    # "$18." -> "18" after the task's regexes_to_ignore (",", "\$", "(?s).*#### ", "\.$"); "#### 17" -> "17"
+    assert list(zip(res["n_samples"], res["n_correct"], res["correct"])) == [(3, 2, True), (3, 2, False), (3, 0, False)]
+    assert res.attrs["setup"]["tinyllama"]["n_samples"] == 3

@@ -36,7 +36,7 @@ def test_answer_then_runon_is_not_a_data_problem(runon):
     assert fm["detail_counts"]["answer_then_runon"] == fm["n_newly_failing"]
     assert fm["shares"]["non_termination"] == 1.0
     newly = cmp.newly_failing
-    assert list(newly.columns) == ["sample_id", "failure_mode", "failure_mode_detail", "check"]
+    assert list(newly.columns) == ["sample_id", "failure_mode", "failure_mode_detail", "check", "excerpt"]
     assert newly["check"].str.contains("new turn 'Q:'").all()
     result = diagnose(cmp)
     assert result["verdict"] == "non_data" and result["interventions"] == []
@@ -45,6 +45,11 @@ def test_answer_then_runon_is_not_a_data_problem(runon):
     assert "end-of-sequence" in result["summary"] and "loss mask" in result["summary"]
     evidence = result["fired_rules"][0]["conditions"][0]["evidence"]
     assert evidence["details"] == ["answer_then_runon"] and evidence["share"] == 1.0
+    # the evidence quotes example samples: the answer, then the invented turn
+    assert len(evidence["examples"]) == 3
+    for ex in evidence["examples"]:
+        assert ex["sample_id"] in set(newly["sample_id"]) and "So the answer is" in ex["excerpt"]
+        assert "\n\nQ: " in ex["excerpt"]
     json.dumps(result, allow_nan=False)
 
 
