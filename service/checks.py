@@ -253,7 +253,7 @@ def classify_output(output: str | None, finish_reason: str | None, extracted_ans
     text = lambda v: v if isinstance(v, str) else None  # noqa: E731 - pandas gives NaN for missing values
     sample = EvalSample(id="-", question="-", model_output=text(output) or "", extracted_answer=text(extracted_answer),
                         correct=False, finish_reason=text(finish_reason))
-    check = failure_check(sample, at_cap=at_cap if isinstance(at_cap, bool) else None)
+    check = failure_check(sample, at_cap=bool(at_cap) if at_cap in (True, False) else None)  # numpy bools too
     if check.mode is not None:
         return check
     if not has_final_answer(sample):
