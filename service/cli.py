@@ -589,6 +589,11 @@ def _print_comparison(cmp) -> None:
     fm = cmp.failure_modes
     out.print(f"  newly failing: {fm['n_newly_failing']} — " + ", ".join(
         f"{k} {v} ({fm['shares'][k]:.0%})" for k, v in sorted(fm["counts"].items(), key=lambda x: -x[1])))
+    from service.setup import compare_setups
+
+    for d in compare_setups(cmp.meta.get("setup") or {}, cmp.baseline, cmp.candidate)["differs"]:
+        out.print(f"[yellow]  evaluation set-up differs: {d['field']} {json.dumps(d['baseline'])} (baseline) vs "
+                  f"{json.dumps(d['candidate'])} (candidate)[/yellow]")
     if fm.get("detail_counts"):
         out.print("  failure_mode_detail: " + ", ".join(
             f"{k} {v}" for k, v in sorted(fm["detail_counts"].items(), key=lambda x: -x[1])))

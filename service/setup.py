@@ -138,12 +138,24 @@ class SetupCollector:
                 seen.append(key)
 
     def table(self) -> dict[str, dict[str, Any]]:
-        """``{run: {field: value}}``; a field with several values in one run is ``{"mixed": [...]}``."""
+        """``{run: {field: value}}``; a field with several values in one run is ``{"mixed": [...]}``, or
+        ``{"mixed_count": n, "values_hash": "sha256:..."}`` beyond :data:`MAX_MIXED` values (e.g. per-item hashes)."""
         out: dict[str, dict[str, Any]] = {}
         for run, fields in self._values.items():
-            out[run] = {f: (json.loads(v[0]) if len(v) == 1 else {"mixed": [json.loads(x) for x in sorted(v)]})
-                        for f, v in sorted(fields.items())}
+            out[run] = {f: _summarise(sorted(v)) for f, v in sorted(fields.items())}
         return out
+
+
+#: Most distinct values of one field listed for a run; more are summarised by their count and hash.
+MAX_MIXED = 10
+
+
+def _summarise(values: list[str]) -> Any:
+    if len(values) == 1:
+        return json.loads(values[0])
+    if len(values) <= MAX_MIXED:
+        return {"mixed": [json.loads(x) for x in values]}
+    return {"mixed_count": len(values), "values_hash": short_hash(values)}
 
 
 def compare_setups(setup: dict[str, dict[str, Any]], baseline: str, candidate: str,

@@ -106,6 +106,9 @@ def test_cli_diagnose_names_the_set_up_field_and_records_ignore_setup(tmp_path):
     assert "set-up fields ignored (--ignore-setup): prompt_template" in r.stdout
     r = run_cli(*args, "--ignore-setup", "prompt", timeout_s=180)
     assert r.returncode == 2 and "allowed: prompt_template" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("compare", *args[1:-2], timeout_s=180)  # compare warns; it gives no verdict
+    assert r.returncode == 0, r.stderr
+    assert 'evaluation set-up differs: prompt_template "cot" (baseline) vs "direct" (candidate)' in r.stdout
 
 
 def test_lm_eval_repeats_become_n_samples_when_every_answer_was_kept(tmp_path):
@@ -130,3 +133,14 @@ def test_lm_eval_repeats_become_n_samples_when_every_answer_was_kept(tmp_path):
     # "$18." -> "18" after the task's regexes_to_ignore (",", "\$", "(?s).*#### ", "\.$"); "#### 17" -> "17"
     assert list(zip(res["n_samples"], res["n_correct"], res["correct"])) == [(3, 2, True), (3, 2, False), (3, 0, False)]
     assert res.attrs["setup"]["tinyllama"]["n_samples"] == 3
+
+
+def test_per_item_values_are_summarised_and_still_compared(tmp_path):
+    path = tmp_path / "hashes.jsonl"
+    rows = [{"sample_id": f"s{i}", "run": run, "correct": True, "output": "x", "prompt_hash": f"{salt}{i}"}
+            for run, salt in (("a", "h"), ("b", "h"), ("c", "k")) for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    setup = load_results([path]).attrs["setup"]
+    assert setup["a"]["prompt_template"]["mixed_count"] == 12
+    assert compare_setups(setup, "a", "b")["differs"] == []
+    assert [d["field"] for d in compare_setups(setup, "a", "c")["differs"]] == ["prompt_template"]
