@@ -39,6 +39,8 @@ _NEW_TURN = re.compile(
     r"|^[ \t]*#{2,}[ \t]*(?:Instruction|Input|Question|Response|Human|User)\b"
     r"|<\|im_start\|>|<\|im_end\|>|<\|start_header_id\|>|<\|eot_id\|>|<\|endoftext\|>|<\|user\|>"
     r"|<start_of_turn>|<end_of_turn>|\[INST\]|</s>", re.M)
+#: End-of-turn / end-of-sequence tokens: a new turn only when text follows them.
+_END_TOKENS = {"<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>", "</s>"}
 #: What each failure_mode_detail means (the ids :func:`failure_check` returns).
 FAILURE_DETAILS = {
     "empty": "the output is empty or whitespace only",
@@ -97,7 +99,7 @@ def answer_end(text: str) -> int | None:
     start = min(starts)
     line_end = text.find("\n", start)
     line_end = len(text) if line_end < 0 else line_end
-    sentence = re.search(r"[.!?](?=\s)", text[start:line_end])
+    sentence = re.search(r"[.!?](?=\s|<|\Z)", text[start:line_end])
     return start + sentence.end() if sentence else line_end
 
 
@@ -106,8 +108,12 @@ def runon_after_answer(text: str) -> tuple[int, str] | None:
     end = answer_end(text)
     if end is None:
         return None
-    m = _NEW_TURN.search(text, end)
-    return (m.start(), m.group(0).strip()) if m else None
+    for m in _NEW_TURN.finditer(text, end):
+        # an end-of-turn token that ends the output is a proper stop, kept in the text by some harnesses
+        if m.group(0) in _END_TOKENS and not text[m.end():].strip():
+            continue
+        return m.start(), m.group(0).strip()
+    return None
 
 
 def repeated_suffix(text: str) -> tuple[int, int] | None:

@@ -105,10 +105,12 @@ def test_repetition_of_any_unit_length():
                                        enumerate(["red", "blue", "green", "black", "white", "grey"])), "length",
      None, "answer_then_runon"),
     ("I reasoned badly.", "stop", None, "no_final_answer"),
+    ("So the answer is (B).<|im_end|>\n", "stop", None, None),  # the stop token kept at the end: a proper stop
+    ("So the answer is (B).</s>Q: next", "stop", None, "answer_then_runon"),
 ])
 def test_failure_mode_detail(output, finish, extracted, detail):
     check = classify_output(output, finish, extracted)
-    assert check.detail == detail and check.detail in FAILURE_DETAILS
+    assert check.detail == detail and (detail is None or detail in FAILURE_DETAILS)
 
 
 # --------------------------------------------------------------------------- Sky-T1 checkpoints
