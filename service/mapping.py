@@ -213,7 +213,7 @@ def _failure_mode_share(cmp: Comparison, p: FailureModeShareParams, ev: Evidence
     share = sum(fm["shares"].get(m, 0.0) for m in p.modes)
     evidence = {"n_newly_failing": n, "modes": p.modes, "share": share,
                 "counts": {m: fm["counts"].get(m, 0) for m in p.modes}}
-    if p.details:  # every detail belongs to one mode (service.checks), so the detail share is the tighter one
+    if p.details:  # the share of those details (each belongs to one failure mode, service.checks)
         share = sum(fm.get("detail_shares", {}).get(d, 0.0) for d in p.details)
         evidence.update(details=p.details, share=share,
                         detail_counts={d: fm.get("detail_counts", {}).get(d, 0) for d in p.details},
@@ -394,7 +394,10 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: lis
         action, target operations, the weak slices addressed), ``checks`` (non-data),
         ``suppressed_rules``, ``rules_evaluated`` (id, fired, why not), ``insufficient_evidence``
         (slices that dropped without enough evidence, with reasons), ``weak_slices`` per key,
-        ``overall``, ``spread``, ``failure_modes``, ``rules`` (provenance) and ``meta``.
+        ``overall``, ``spread``, ``failure_modes``, ``rules`` (provenance), ``meta``, ``setup`` (the two
+        runs' set-ups and the fields that differ, :func:`service.setup.compare_setups`; a difference makes
+        the verdict ``non_data`` "evaluation set-up differs", :func:`service.setup.apply_setup_check`) and,
+        with ``training_findings``, ``training_config``.
     """
     rules = rules or default_rules()
     ev = rules.evidence.model_copy(update={"min_support": cmp.meta.get("min_support", rules.evidence.min_support),
