@@ -7,14 +7,17 @@ pile up at the longest length the run allows. Without ``finish_reason`` the cap 
    ``output_tokens`` (an output with ``output_tokens >= max_tokens`` is at the cap);
 2. else the spike at the maximum of the run's output-length distribution (``output_chars``):
    with ``M`` the longest output, the outputs within ``tolerance`` (5%) of ``M`` are at the cap
-   when there are at least ``max(3, 2% of the run)`` of them. Natural stopping lengths thin out
-   towards the maximum; a cap gathers many outputs just under it.
+   when there are at least ``max(3, 2% of the run)`` of them and their density is at least twice
+   that of the next ``2 × tolerance`` below (at least twice as many outputs in half the width), and
+   at least half of them end mid-sentence (not on ``.``, ``!``, ``?``, a closing bracket or quote).
+   Natural stopping lengths thin out towards the maximum; a cap gathers many outputs just under it.
 
 Outputs with a ``finish_reason`` keep it; this only fills the unknown ones.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -38,7 +41,7 @@ def length_capped(run: pd.DataFrame, setup: dict[str, Any] | None = None, *, tol
     Returns:
         ``(Series[bool | None] aligned with run.index, evidence)``: evidence names the ``method``
         (``finish_reason``, ``declared_max_tokens``, ``length_spike`` or None), and for the spike
-        ``max_chars``, ``threshold_chars``, ``n_at_cap``, ``n``.
+        ``max_chars``, ``threshold_chars``, ``n_at_cap``, ``n_just_below``, ``n`` (and ``reason`` when none).
     """
     finish = run["finish_reason"] if "finish_reason" in run else pd.Series(None, index=run.index)
     known = finish.notna()
@@ -59,10 +62,24 @@ def length_capped(run: pd.DataFrame, setup: dict[str, Any] | None = None, *, tol
     top = float(lengths.max())
     threshold = (1 - tolerance) * top
     n_at = int((lengths >= threshold).sum())
+    n_below = int(((lengths >= (1 - 3 * tolerance) * top) & (lengths < threshold)).sum())
     evidence = {"method": "length_spike", "max_chars": int(top), "threshold_chars": int(threshold),
-                "n_at_cap": n_at, "n": int(len(lengths)), "tolerance": tolerance}
-    if n_at < max(MIN_AT_CAP, MIN_SHARE * len(lengths)):
-        return out, {**evidence, "method": None, "reason": f"{n_at} outputs within {tolerance:.0%} of the longest, "
-                                                          f"need {max(MIN_AT_CAP, round(MIN_SHARE * len(lengths)))}"}
+                "n_at_cap": n_at, "n_just_below": n_below, "n": int(len(lengths)), "tolerance": tolerance}
+    need = max(MIN_AT_CAP, MIN_SHARE * len(lengths))
+    top_ids = lengths.index[lengths >= threshold]
+    cut = int(sum(_ends_mid_sentence(t) for t in run.loc[top_ids, "output"])) if "output" in run else n_at
+    evidence["n_ending_mid_sentence"] = cut
+    if n_at < need or n_at < 2 * n_below or 2 * cut < n_at:
+        return out, {**evidence, "method": None,
+                     "reason": f"{n_at} outputs within {tolerance:.0%} of the longest ({cut} ending mid-sentence) and "
+                               f"{n_below} in the {2 * tolerance:.0%} below; a cap needs at least {round(need)}, twice "
+                               "the density and most of them cut mid-sentence"}
     out[lengths.index] = lengths >= threshold
     return out, evidence
+
+
+def _ends_mid_sentence(text: object) -> bool:
+    """True when the text does not end on terminal punctuation, a closing bracket, quote or math delimiter."""
+    if not isinstance(text, str) or not text.strip():
+        return False
+    return not re.search(r"""[.!?)\]}"'*$]\s*\Z|\\\]\s*\Z""", text)

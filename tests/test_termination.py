@@ -183,3 +183,17 @@ def test_rules_accept_details_and_refuse_unknown_ones(tmp_path):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(ConfigError, match="failure_mode_share.details: unknown label 'runaway'; allowed: empty"):
         load_rules(path)
+
+
+def test_sky_t1_length_spike_without_finish_reason_marks_only_cut_outputs():
+    """Without any finish_reason, the spike finds the 32,768-token cap in the checkpoints where several
+    generations hit it, and every output it marks is one the source inferred as cut by length."""
+    res = load_results([SKY_T1], run_field="model+checkpoint")
+    found = {}
+    for run, g in res.groupby("run"):
+        capped, evidence = length_capped(g.assign(finish_reason=None))
+        marked = g.loc[capped.astype(bool)]
+        assert (marked["finish_reason"] == "length").all(), run
+        if evidence["method"] == "length_spike":
+            found[run.rsplit(":", 1)[1]] = int(len(marked))
+    assert found == {"84": 3, "105": 5, "133": 4}
