@@ -531,7 +531,7 @@ def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[
 
 
 def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[str], run_field: Optional[str],
-                         skip_bad_rows: bool):
+                         skip_bad_rows: bool, generation_field: Optional[str] = None, aggregate_repeats: bool = False):
     """The labeled table and the results table; bad result rows raise, or are collected with ``skip_bad_rows``."""
     from service.errors import ConfigError
     from service.output import read_table
@@ -542,17 +542,19 @@ def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[s
     except Exception as e:  # pandas/pyarrow raise many types for an unreadable file
         raise ConfigError(f"--labels {labels}: not a readable labeled table (.parquet or .jsonl): {e}") from None
     rejects: list | None = [] if skip_bad_rows else None
-    res = load_results(results, id_field=id_field, run_field=run_field, rejects=rejects)
+    res = load_results(results, id_field=id_field, run_field=run_field, rejects=rejects,
+                       generation_field=generation_field, aggregate_repeats=aggregate_repeats)
     if rejects:
         console.print(f"[yellow]{len(rejects)} result rows skipped[/yellow]; first: {escape(str(rejects[0]))}")
     return lab, res, rejects
 
 
 def _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
-                min_support, alpha):
+                min_support, alpha, generation_field=None, aggregate_repeats=False):
     from service.comparison import compare
 
-    lab, res, rejects = _load_labels_results(labels, results, id_field, run_field, skip_bad_rows)
+    lab, res, rejects = _load_labels_results(labels, results, id_field, run_field, skip_bad_rows,
+                                             generation_field, aggregate_repeats)
     cmp = compare(lab, res, baseline, candidate, allow_ungated=allow_ungated, min_support=min_support, alpha=alpha)
     cmp.meta["results_files"] = [str(p) for p in results]
     cmp.meta["labels_file"] = str(labels)
@@ -587,6 +589,14 @@ def _print_comparison(cmp) -> None:
     fm = cmp.failure_modes
     out.print(f"  newly failing: {fm['n_newly_failing']} — " + ", ".join(
         f"{k} {v} ({fm['shares'][k]:.0%})" for k, v in sorted(fm["counts"].items(), key=lambda x: -x[1])))
+    from service.setup import compare_setups
+
+    for d in compare_setups(cmp.meta.get("setup") or {}, cmp.baseline, cmp.candidate)["differs"]:
+        out.print(f"[yellow]  evaluation set-up differs: {d['field']} {json.dumps(d['baseline'])} (baseline) vs "
+                  f"{json.dumps(d['candidate'])} (candidate)[/yellow]")
+    if fm.get("detail_counts"):
+        out.print("  failure_mode_detail: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(fm["detail_counts"].items(), key=lambda x: -x[1])))
     if cmp.meta.get("axes_excluded"):
         out.print("[yellow]axes left out (calibration verdict not pass):[/yellow] "
                   + ", ".join(f"{a} ({v})" for a, v in cmp.meta["axes_excluded"].items()))
@@ -605,6 +615,8 @@ def _print_comparison(cmp) -> None:
         out.print(t)
 
 
+_GENERATION_HELP = "results field telling repeated generations of one (sample, run) apart, e.g. checkpoint (sample_index/generation/repeat/seed are read without it); they become n_samples/n_correct"
+_REPEATS_HELP = "read repeated (sample, run) rows as repeated generations in file order instead of refusing them"
 _RESULTS_HELP = "per-sample results: lm-eval --log_samples JSONL, the shared BBH/math model-output JSONL, or JSONL/Parquet with sample_id, run, correct|score, output, finish_reason (repeat --results for several files)"
 
 
@@ -622,13 +634,15 @@ def compare_runs(
     id_field: Optional[str] = typer.Option(None, help="results field holding the sample id ('+' joins fields)"),
     run_field: Optional[str] = typer.Option(None, help="results field holding the run name ('+' joins fields)"),
     skip_bad_rows: bool = typer.Option(False, help="skip unusable result rows (counted and listed in the output) instead of stopping"),
+    generation_field: Optional[str] = typer.Option(None, help=_GENERATION_HELP),
+    aggregate_repeats: bool = typer.Option(False, help=_REPEATS_HELP),
 ) -> None:
     """Per-slice change from a baseline run to a candidate: exact McNemar, Benjamini-Hochberg, spread, failure modes."""
     from service.reports import write_report
 
     try:
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
-                          min_support, alpha)
+                          min_support, alpha, generation_field, aggregate_repeats)
     except SlicelabError as e:
         _fail(e)
     payload = cmp.to_dict()
@@ -659,17 +673,24 @@ def diagnose_runs(
     id_field: Optional[str] = typer.Option(None, help="results field holding the sample id ('+' joins fields)"),
     run_field: Optional[str] = typer.Option(None, help="results field holding the run name ('+' joins fields)"),
     skip_bad_rows: bool = typer.Option(False, help="skip unusable result rows (counted in the output) instead of stopping"),
+    generation_field: Optional[str] = typer.Option(None, help=_GENERATION_HELP),
+    aggregate_repeats: bool = typer.Option(False, help=_REPEATS_HELP),
+    ignore_setup: Optional[list[str]] = typer.Option(None, "--ignore-setup", help="a set-up field not to compare (repeatable; recorded): prompt_template, num_fewshot, max_tokens, temperature, top_p, do_sample, stop, n_samples, extractor"),
+    training_config: Optional[Path] = typer.Option(None, "--training-config", exists=True, file_okay=False, help="tokenizer/training-config folder to lint (slicelab lint-training-config); its findings are cited by a termination verdict"),
 ) -> None:
     """Compare two runs, evaluate the mapping rules in order, and write the verdict with its evidence."""
     from service.mapping import DEFAULT_RULES, diagnose, load_rules
     from service.reports import write_report
+    from service.training_lint import lint_training_config
 
     try:
         rule_set = load_rules(rules or DEFAULT_RULES)
         ev = rule_set.evidence
+        lint = lint_training_config(training_config) if training_config else None
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
-                          min_support or ev.min_support, alpha if alpha is not None else ev.alpha)
-        result = diagnose(cmp, rule_set)
+                          min_support or ev.min_support, alpha if alpha is not None else ev.alpha,
+                          generation_field, aggregate_repeats)
+        result = diagnose(cmp, rule_set, ignore_setup=ignore_setup or (), training_findings=lint)
     except SlicelabError as e:
         _fail(e)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -683,6 +704,15 @@ def diagnose_runs(
         out.print(f"  fired {f['id']} ({f['kind']})")
     for c in result["checks"]:
         out.print(f"  check {c['id']}: {c['what']}")
+    for d in result.get("setup", {}).get("differs", []):
+        out.print(f"  set-up {d['field']}: {json.dumps(d['baseline'])} (baseline) vs {json.dumps(d['candidate'])} (candidate)")
+    if result.get("setup", {}).get("ignored"):
+        out.print(f"  set-up fields ignored (--ignore-setup): {', '.join(result['setup']['ignored'])}")
+    if result.get("training_config"):
+        tc = result["training_config"]
+        for f in tc["findings"]:
+            out.print(f"  training config {f['id']} ({f['severity']}): {f['message']}")
+        out.print(f"  training config: {tc['note']}")
     for i in result["interventions"]:
         out.print(f"  intervention {i['rule_id']}: operations {', '.join(i['operations'])}; "
                   f"{i['n_weak_slices']} weak slices ({i['samples_in_weak_slices']} samples); action {i['action']}")
@@ -956,6 +986,11 @@ def student_list() -> None:
 def _sigterm_as_interrupt(signum, frame) -> None:
     """SIGTERM ends a labeling command like Ctrl-C: its local workers are stopped, finished chunks kept."""
     raise KeyboardInterrupt
+
+
+from service.cli_training import register as _register_training  # noqa: E402 - commands defined after app
+
+_register_training(app)
 
 
 def main() -> None:

@@ -27,16 +27,14 @@ import pandas as pd
 from scipy.stats import binomtest, false_discovery_control, norm
 
 from calibration.metrics import wilson_interval
-from service.checks import deterministic_failure_mode, has_final_answer
+from service.checks import UNCLASSIFIED, classify_output, failure_excerpt
 from service.errors import ConfigError
-from service.samples import EvalSample
 from service.slice_stats import KEYS, check_runs, slice_index
 from service.slices import MIN_SUPPORT, SLICE_AXES
+from service.termination import length_capped
 
 #: Family-wise false discovery rate for the Benjamini–Hochberg step.
 ALPHA = 0.05
-#: Failure mode of a newly failing sample that no check and no label decided.
-UNCLASSIFIED = "unclassified"
 
 
 def mcnemar_exact(n10: int, n01: int) -> float:
@@ -114,29 +112,22 @@ def hhi(values: list[float] | np.ndarray) -> tuple[float, float] | None:
 
 
 def classify_failure(output: str | None, finish_reason: str | None, extracted_answer: str | None = None,
-                     label_failure_mode: str | None = None) -> tuple[str, str]:
+                     label_failure_mode: str | None = None, *, at_cap: bool | None = None) -> tuple[str, str]:
     """Failure mode of an output scored wrong, deterministic checks first (taxonomy v1 §1.5).
 
-    Order: empty output → ``refusal_or_empty``; no final answer and stopped by length, or
-    repeating at the end → ``non_termination`` (:func:`service.checks.deterministic_failure_mode`);
-    no extractable final answer otherwise → ``format_violation``; else the label's
-    ``failure_mode`` when given, else :data:`UNCLASSIFIED` (a wrong answer only a judge can explain).
+    Order: empty output → ``refusal_or_empty``; a final answer followed by a new turn, stopped by
+    the length cap (``finish_reason`` ``length``, or ``at_cap`` inferred for the run), or repeating at
+    the end → ``non_termination`` (:func:`service.checks.failure_check`); no extractable final answer
+    otherwise → ``format_violation``; else the label's ``failure_mode`` when given, else
+    :data:`UNCLASSIFIED` (a wrong answer only a judge can explain). The detail is
+    :func:`service.checks.classify_output`'s.
 
     Returns:
         ``(failure_mode, check)``: ``check`` names what decided (``"empty output"``,
         ``"finish_reason=length, no final answer"``, ``"no final answer"``, ``"labels"``, ``"none"``).
     """
-    text = lambda v: v if isinstance(v, str) else None  # noqa: E731 - pandas gives NaN for missing values
-    sample = EvalSample(id="-", question="-", model_output=text(output) or "", extracted_answer=text(extracted_answer),
-                        correct=False, finish_reason=text(finish_reason))
-    mode, rule = deterministic_failure_mode(sample)
-    if mode is not None:
-        return mode, rule
-    if not has_final_answer(sample):
-        return "format_violation", "no final answer"
-    if label_failure_mode:
-        return label_failure_mode, "labels"
-    return UNCLASSIFIED, "none"
+    c = classify_output(output, finish_reason, extracted_answer, label_failure_mode, at_cap=at_cap)
+    return c.mode, c.rule
 
 
 @dataclass
@@ -154,8 +145,11 @@ class Comparison:
         overall: the same figures over every shared sample.
         spread: per key family: ``n_tested``, ``n_significant_drop``, ``share_slices_significant_drop``,
             ``gini_net_loss_rate``, ``hhi_net_losses``, ``hhi_net_losses_normalized``.
-        failure_modes: ``n_newly_failing``, ``counts`` and ``shares`` by failure mode, ``checks``.
-        newly_failing: ``DataFrame[sample_id, failure_mode, check]``.
+        failure_modes: ``n_newly_failing``, ``counts`` and ``shares`` by failure mode, ``checks``,
+            ``detail_counts``, ``detail_shares`` and ``detail_examples`` (up to 3 sample ids with the check and
+            an output excerpt) by ``failure_mode_detail``, ``length_cap`` (how the
+            candidate's length cap was found, :func:`service.termination.length_capped`).
+        newly_failing: ``DataFrame[sample_id, failure_mode, failure_mode_detail, check, excerpt]``.
         meta: runs, sample counts, slice-index meta, ``min_support``, ``alpha``.
     """
 
@@ -221,10 +215,12 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
             "n_baseline_only": int(len(base.index.difference(cand.index))),
             "n_candidate_only": int(len(cand.index.difference(base.index))),
             "min_support": min_support, "alpha": alpha}
-    newly = _newly_failing(pair, cand, labels)
+    setup = results.attrs.get("setup") or {}
+    meta["setup"] = {run: setup.get(run, {}) for run in (baseline, candidate)}
+    newly, cap = _newly_failing(pair, cand, labels, meta["setup"][candidate])
     return Comparison(baseline, candidate, slices[_COLUMNS].reset_index(drop=True), _slice_row("overall", pair),
                       {k: _spread(slices[slices["key"] == k]) for k in KEYS if k in set(slices["key"])},
-                      _failure_summary(newly), newly, meta)
+                      {**_failure_summary(newly), "length_cap": cap}, newly, meta)
 
 
 _COLUMNS = ["slice_id", "key", "label", *SLICE_AXES, "operations", "n", "n11", "n10", "n01", "n00", "baseline_pass",
@@ -280,7 +276,8 @@ def _spread(slices: pd.DataFrame) -> dict[str, Any]:
             "hhi_net_losses_normalized": h[1] if h else None}
 
 
-def _newly_failing(pair: pd.DataFrame, cand: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+def _newly_failing(pair: pd.DataFrame, cand: pd.DataFrame, labels: pd.DataFrame,
+                   setup: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     ids = pair.index[pair["b"] & ~pair["c"]]
     # a label's failure_mode describes the output that was labeled: use it only for that same output
     label_fm: dict[str, tuple[str, str]] = {}
@@ -288,22 +285,29 @@ def _newly_failing(pair: pd.DataFrame, cand: pd.DataFrame, labels: pd.DataFrame)
         for sid, fm, out in zip(labels["id"], labels["failure_mode"], labels["model_output"]):
             if isinstance(fm, str) and fm and isinstance(out, str):
                 label_fm[str(sid)] = (fm, out)
+    capped, cap = length_capped(cand, setup)  # the candidate run's length cap, for outputs without finish_reason
     rows = []
     for sid in ids:
         r = cand.loc[sid]
         fm, out = label_fm.get(sid, (None, None))
-        mode, check = classify_failure(r["output"], r["finish_reason"], r.get("extracted_answer"),
-                                       fm if out == r["output"] else None)
-        rows.append({"sample_id": sid, "failure_mode": mode, "check": check})
-    return pd.DataFrame(rows, columns=["sample_id", "failure_mode", "check"])
+        c = classify_output(r["output"], r["finish_reason"], r.get("extracted_answer"),
+                            fm if out == r["output"] else None, at_cap=capped.get(sid))
+        rows.append({"sample_id": sid, "failure_mode": c.mode, "failure_mode_detail": c.detail, "check": c.rule,
+                     "excerpt": failure_excerpt(r["output"], c.detail)})
+    return pd.DataFrame(rows, columns=["sample_id", "failure_mode", "failure_mode_detail", "check", "excerpt"]), cap
 
 
 def _failure_summary(newly: pd.DataFrame) -> dict[str, Any]:
     n = len(newly)
     counts = newly["failure_mode"].value_counts().to_dict()
+    details = newly["failure_mode_detail"].dropna().value_counts().to_dict()
     return {"n_newly_failing": n, "counts": {k: int(v) for k, v in counts.items()},
             "shares": {k: v / n for k, v in counts.items()} if n else {},
-            "checks": {k: int(v) for k, v in newly["check"].value_counts().to_dict().items()}}
+            "checks": {k: int(v) for k, v in newly["check"].value_counts().to_dict().items()},
+            "detail_counts": {k: int(v) for k, v in details.items()},
+            "detail_shares": {k: v / n for k, v in details.items()} if n else {},
+            "detail_examples": {d: g.head(3)[["sample_id", "check", "excerpt"]].to_dict(orient="records")
+                                for d, g in newly.dropna(subset=["failure_mode_detail"]).groupby("failure_mode_detail")}}
 
 
 def jsonable(v: Any) -> Any:

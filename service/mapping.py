@@ -33,10 +33,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prompts import PROMPTS_DIR
+from service.checks import FAILURE_DETAILS
 from service.comparison import Comparison, jsonable
 from service.errors import ConfigError
+from service.setup import apply_setup_check, compare_setups
 from service.slices import MIN_SUPPORT
 from service.taxonomy import Taxonomy, load_taxonomy
+from service.training_lint import attach_findings
 
 DEFAULT_RULES = PROMPTS_DIR / "mapping-rules-v1.yaml"
 #: What a non-data verdict may tell the user to check, with what each means.
@@ -67,9 +70,11 @@ class RegressionSpreadParams(_Params):
 
 
 class FailureModeShareParams(_Params):
-    """Most newly failing samples have one of ``modes``."""
+    """Most newly failing samples have one of ``modes`` (and, with ``details``, one of those
+    ``failure_mode_detail`` ids, :data:`service.checks.FAILURE_DETAILS`)."""
 
     modes: list[str] = Field(min_length=1)
+    details: list[str] | None = None
     min_share: _Frac
     min_newly_failing: int = Field(10, ge=1)
 
@@ -208,6 +213,11 @@ def _failure_mode_share(cmp: Comparison, p: FailureModeShareParams, ev: Evidence
     share = sum(fm["shares"].get(m, 0.0) for m in p.modes)
     evidence = {"n_newly_failing": n, "modes": p.modes, "share": share,
                 "counts": {m: fm["counts"].get(m, 0) for m in p.modes}}
+    if p.details:  # the share of those details (each belongs to one failure mode, service.checks)
+        share = sum(fm.get("detail_shares", {}).get(d, 0.0) for d in p.details)
+        evidence.update(details=p.details, share=share,
+                        detail_counts={d: fm.get("detail_counts", {}).get(d, 0) for d in p.details},
+                        examples=[e for d in p.details for e in fm.get("detail_examples", {}).get(d, [])])
     if n < p.min_newly_failing:
         return Outcome(False, {**evidence, "reason": f"{n} newly failing samples, need {p.min_newly_failing}"}, [])
     return Outcome(share >= p.min_share, evidence, [])
@@ -342,6 +352,7 @@ def _check_labels(rule: Rule, tax: Taxonomy, where: str) -> None:
         p = c.params
         if isinstance(p, FailureModeShareParams):
             check("failure_mode_share.modes", p.modes, tax.axis("eval", "failure_mode").ids)
+            check("failure_mode_share.details", p.details, list(FAILURE_DETAILS))
         if isinstance(p, WeakSlicesParams):
             check("weak_slices.operations", p.ops, ops)
             for axis in ("background_condition", "task_type", "output_constraint"):
@@ -364,13 +375,17 @@ def _check_labels(rule: Rule, tax: Taxonomy, where: str) -> None:
 # --------------------------------------------------------------------------- diagnosis
 
 
-def diagnose(cmp: Comparison, rules: RuleSet | None = None) -> dict[str, Any]:
-    """Evaluate the rules in order against a comparison.
+def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: list[str] | tuple[str, ...] = (),
+             training_findings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate the rules in order against a comparison, after checking that both runs were evaluated alike.
 
     Args:
         cmp: from :func:`service.comparison.compare`, run with the rule set's ``min_support`` and ``alpha``
             (or the overrides recorded in ``cmp.meta``).
         rules: a rule set (default: the bundled one).
+        ignore_setup: set-up fields not compared (:func:`service.setup.compare_setups`); recorded.
+        training_findings: a training-config lint (:func:`service.training_lint.lint_training_config`),
+            cited as evidence of a termination verdict (:func:`service.training_lint.attach_findings`).
 
     Returns:
         A JSON-serialisable dict: ``verdict`` (``data_intervention``, ``non_data`` or
@@ -379,7 +394,10 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None) -> dict[str, Any]:
         action, target operations, the weak slices addressed), ``checks`` (non-data),
         ``suppressed_rules``, ``rules_evaluated`` (id, fired, why not), ``insufficient_evidence``
         (slices that dropped without enough evidence, with reasons), ``weak_slices`` per key,
-        ``overall``, ``spread``, ``failure_modes``, ``rules`` (provenance) and ``meta``.
+        ``overall``, ``spread``, ``failure_modes``, ``rules`` (provenance), ``meta``, ``setup`` (the two
+        runs' set-ups and the fields that differ, :func:`service.setup.compare_setups`; a difference makes
+        the verdict ``non_data`` "evaluation set-up differs", :func:`service.setup.apply_setup_check`) and,
+        with ``training_findings``, ``training_config``.
     """
     rules = rules or default_rules()
     ev = rules.evidence.model_copy(update={"min_support": cmp.meta.get("min_support", rules.evidence.min_support),
@@ -424,6 +442,11 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None) -> dict[str, Any]:
         "insufficient_evidence": list(insufficient.values()), "weak_slices": weak,
         "overall": cmp.overall, "spread": cmp.spread, "failure_modes": cmp.failure_modes, "meta": cmp.meta,
     }
+    # the set-up check overrides every rule: runs evaluated differently are not comparable
+    out = apply_setup_check(out, compare_setups(cmp.meta.get("setup") or {}, cmp.baseline, cmp.candidate,
+                                                ignore_setup))
+    if training_findings is not None:
+        out = attach_findings(out, training_findings)
     return jsonable(out)
 
 

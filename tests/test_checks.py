@@ -17,8 +17,12 @@ def wrong(output, **kw):
     (wrong("   \n"), "refusal_or_empty"),
     (wrong("step 1, step 2, step", finish_reason="length"), "non_termination"),
     (wrong(" 1. The graph of $y=1. The graph of $y=1. The graph of $y=1. The graph of $y=1. The"), "non_termination"),
-    (wrong("So the answer is (B).", finish_reason="length"), None),  # a final answer exists: the judge decides
-    (wrong("long reasoning", extracted_answer="42", finish_reason="length"), None),
+    # a length stop is non_termination whether or not an answer was extracted: the model did not end its turn
+    (wrong("So the answer is (B).", finish_reason="length"), "non_termination"),
+    (wrong("long reasoning", extracted_answer="42", finish_reason="length"), "non_termination"),
+    (wrong("So the answer is (B).\n\nQ: Today is Christmas Eve of 1937.\nA: Let's think step by step."),
+     "non_termination"),
+    (wrong("So the answer is (B)."), None),  # stopped after its answer: the judge decides
     (wrong("I reasoned badly."), None),
     (EvalSample(id="x", question="q", model_output="", correct=True), None),  # not scored wrong
     (EvalSample(id="x", question="q"), None),

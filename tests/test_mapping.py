@@ -64,26 +64,30 @@ def test_default_rules_cover_the_spec_and_every_operation():
     assert list(per_op) == tax.axis("eval", "solving_operations").ids
 
 
+def _rule(d: dict, rule_id: str) -> dict:
+    return next(r for r in d["rules"] if r["id"] == rule_id)
+
+
 @pytest.mark.parametrize("mutate,expected", [
-    (lambda d: d["rules"][0]["when"].__setitem__(0, {"predicate": "eval_python", "code": "1"}),
+    (lambda d: _rule(d, "training-decoding-issue")["when"].__setitem__(0, {"predicate": "eval_python", "code": "1"}),
      r"rule 'training-decoding-issue': unknown predicate 'eval_python'; allowed: regression_spread, failure_mode_share, weak_slices"),
-    (lambda d: d["rules"][0]["when"][0].__setitem__("min_share", 0.5),
+    (lambda d: _rule(d, "training-decoding-issue")["when"][0].__setitem__("min_share", 0.5),
      r"rule 'training-decoding-issue': predicate regression_spread: .*min_share.*allowed parameters: key, min_share_slices"),
-    (lambda d: d["rules"][0]["when"][1].__setitem__("modes", ["non_termination", "timeout"]),
+    (lambda d: _rule(d, "training-decoding-issue")["when"][1].__setitem__("modes", ["non_termination", "timeout"]),
      r"rule 'training-decoding-issue': failure_mode_share.modes: unknown label 'timeout'; allowed: wrong_reasoning"),
-    (lambda d: d["rules"][4]["then"]["filter"].__setitem__("domain", ["maths"]),
+    (lambda d: _rule(d, "counting-combinatorics-pure-math")["then"]["filter"].__setitem__("domain", ["maths"]),
      r"rule 'counting-combinatorics-pure-math': then.filter.domain: unknown label 'maths'; allowed: mathematics"),
-    (lambda d: d["rules"][4]["then"]["filter"].__setitem__("reasoning_depth_min", "deep"),
+    (lambda d: _rule(d, "counting-combinatorics-pure-math")["then"]["filter"].__setitem__("reasoning_depth_min", "deep"),
      r"reasoning_depth_min: unknown label 'deep'; allowed: none, descriptive"),
-    (lambda d: d["rules"][4]["when"][0].__setitem__("primary_operation", "counting"),
+    (lambda d: _rule(d, "counting-combinatorics-pure-math")["when"][0].__setitem__("primary_operation", "counting"),
      r"weak_slices.operations: unknown label 'counting'"),
-    (lambda d: d["rules"][0]["then"].__setitem__("checks", ["vibes"]),
+    (lambda d: _rule(d, "training-decoding-issue")["then"].__setitem__("checks", ["vibes"]),
      r"then.checks: unknown label 'vibes'; allowed: eos_loss_mask"),
-    (lambda d: d["rules"][4]["then"].__setitem__("action", {"type": "upsample", "weight": 2, "budget": 1}),
+    (lambda d: _rule(d, "counting-combinatorics-pure-math")["then"].__setitem__("action", {"type": "upsample", "weight": 2, "budget": 1}),
      r"rule 'counting-combinatorics-pure-math': .*budget"),
     (lambda d: d["rules"].append(copy.deepcopy(d["rules"][0])), r"repeats a rule id"),
     (lambda d: d.pop("version"), r"version \(required\)"),
-    (lambda d: d["rules"][5]["when"][0].update({"key": "combination", "background_condition": ["pure_math"]}),
+    (lambda d: _rule(d, "op-arithmetic")["when"][0].update({"key": "combination", "background_condition": ["pure_math"]}),
      r"rule 'op-arithmetic': predicate weak_slices: .*key combination spans"),
 ])
 def test_bad_rules_are_refused_naming_the_rule_and_the_allowed_names(tmp_path, mutate, expected):

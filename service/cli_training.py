@@ -1,0 +1,46 @@
+"""``slicelab lint-training-config``: termination findings of a tokenizer / training-config folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from service.errors import SlicelabError
+
+
+def lint_training_config_cmd(
+    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="folder with tokenizer_config.json / special_tokens_map.json (optionally generation_config.json and a training *.yaml)"),
+    as_json: bool = typer.Option(False, "--json", help="print the findings as JSON"),
+) -> None:
+    """Flag pad == EOS, a chat template without EOS, and EOS kept out of the loss. Exit 1 when an error is found."""
+    from service.training_lint import lint_training_config
+
+    try:
+        lint = lint_training_config(directory)
+    except SlicelabError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(lint, indent=2, ensure_ascii=False))
+    else:
+        out = Console(width=160, soft_wrap=True)
+        t = lint["tokens"]
+        out.print(f"{escape(lint['dir'])}: eos {t['eos']!r}, pad {t['pad']!r}, turn end {t['turn_end']!r} "
+                  f"(read {', '.join(Path(f).name for f in lint['files'])})")
+        for f in lint["findings"]:
+            style = "red" if f["severity"] == "error" else "yellow"
+            out.print(f"[{style}]{f['severity']}[/{style}] {f['id']}: {escape(f['message'])}")
+            out.print(f"    evidence: {escape(json.dumps(f['evidence'], ensure_ascii=False))}")
+        if not lint["findings"]:
+            out.print("no finding")
+    if any(f["severity"] == "error" for f in lint["findings"]):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``lint-training-config`` to the ``slicelab`` app."""
+    app.command("lint-training-config")(lint_training_config_cmd)
