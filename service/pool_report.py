@@ -73,7 +73,8 @@ def report_sections(spec: dict[str, Any]) -> tuple[str, list]:
     sections = [(f"Sampling: {spec['candidate']} vs {spec['baseline']}", intro, (head, rows), None)]
     empty = [t["label"] or t["slice_id"] for t in spec["slices"] if t["pool_items"] == 0]
     gaps = ([f"No pool item falls in: {', '.join(empty)} (a coverage gap in the pool)."] if empty else []) + \
-           [f"{u['slice_id']}: {u['unfilled_tokens']:,} tokens unfilled ({u['pool_items']} pool items)"
+           [f"{u['slice_id']}: {u['unfilled_tokens']:,} tokens unfilled ({u['pool_items']} pool items; "
+            + ("every usable one selected)" if u["pool_exhausted"] else "the items left are longer than the quota left)")
             for u in spec["unfilled"]]
     sections.append(("What the pool could not fill", gaps or ["Every quota was filled."], None, None))
     if leak:

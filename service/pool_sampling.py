@@ -189,8 +189,8 @@ def build_pool_manifest(pool: pd.DataFrame, diagnosis: dict[str, Any], budget_to
         "n_pool_labeled": int(len(labeled)), "n_matching": int(sum(1 for m in members if m)),
         "allow_repeats": allow_repeats, "allow_ungated": allow_ungated, "gate": gate, "axes_used": axes_used,
         "slice_weights": {t["slice_id"]: t["sampling_weight"] for t in targets}, "slices": targets,
-        "unfilled": [{"slice_id": t["slice_id"], "unfilled_tokens": t["unfilled_tokens"],
-                      "pool_items": t["pool_items"]} for t in targets if t["unfilled_tokens"] > 0],
+        "unfilled": [{"slice_id": t["slice_id"], "unfilled_tokens": t["unfilled_tokens"], "pool_items": t["pool_items"],
+                      "pool_exhausted": t["pool_exhausted"]} for t in targets if t["unfilled_tokens"] > 0],
         "before": pool_mixture(labeled), "after": pool_mixture(selected),
     }
     return manifest, mixture
@@ -208,6 +208,7 @@ def _fill(targets: list[dict[str, Any]], labeled: pd.DataFrame, manifest: pd.Dat
         t["selected_items"] = int(len(mine))
         t["selected_tokens"] = int((mine["tokens"] * mine["copies"]).sum())
         t["unfilled_tokens"] = max(0, t["quota_tokens"] - t["selected_tokens"])
+        t["pool_exhausted"] = t["selected_items"] == len(usable)
         t["example_item_ids"] = list(mine["item_id"][:5])
 
 

@@ -189,7 +189,7 @@ def test_a_budget_larger_than_the_pool_reports_what_is_missing_and_never_pads(di
     for t in spec["slices"]:
         assert t["selected_items"] <= t["pool_items"]
         assert t["unfilled_tokens"] == t["quota_tokens"] - t["selected_tokens"] > 0
-        assert unfilled[t["slice_id"]]["pool_items"] == t["pool_items"]
+        assert unfilled[t["slice_id"]]["pool_items"] == t["pool_items"] and t["pool_exhausted"]
     repeated, spec2 = build_pool_manifest(table, diagnosis, 20_000, allow_repeats=True)
     assert (repeated["copies"] > 1).any() and repeated["item_id"].is_unique
     assert spec2["tokens_selected"] == (repeated["tokens"] * repeated["copies"]).sum() <= 20_000
@@ -339,3 +339,35 @@ def test_sample_pool_command_writes_manifest_mixture_and_report(tmp_path):
     both = run_cli("sample", "--docs", str(labels), "--pool", str(POOL), "--diagnosis", str(diag),
                    "--token-budget", "10", "-o", str(tmp_path / "x.jsonl"))
     assert both.returncode == 2 and "exactly one of --docs" in both.stderr + both.stdout
+
+
+def test_a_pool_labeled_by_label_benchmark_on_rq_workers_is_used_as_labeled(tmp_path, redis_url, judge_server):
+    """The queue path: problem/solution records labeled by the configured judge through RQ workers."""
+    items = [i for i in read_pool_items(POOL) if not isinstance(i, Rejected)][:6]
+    inp = tmp_path / "pool.jsonl"
+    inp.write_text("".join(json.dumps({"id": i.id, "problem": i.question, "solution": i.extra["solution"],
+                                       "answer": i.reference_answer, "source": i.benchmark}) + "\n" for i in items),
+                   encoding="utf-8")
+    labeled = tmp_path / "pool_labels.parquet"
+    env = {"SLICELAB_HOME": str(tmp_path / "home"), "REDIS_URL": redis_url}
+    done = run_cli("label-benchmark", str(inp), "-o", str(labeled), "--workers", "1", "--judge-url",
+                   judge_server.base_url, "--judge-model", "test-judge", env=env)
+    assert done.returncode == 0, done.stderr
+    table, info = load_pool(labeled)
+    assert info["labeled_by"] == "labeled table (label-benchmark)" and info["status_counts"] == {"labeled": 6}
+    first = table.set_index("id").loc[items[0].id]
+    assert first["text"] == f"{items[0].question}\n\n{items[0].extra['solution']}"
+    assert first["source"] == "math_train_problem_solution"
+    assert (table["tokens"] == table["text"].map(lambda t: round(len(t.split()) * 1.3))).all()
+    # the test judge labels every item formal_symbolic / binary_judgment / algorithm_execution / boolean_token
+    sid = "capability:formal_symbolic/binary_judgment/algorithm_execution/boolean_token"
+    diag = {"verdict": "data_intervention", "baseline": "a", "candidate": "b",
+            "meta": {"axes_used": ["background_condition", "task_type", "primary_operation", "output_constraint"]},
+            "interventions": [{"rule_id": "op-algorithm-execution", "operations": ["algorithm_execution"],
+                               "weak_slices": [sid]}],
+            "weak_slices": {"capability": [{"slice_id": sid, "label": sid, "operations": ["algorithm_execution"],
+                                            "n": 20, "losses": 9, "gains": 1, "delta": -0.4}]}}
+    manifest, spec = build_pool_manifest(table, diag, 10_000, allow_ungated=True)
+    assert set(manifest["item_id"]) == {i.id for i in items} and spec["slices"][0]["deficit"] == 8
+    assert spec["gate"] == {a: "ungated" for a in diag["meta"]["axes_used"]}
+
