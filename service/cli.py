@@ -704,7 +704,7 @@ def sample_docs(
     gold: Optional[list[Path]] = typer.Option(None, "--gold", exists=True, dir_okay=False, help="--pool: more eval gold sets for the in-process labeler's pool (repeatable)"),
     slice_key: Optional[list[str]] = typer.Option(None, "--slice-key", help="--pool: target every weak slice of this key (capability, combination, marginal; repeatable) instead of the slices the interventions name"),
     allow_repeats: bool = typer.Option(False, help="--pool: fill a slice's quota with further copies of its selected items"),
-    dedupe_against: Optional[Path] = typer.Option(None, "--dedupe-against", exists=True, dir_okay=False, help="--pool: evaluation file; pool items containing >= 25%% of the word 13-grams of one of its questions are dropped"),
+    dedupe_against: Optional[Path] = typer.Option(None, "--dedupe-against", exists=True, dir_okay=False, help="evaluation file; documents or pool items containing >= 25%% of the word 13-grams of one of its questions are dropped"),
 ) -> None:
     """Select labeled documents (--docs) or instruction-pool items (--pool) for a diagnosis's weak slices."""
     from service.errors import ConfigError
@@ -713,8 +713,8 @@ def sample_docs(
     try:
         if (docs is None) == (pool is None):
             raise ConfigError("give exactly one of --docs (labeled documents) or --pool (instruction pool)")
-        if docs is not None and (slice_key or allow_repeats or dedupe_against or gold or labeler != "knn"):
-            raise ConfigError("--labeler, --gold, --slice-key, --allow-repeats and --dedupe-against apply to --pool only")
+        if docs is not None and (slice_key or allow_repeats or gold or labeler != "knn"):
+            raise ConfigError("--labeler, --gold, --slice-key and --allow-repeats apply to --pool only")
         try:
             diag = json.loads(diagnosis.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -733,8 +733,17 @@ def sample_docs(
             typer.echo("wrote " + ", ".join(str(p) for p in write_pool_outputs(manifest, spec, output).values()))
             return
         table, source = load_documents(docs)
+        leakage = None
+        if dedupe_against is not None:
+            from service.leakage import check_leakage
+
+            if "text" not in table:
+                raise ConfigError(f"--dedupe-against: --docs {docs} has no 'text' column to compare")
+            leaks, leakage = check_leakage(zip(table["id"].astype(str), table["text"]), dedupe_against)
+            table = table[~table["id"].astype(str).isin({lk.item_id for lk in leaks})].reset_index(drop=True)
         manifest, summary = build_manifest(table, diag, budget_tokens, allow_ungated=allow_ungated,
                                            token_source=source)
+        summary["leakage"] = leakage
     except SlicelabError as e:
         _fail(e)
     paths = write_manifest(manifest, summary, output)
@@ -747,6 +756,9 @@ def sample_docs(
                   f"{r['tokens_selected']:,} tokens")
     if summary["no_matching_documents"]:
         out.print(f"[yellow]no labeled document matches {', '.join(summary['no_matching_documents'])}[/yellow]")
+    if summary["leakage"]:
+        out.print(f"leakage: {summary['leakage']['n_flagged']} documents near-duplicate an item of {dedupe_against} "
+                  "and were dropped")
     if allow_ungated and any(v != "pass" for v in summary["gate"].values()):
         out.print("[yellow]--allow-ungated: document axes used without a passing calibration: "
                   + ", ".join(a for a, v in summary["gate"].items() if v != "pass") + "[/yellow]")

@@ -135,3 +135,23 @@ def eval_index(path: str | Path, n: int = NGRAM, min_share: float = MIN_SHARE) -
     if index.n_items == 0:
         raise ConfigError(f"--dedupe-against {path}: no readable evaluation item (a question field is needed)")
     return index
+
+
+def check_leakage(items: Iterable[tuple[str, str]], eval_file: str | Path, n: int = NGRAM,
+                  min_share: float = MIN_SHARE) -> tuple[list[Leak], dict[str, object]]:
+    """Check training items (``(id, text)`` pairs) against an evaluation file.
+
+    Returns:
+        ``(leaks, summary)``; ``summary`` names the method and threshold and holds ``ngram``,
+        ``min_share``, ``eval_file``, ``n_eval_items``, ``n_flagged`` and ``flagged`` (the leaks as dicts).
+
+    Raises:
+        ConfigError, InputFormatError: see :func:`eval_index`.
+    """
+    index = eval_index(eval_file, n, min_share)
+    leaks = find_leaks(items, index)
+    return leaks, {"method": f"word {n}-grams (GPT-3, Brown et al. 2020, App. C; the whole evaluation item when "
+                             f"shorter); flagged when an item contains >= {min_share:.0%} of one evaluation item's "
+                             f"distinct {n}-grams",
+                   "ngram": n, "min_share": min_share, "eval_file": str(eval_file), "n_eval_items": index.n_items,
+                   "n_flagged": len(leaks), "flagged": [lk.to_dict() for lk in leaks]}

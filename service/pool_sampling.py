@@ -79,8 +79,11 @@ def weak_slice_targets(diagnosis: dict[str, Any], slice_keys: list[str] | None =
     bad = [k for k in slice_keys or [] if k not in MATCH_KEYS]
     if bad:
         raise ConfigError(f"--slice-key: unknown key(s) {', '.join(bad)}; allowed: {', '.join(MATCH_KEYS)}")
-    evidence = {s["slice_id"]: {**s, "key": key} for key, rows in (diagnosis.get("weak_slices") or {}).items()
-                for s in rows}
+    fired = [s for f in diagnosis.get("fired_rules") or [] for c in f.get("conditions") or []
+             for s in (c.get("evidence") or {}).get("weak_slices") or []]
+    evidence = {s["slice_id"]: {**s, "key": s["slice_id"].split(":", 1)[0]} for s in fired}
+    evidence |= {s["slice_id"]: {**s, "key": key} for key, rows in (diagnosis.get("weak_slices") or {}).items()
+                 for s in rows}
     interventions = diagnosis.get("interventions") or []
     if slice_keys:
         ids = [sid for sid, s in evidence.items() if s["key"] in slice_keys]
@@ -242,7 +245,7 @@ def sample_pool(pool_path: str | Path, diagnosis: dict[str, Any], budget_tokens:
     Raises:
         ConfigError: see :func:`build_pool_manifest`; the pool or evaluation file is unreadable.
     """
-    from service.leakage import eval_index, find_leaks
+    from service.leakage import check_leakage
     from service.pool_items import load_pool
 
     weak_slice_targets(diagnosis, options.get("slice_keys"))  # refuse before labeling anything
@@ -250,14 +253,7 @@ def sample_pool(pool_path: str | Path, diagnosis: dict[str, Any], budget_tokens:
     labeled = pool[pool["status"] == "labeled"]
     leaks, leakage = [], None
     if dedupe_against is not None:
-        index = eval_index(dedupe_against, ngram, min_share)
-        leaks = find_leaks(zip(labeled["id"].astype(str), labeled["text"]), index)
-        leakage = {"method": f"word {ngram}-grams (GPT-3, Brown et al. 2020, App. C; the whole evaluation item when "
-                             f"shorter); flagged when an item contains >= {min_share:.0%} of one evaluation item's "
-                             f"distinct {ngram}-grams",
-                   "ngram": ngram, "min_share": min_share, "eval_file": str(dedupe_against),
-                   "n_eval_items": index.n_items,
-                   "n_flagged": len(leaks), "flagged": [lk.to_dict() for lk in leaks]}
+        leaks, leakage = check_leakage(zip(labeled["id"].astype(str), labeled["text"]), dedupe_against, ngram, min_share)
     manifest, spec = build_pool_manifest(pool, diagnosis, budget_tokens, leaks=leaks, **options)
     spec["pool"] = {**info, "n_rows": int(len(pool)), "n_labeled": int(len(labeled)),
                     "n_matching": spec["n_matching"]}

@@ -221,6 +221,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary["allow_ungated"]:
         lines += [f"Document axes used without a passing calibration (--allow-ungated): "
                   f"{', '.join(a for a, v in summary['gate'].items() if v != 'pass') or 'none'}.", ""]
+    if summary.get("leakage"):
+        leak = summary["leakage"]
+        lines += [f"Leakage check against {leak['eval_file']}: {leak['method']}; {leak['n_flagged']} documents "
+                  f"flagged and dropped ({', '.join(x['item_id'] for x in leak['flagged'][:20]) or 'none'}).", ""]
     lines += ["| rule | operations | matching | selected | tokens |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['rule_id']} | {', '.join(r['operations'])} | {r['n_matching']} | {r['n_selected']} | "
               f"{r['tokens_selected']:,} |" for r in summary["interventions"]]

@@ -371,3 +371,33 @@ def test_a_pool_labeled_by_label_benchmark_on_rq_workers_is_used_as_labeled(tmp_
     assert set(manifest["item_id"]) == {i.id for i in items} and spec["slices"][0]["deficit"] == 8
     assert spec["gate"] == {a: "ungated" for a in diag["meta"]["axes_used"]}
 
+
+
+def test_sample_docs_drops_documents_that_copy_an_evaluation_item(tmp_path):
+    from tests.loop_data import WEAK, doc_labels
+
+    diag = tmp_path / "diagnosis.json"
+    result = diagnose(compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK))
+    diag.write_text(json.dumps(result))
+    docs = doc_labels()
+    args = ("sample", "--diagnosis", str(diag), "--budget-tokens", "100000", "--allow-ungated")
+    plain = run_cli(*args, "--docs", str(_write(docs, tmp_path / "docs.parquet")), "-o", str(tmp_path / "a.jsonl"))
+    assert plain.returncode == 0, plain.stderr
+    chosen = pd.read_json(tmp_path / "a.jsonl", lines=True)["doc_id"].iloc[0]
+    problem = json.loads(PROBLEMS.read_text(encoding="utf-8").splitlines()[5])
+    planted = docs[docs["id"] == chosen].assign(id="planted-doc", text=f"Exercise.\n{problem['problem']}\nSolution: ...")
+    path = _write(pd.concat([docs, planted], ignore_index=True), tmp_path / "planted.parquet")
+    leaky = run_cli(*args, "--docs", str(path), "-o", str(tmp_path / "b.jsonl"))
+    assert "planted-doc" in set(pd.read_json(tmp_path / "b.jsonl", lines=True)["doc_id"])
+    done = run_cli(*args, "--docs", str(path), "-o", str(tmp_path / "c.jsonl"), "--dedupe-against", str(PROBLEMS))
+    assert leaky.returncode == done.returncode == 0, done.stderr
+    assert "planted-doc" not in set(pd.read_json(tmp_path / "c.jsonl", lines=True)["doc_id"])
+    summary = json.loads((tmp_path / "c.summary.json").read_text())
+    assert summary["leakage"]["n_flagged"] == 1 and summary["leakage"]["flagged"][0]["eval_id"] == problem["id"]
+    assert "leakage: 1 documents near-duplicate" in done.stdout
+    assert "planted-doc" in (tmp_path / "c.summary.md").read_text()
+
+
+def _write(df: pd.DataFrame, path: Path) -> Path:
+    df.to_parquet(path)
+    return path
