@@ -211,7 +211,7 @@ def _fill(targets: list[dict[str, Any]], labeled: pd.DataFrame, manifest: pd.Dat
         t["selected_items"] = int(len(mine))
         t["selected_tokens"] = int((mine["tokens"] * mine["copies"]).sum())
         t["unfilled_tokens"] = max(0, t["quota_tokens"] - t["selected_tokens"])
-        t["pool_exhausted"] = t["selected_items"] == len(usable)
+        t["pool_exhausted"] = set(usable["id"].astype(str)) <= set(manifest["item_id"])
         t["example_item_ids"] = list(mine["item_id"][:5])
 
 

@@ -17,6 +17,7 @@ from service.leakage import EvalNgramIndex, eval_index, find_leaks, words
 from service.mapping import diagnose
 from service.pool_items import final_answer, load_pool, read_pool_items
 from service.pool_labels import label_items
+from service.pool_report import headline, report_sections
 from service.pool_sampling import build_pool_manifest, item_slice_ids, sample_pool, weak_slice_targets
 from service.readers import read_eval_samples
 from service.results import load_results
@@ -190,6 +191,13 @@ def test_a_budget_larger_than_the_pool_reports_what_is_missing_and_never_pads(di
         assert t["selected_items"] <= t["pool_items"]
         assert t["unfilled_tokens"] == t["quota_tokens"] - t["selected_tokens"] > 0
         assert unfilled[t["slice_id"]]["pool_items"] == t["pool_items"] and t["pool_exhausted"]
+    spec["pool"] = {"n_labeled": len(table), "n_matching": matching, "token_method": "estimate"}
+    head = headline(spec)
+    assert f"of {len(table)} labeled pool items ({matching} in a target slice)" in head
+    assert "could not fill" in head and "nothing was padded; no item repeated" in head
+    _, sections = report_sections(spec)
+    gaps = next(paras for heading, paras, _, _ in sections if heading == "What the pool could not fill")
+    assert all("every usable one selected" in g for g in gaps)
     repeated, spec2 = build_pool_manifest(table, diagnosis, 20_000, allow_repeats=True)
     assert (repeated["copies"] > 1).any() and repeated["item_id"].is_unique
     assert spec2["tokens_selected"] == (repeated["tokens"] * repeated["copies"]).sum() <= 20_000
