@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from service.errors import ConfigError
+from service.errors import ConfigError, InputFormatError
 from service.samples import EvalSample, Rejected
 from service.sampling import TOKENS_PER_WORD, estimate_tokens
 
@@ -89,11 +89,19 @@ def read_pool_items(path: str | Path) -> Iterator[EvalSample | Rejected]:
 
 
 def is_labeled_table(path: Path) -> bool:
-    """Whether a Parquet/JSONL file is a labeled table (it has every column of :data:`LABELED_COLUMNS`)."""
+    """Whether a Parquet/JSONL file is a labeled table (it has every column of :data:`LABELED_COLUMNS`).
+
+    Raises:
+        InputFormatError: a Parquet file whose schema cannot be read.
+    """
     if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names = set(pq.read_schema(path).names)
+        try:
+            names = set(pq.read_schema(path).names)
+        except (OSError, pa.ArrowException) as e:
+            raise InputFormatError(f"--pool {path}: not a readable Parquet file: {e}") from None
     else:
         with path.open("rb") as fh:
             line = next((raw for raw in fh if raw.strip()), b"{}")
@@ -124,7 +132,7 @@ def load_pool(path: str | Path, *, labeler: str = "knn", record: dict[str, Any] 
 
     Raises:
         ConfigError: no such file, or a labeled table lacks ``id``.
-        InputFormatError: the format is unknown.
+        InputFormatError: the format is unknown, or a Parquet file is unreadable.
     """
     from service.output import read_table
     from service.pool_labels import label_items

@@ -46,7 +46,7 @@ def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: 
     for path in extra_gold:
         more = load_gold(path)
         if more.kind != kind:
-            raise ConfigError(f"--gold {path}: a {more.kind} gold set; {kind} items need a {kind} gold set")
+            raise ConfigError(f"--gold {path}: a {more.kind} gold set; {kind} items need a gold set of kind {kind}")
         new = [i for i in more.items if i not in labels and i in more.labels[GOLD]]
         items += [more.items[i] for i in new]
         labels |= {i: more.labels[GOLD][i] for i in new}

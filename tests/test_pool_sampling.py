@@ -12,7 +12,7 @@ import pytest
 
 from service.budget import Candidate, select_within_budget
 from service.comparison import compare
-from service.errors import ConfigError
+from service.errors import ConfigError, InputFormatError
 from service.leakage import EvalNgramIndex, eval_index, find_leaks, words
 from service.mapping import diagnose
 from service.pool_items import final_answer, load_pool, read_pool_items
@@ -118,6 +118,10 @@ def test_bad_pool_records_are_rejected_by_line_and_the_rest_is_read(tmp_path):
     assert items[3].source_line == 4
     table, info = load_pool(path)
     assert info["status_counts"] == {"labeled": 2, "rejected_input": 2} and len(table) == 4
+    corrupt = tmp_path / "pool.parquet"
+    corrupt.write_bytes(b"not parquet")
+    with pytest.raises(InputFormatError, match="--pool .*pool.parquet: not a readable Parquet file"):
+        load_pool(corrupt)
 
 
 def test_problem_and_solution_fields_are_read_too(tmp_path):
