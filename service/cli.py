@@ -724,26 +724,56 @@ def diagnose_runs(
 
 @app.command("sample")
 def sample_docs(
-    docs: Path = typer.Option(..., "--docs", exists=True, dir_okay=False, help="labeled documents (.parquet or .jsonl): id, domain, document_format, reasoning_depth, demonstrated_operations, education_level, and tokens or text"),
+    docs: Optional[Path] = typer.Option(None, "--docs", exists=True, dir_okay=False, help="labeled documents (.parquet or .jsonl): id, domain, document_format, reasoning_depth, demonstrated_operations, education_level, and tokens or text"),
+    pool: Optional[Path] = typer.Option(None, "--pool", exists=True, dir_okay=False, help="instruction pool (problem + solution; JSONL/JSON/CSV/Parquet), or a table labeled by label-benchmark; unlabeled pools are labeled in-process (--labeler)"),
     diagnosis: Path = typer.Option(..., "--diagnosis", exists=True, dir_okay=False, help="a diagnosis JSON from `slicelab diagnose`"),
-    budget_tokens: int = typer.Option(..., "--budget-tokens", min=1, help="most tokens to select (each document counted once)"),
-    output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="manifest JSONL (summary .summary.json/.md beside it)"),
-    allow_ungated: bool = typer.Option(False, help="filter on document axes that failed or never had calibration (recorded)"),
+    budget_tokens: int = typer.Option(..., "--budget-tokens", "--token-budget", min=1, help="most tokens to select (copies counted)"),
+    output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="manifest JSONL (summary or mixture spec and report beside it)"),
+    allow_ungated: bool = typer.Option(False, help="filter on label axes that failed or never had calibration (recorded)"),
+    labeler: str = typer.Option("knn", help="--pool: in-process labeler of an unlabeled pool (knn or student)"),
+    gold: Optional[list[Path]] = typer.Option(None, "--gold", exists=True, dir_okay=False, help="--pool: more eval gold sets for the in-process labeler's pool (repeatable)"),
+    slice_key: Optional[list[str]] = typer.Option(None, "--slice-key", help="--pool: target every weak slice of this key (capability, combination, marginal; repeatable) instead of the slices the interventions name"),
+    allow_repeats: bool = typer.Option(False, help="--pool: fill a slice's quota with further copies of its selected items"),
+    dedupe_against: Optional[Path] = typer.Option(None, "--dedupe-against", exists=True, dir_okay=False, help="evaluation file; documents or pool items containing >= 25%% of the word 13-grams of one of its questions are dropped"),
 ) -> None:
-    """Select labeled documents matching a diagnosis's interventions, weighted by the weak slices they address."""
+    """Select labeled documents (--docs) or instruction-pool items (--pool) for a diagnosis's weak slices."""
     from service.errors import ConfigError
     from service.sampling import build_manifest, load_documents, write_manifest
 
     try:
+        if (docs is None) == (pool is None):
+            raise ConfigError("give exactly one of --docs (labeled documents) or --pool (instruction pool)")
+        if docs is not None and (slice_key or allow_repeats or gold or labeler != "knn"):
+            raise ConfigError("--labeler, --gold, --slice-key and --allow-repeats apply to --pool only")
         try:
             diag = json.loads(diagnosis.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ConfigError(f"--diagnosis {diagnosis}: not a readable JSON file: {e}") from None
         if not isinstance(diag, dict) or "verdict" not in diag:
             raise ConfigError(f"--diagnosis {diagnosis}: no 'verdict'; give the JSON written by `slicelab diagnose`")
+        if pool is not None:
+            from service.pool_report import print_summary, write_pool_outputs
+            from service.pool_sampling import sample_pool
+
+            manifest, spec = sample_pool(pool, diag, budget_tokens, labeler=labeler, extra_gold=tuple(gold or ()),
+                                         dedupe_against=dedupe_against,
+                                         allow_repeats=allow_repeats, allow_ungated=allow_ungated,
+                                         slice_keys=slice_key)
+            print_summary(spec, _loop_console())
+            typer.echo("wrote " + ", ".join(str(p) for p in write_pool_outputs(manifest, spec, output).values()))
+            return
         table, source = load_documents(docs)
+        leakage = None
+        if dedupe_against is not None:
+            from service.leakage import check_leakage
+
+            if "text" not in table:
+                raise ConfigError(f"--dedupe-against: --docs {docs} has no 'text' column to compare")
+            leaks, leakage = check_leakage(zip(table["id"].astype(str), table["text"]), dedupe_against)
+            table = table[~table["id"].astype(str).isin({lk.item_id for lk in leaks})].reset_index(drop=True)
         manifest, summary = build_manifest(table, diag, budget_tokens, allow_ungated=allow_ungated,
                                            token_source=source)
+        summary["leakage"] = leakage
     except SlicelabError as e:
         _fail(e)
     paths = write_manifest(manifest, summary, output)
@@ -756,6 +786,9 @@ def sample_docs(
                   f"{r['tokens_selected']:,} tokens")
     if summary["no_matching_documents"]:
         out.print(f"[yellow]no labeled document matches {', '.join(summary['no_matching_documents'])}[/yellow]")
+    if summary["leakage"]:
+        out.print(f"leakage: {summary['leakage']['n_flagged']} documents near-duplicate an item of {dedupe_against} "
+                  "and were dropped")
     if allow_ungated and any(v != "pass" for v in summary["gate"].values()):
         out.print("[yellow]--allow-ungated: document axes used without a passing calibration: "
                   + ", ".join(a for a, v in summary["gate"].items() if v != "pass") + "[/yellow]")

@@ -22,11 +22,16 @@ from service.samples import Document, EvalSample, Rejected
 LABELERS = ("knn", "student")
 
 
-def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0):
+def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: tuple[str | Path, ...] = ()):
     """A k-NN or student labeler trained on the pool split of the bundled gold set of ``kind``.
 
+    Args:
+        extra_gold: more gold sets of the same kind (same format), every item of which joins the
+            pool (items whose id the pool already has are skipped).
+
     Raises:
-        ConfigError: unknown ``kind`` or ``labeler`` (the message lists the allowed names).
+        ConfigError: unknown ``kind`` or ``labeler`` (the message lists the allowed names), or an
+            extra gold set of another kind.
     """
     from calibration.gold import BUNDLED, GOLD, load_gold
     from service.labelers import KNNLabeler, StudentLabeler
@@ -37,13 +42,22 @@ def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0):
         raise ConfigError(f"labeler: unknown labeler {labeler!r}; allowed: {', '.join(LABELERS)}")
     gold = load_gold(BUNDLED[kind])
     pool, _ = gold.split(seed=seed)
+    items, labels = [gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool}
+    for path in extra_gold:
+        more = load_gold(path)
+        if more.kind != kind:
+            raise ConfigError(f"--gold {path}: a {more.kind} gold set; {kind} items need a gold set of kind {kind}")
+        new = [i for i in more.items if i not in labels and i in more.labels[GOLD]]
+        items += [more.items[i] for i in new]
+        labels |= {i: more.labels[GOLD][i] for i in new}
     cls = KNNLabeler if labeler == "knn" else StudentLabeler
-    return cls([gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool},
-               pool_settings={"gold": BUNDLED[kind].name, "seed": seed})
+    return cls(items, labels, pool_settings={"gold": BUNDLED[kind].name, "seed": seed,
+                                             **({"extra_gold": [Path(p).name for p in extra_gold]} if extra_gold else {})})
 
 
 def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, labeler: str = "knn",
-                record: dict[str, Any] | None = None, seed: int = 0) -> pd.DataFrame:
+                record: dict[str, Any] | None = None, seed: int = 0,
+                extra_gold: tuple[str | Path, ...] = ()) -> pd.DataFrame:
     """Label items with a pool labeler; one output row per item (rejected inputs included).
 
     Args:
@@ -52,6 +66,7 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
         labeler: ``"knn"`` or ``"student"``.
         record: a calibration record (``{"id", "verdicts": {axis: pass|fail}}``) whose
             verdicts become the ``gate_<axis>`` columns; None leaves every axis ``ungated``.
+        extra_gold: more gold sets for the labeler's pool (:func:`make_labeler`).
 
     Returns:
         The labeled table (``service.output`` columns, ``calibration_id``, ``gate_<axis>``).
@@ -62,7 +77,7 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
     from service.taxonomy import load_taxonomy
 
     tax = load_taxonomy()
-    lab = make_labeler(kind, labeler, seed=seed)
+    lab = make_labeler(kind, labeler, seed=seed, extra_gold=tuple(extra_gold))
     prov = {**tax.provenance(), "code_version": code_version(), "run_key": f"pool-{labeler}-{lab.config_hash()}"}
     rows = [rejected_row(i, tax, kind, prov) if isinstance(i, Rejected) else labeled_row(i, lab.label(i), tax, prov)
             for i in items]
@@ -70,12 +85,14 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
 
 
 def label_file(path: str | Path, output: str | Path, *, kind: str, labeler: str = "knn",
-               limit: int | None = None, benchmark: str | None = None) -> pd.DataFrame:
+               limit: int | None = None, benchmark: str | None = None,
+               extra_gold: tuple[str | Path, ...] = ()) -> pd.DataFrame:
     """Read a benchmark or document file (any :mod:`service.readers` format), label it, write Parquet/JSONL.
 
     Args:
         benchmark: benchmark name for eval records that carry none (e.g. ``"bbh"``); the
             labelers use it as a similarity cue.
+        extra_gold: more gold sets for the labeler's pool (:func:`make_labeler`).
 
     Returns:
         The table written to ``output`` (format from its suffix).
@@ -87,6 +104,6 @@ def label_file(path: str | Path, output: str | Path, *, kind: str, labeler: str 
     fmt = check_output(output, None, Path(path))
     items = (read_eval_samples(path, limit=limit, benchmark=benchmark) if kind == "eval"
              else read_documents(path, limit=limit))
-    df = label_items(list(items), kind=kind, labeler=labeler)
+    df = label_items(list(items), kind=kind, labeler=labeler, extra_gold=tuple(extra_gold))
     write_table(df, output, fmt)
     return df

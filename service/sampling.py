@@ -10,7 +10,8 @@ A matching document's weight is the number of distinct weak slices it addresses
 (the weak slices of every intervention it matches) times the largest ``upsample``
 weight among those interventions (1 for ``targeted_sampling``). Documents are taken
 by weight (highest first), then fewer tokens, then id, while they fit the budget and,
-for ``targeted_sampling``, the intervention's own ``token_budget``.
+for ``targeted_sampling``, the intervention's own ``token_budget``
+(:func:`service.budget.select_within_budget`, shared with instruction-pool sampling).
 
 Tokens are the ``tokens`` column when the table has one, else an estimate:
 whitespace-separated words × :data:`TOKENS_PER_WORD`, rounded (about 1.3 tokens per
@@ -25,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from service.budget import Candidate, require_gates, select_within_budget, token_shares, write_jsonl
 from service.errors import ConfigError
 from service.taxonomy import Taxonomy, load_taxonomy
 
@@ -109,12 +111,8 @@ def gate_check(docs: pd.DataFrame, interventions: list[dict[str, Any]], allow_un
         col = f"gate_{axis}"
         values = set(docs[col].dropna()) if col in docs else set()
         verdicts[axis] = values.pop() if len(values) == 1 else "ungated"
-    bad = {a: v for a, v in verdicts.items() if v != "pass"}
-    if bad and not allow_ungated:
-        raise ConfigError("document axes used by the interventions did not pass calibration: "
-                          + ", ".join(f"{a} ({v})" for a, v in bad.items())
-                          + "; calibrate the document labeler or pass --allow-ungated (recorded in the summary)")
-    return verdicts
+    return require_gates(verdicts, allow_ungated, "document axes used by the interventions",
+                         "calibrate the document labeler")
 
 
 def build_manifest(docs: pd.DataFrame, diagnosis: dict[str, Any], budget_tokens: int, *,
@@ -155,22 +153,15 @@ def build_manifest(docs: pd.DataFrame, diagnosis: dict[str, Any], budget_tokens:
         slices = sorted({s for i in hit for s in i["weak_slices"]})
         factor = max([i["action"]["weight"] for i in hit if i["action"]["type"] == "upsample"] or [1.0])
         targeted = {op for i in hit for op in i["operations"]}
-        candidates.append({"doc_id": str(doc["id"]), "weight": len(slices) * factor, "rule_ids": [i["rule_id"] for i in hit],
-                           "matched_operations": [o for o in doc["demonstrated_operations"] if o in targeted],
-                           "tokens": int(doc["tokens"]), "weak_slices": slices})
-    left = {i["rule_id"]: (i["action"]["token_budget"] if i["action"]["type"] == "targeted_sampling" else None)
+        candidates.append(Candidate(str(doc["id"]), len(slices) * factor, int(doc["tokens"]),
+                                    [i["rule_id"] for i in hit],
+                                    {"matched_operations": [o for o in doc["demonstrated_operations"] if o in targeted],
+                                     "weak_slices": slices}))
+    caps = {i["rule_id"]: (i["action"]["token_budget"] if i["action"]["type"] == "targeted_sampling" else None)
             for i in interventions}
-    remaining, chosen = budget_tokens, []
-    for c in sorted(candidates, key=lambda c: (-c["weight"], c["tokens"], c["doc_id"])):
-        if c["tokens"] > remaining:
-            continue
-        rule = next((r for r in c["rule_ids"] if left[r] is None or left[r] >= c["tokens"]), None)
-        if rule is None:
-            continue
-        if left[rule] is not None:
-            left[rule] -= c["tokens"]
-        remaining -= c["tokens"]
-        chosen.append({**c, "rule_id": rule})
+    chosen = [{"doc_id": p.candidate.id, "weight": p.candidate.weight, "rule_id": p.group,
+               "rule_ids": p.candidate.groups, "tokens": p.candidate.tokens, **p.candidate.info}
+              for p in select_within_budget(candidates, budget_tokens, caps)]
     manifest = pd.DataFrame(chosen, columns=list(MANIFEST_COLUMNS))
     per_rule = [{"rule_id": i["rule_id"], "operations": i["operations"], "n_matching": int(masks[i["rule_id"]].sum()),
                  "n_selected": int((manifest["rule_id"] == i["rule_id"]).sum()),
@@ -199,17 +190,10 @@ def mixture(docs: pd.DataFrame) -> dict[str, dict[str, float]]:
         a document demonstrating several operations counts toward each, so operation shares
         can sum past 1 (``none``: documents demonstrating none).
     """
-    total = int(docs["tokens"].sum())
-    if total == 0:
-        return {"tokens": 0, "domain": {}, "document_format": {}, "operation": {}}
-    out: dict[str, Any] = {"tokens": total}
+    out: dict[str, Any] = {"tokens": int(docs["tokens"].sum())}
     for axis in ("domain", "document_format"):
-        shares = docs.groupby(axis)["tokens"].sum() / total
-        out[axis] = {str(k): float(v) for k, v in shares.sort_values(ascending=False).items()}
-    ops = docs[["demonstrated_operations", "tokens"]].copy()
-    ops["op"] = ops["demonstrated_operations"].map(lambda v: list(v) or ["none"])
-    shares = ops.explode("op").groupby("op")["tokens"].sum() / total
-    out["operation"] = {str(k): float(v) for k, v in shares.sort_values(ascending=False).items()}
+        out[axis] = token_shares(docs, axis)
+    out["operation"] = token_shares(docs, "demonstrated_operations")
     return out
 
 
@@ -220,10 +204,7 @@ def write_manifest(manifest: pd.DataFrame, summary: dict[str, Any], path: str | 
         ``{"manifest", "summary_json", "summary_md"}`` paths.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in manifest.to_dict(orient="records"):
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(manifest, path)
     stem = path.with_suffix("")
     js, md = Path(f"{stem}.summary.json"), Path(f"{stem}.summary.md")
     js.write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
@@ -240,6 +221,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary["allow_ungated"]:
         lines += [f"Document axes used without a passing calibration (--allow-ungated): "
                   f"{', '.join(a for a, v in summary['gate'].items() if v != 'pass') or 'none'}.", ""]
+    if summary.get("leakage"):
+        leak = summary["leakage"]
+        lines += [f"Leakage check against {leak['eval_file']}: {leak['method']}; {leak['n_flagged']} documents "
+                  f"flagged and dropped ({', '.join(x['item_id'] for x in leak['flagged'][:20]) or 'none'}).", ""]
     lines += ["| rule | operations | matching | selected | tokens |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['rule_id']} | {', '.join(r['operations'])} | {r['n_matching']} | {r['n_selected']} | "
               f"{r['tokens_selected']:,} |" for r in summary["interventions"]]
