@@ -484,6 +484,10 @@ def _summary(verdict: str, non_data: list, interventions: list, explanation: dic
     o = cmp.overall
     head = (f"{cmp.candidate} vs {cmp.baseline}: pass rate {o['candidate_pass']:.3f} vs {o['baseline_pass']:.3f} "
             f"on {o['n']} shared samples")
+    if cmp.meta.get("metric") == "pass@k":
+        k = cmp.meta["metric_k"]
+        pk = cmp.pass_at_k["by_k"][str(k)]["overall"]
+        head += f", pass@{k} {pk['candidate']:.3f} vs {pk['baseline']:.3f} on {pk['n_items']} problems"
     if verdict == "non_data":
         return f"{head}; not a data problem ({non_data[0]['then']['verdict']}): rule {non_data[0]['id']}"
     if verdict == "data_intervention":

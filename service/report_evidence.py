@@ -62,19 +62,17 @@ def runs_section(ev: dict[str, Any]) -> list:
 
 
 def examples_section(heading: str, intro: str, items: dict[str, list[dict[str, Any]]]) -> list:
-    """One table of example samples: group, id, and the end of each run's output."""
-    rows = []
+    """One table of example samples per group (slice or failure mode): id and the end of each run's output."""
+    out = []
     for group, exs in items.items():
-        for x in exs:
-            rows.append([group, x["sample_id"],
-                         f"[{x['baseline_finish_reason'] or '?'}, answer {x['baseline_answer']!s}] "
-                         f"{x['baseline_output_tail'] or ''}",
-                         f"[{x['candidate_finish_reason'] or '?'}, answer {x['candidate_answer']!s}] "
-                         f"{x['candidate_output_tail'] or ''}"])
-    if not rows:
-        return []
-    return [(heading, [intro], (["group", "sample id", "baseline: end of output", "candidate: end of output"], rows),
-             None)]
+        rows = [[x["sample_id"],
+                 f"[{x['baseline_finish_reason'] or '?'}, answer {x['baseline_answer']!s}] {x['baseline_output_tail'] or ''}",
+                 f"[{x['candidate_finish_reason'] or '?'}, answer {x['candidate_answer']!s}] "
+                 f"{x['candidate_output_tail'] or ''}"] for x in exs]
+        if rows:
+            out.append((f"{heading}: {group}", [] if out else [intro],
+                        (["sample id", "baseline: end of output", "candidate: end of output"], rows), None))
+    return out
 
 
 def localisation_section(loc: dict[str, Any] | None, heterogeneity: list[dict[str, Any]], n_tests: int) -> list:

@@ -29,7 +29,7 @@ table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px 
 text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f5f5f5}
 .verdict{font-size:1.1rem;padding:.6rem 1rem;border-radius:6px;background:#eef4ff}.non_data{background:#fff4e5}
 .insufficient_evidence{background:#f3f3f3}.broad_regression{background:#f6eefc}.unexplained_regression{background:#fdecea}.drop{color:#b00020;font-weight:600}.muted{color:#666}
-img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2rem}"""
+img{max-width:100%;border:1px solid #eee}td{overflow-wrap:anywhere}code{background:#f5f5f5;padding:0 .2rem}"""
 
 
 def write_report(kind: str, payload: dict[str, Any], stem: Path, *,

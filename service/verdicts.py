@@ -98,11 +98,14 @@ def fallback_verdict(cmp: Any, alpha: float, localisation: dict[str, Any]) -> tu
                      + (f"; {sizes}" if sizes else "") + ".")
         return "insufficient_evidence", {"overall": o, "statement": statement, "mde": mde}
     missing = _missing(cmp, localisation)
+    note = (" Slice localisation uses per-sample correctness (the results' correct column)."
+            if o["metric"] != "pass rate" else "")
     if missing:
-        statement = f"Unexplained regression: the {change} is significant, but no rule explains it: {'; '.join(missing)}."
+        statement = (f"Unexplained regression: the {change} is significant, but no rule explains it: "
+                     f"{'; '.join(missing)}.{note}")
         return "unexplained_regression", {"overall": o, "statement": statement, "missing": missing}
     statement = (f"Broad regression: the model is weaker across the board ({change}). {localisation['statement']} "
-                 "No operation-targeted data intervention is proposed.")
+                 f"No operation-targeted data intervention is proposed.{note}")
     return "broad_regression", {"overall": o, "statement": statement}
 
 
