@@ -20,7 +20,7 @@ from service.localisation import mde_paired
 from service.mapping import DEFAULT_RULES, diagnose, load_rules
 from service.results import load_results
 from tests.conftest import run_cli
-from tests.loop_data import COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, math_labels
+from tests.loop_data import BBH_OUTPUTS, COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, math_labels
 from tests.verdict_data import bbh_candidate
 
 STATE_TASKS = "tracking_shuffled_objects"
@@ -162,3 +162,26 @@ def test_results_that_match_no_label_stop_with_the_join_report(tmp_path):
     assert j["n_labeled"] == 300 and j["n_matched"] < 300 and j["n_results_unmatched"] > 0
     assert len(j["unmatched_result_ids"]) == 5 and all(i.startswith("x/") for i in j["unmatched_result_ids"])
     assert len(j["unmatched_label_ids"]) == 5
+
+
+def test_runaway_generation_in_one_operation_is_not_a_data_problem(tmp_path):
+    """The tracking tasks' answers are cut off (finish_reason length): the drop is localised, but the non-data
+    verdict wins and the operation's data rule is suppressed, not proposed."""
+    rows = [json.loads(x) for x in BBH_OUTPUTS.read_text(encoding="utf-8").splitlines() if x.strip()]
+    path = tmp_path / "cut.jsonl"
+    with path.open("w") as fh:
+        for r in rows:
+            base = {"sample_id": r["id"], "run": COT, "correct": r["correct"], "output": r["output"],
+                    "extracted_answer": r["extracted_answer"], "finish_reason": "stop"}
+            fh.write(json.dumps(base) + "\n")
+            if r["task"].startswith(STATE_TASKS) and r["correct"]:
+                cut = r["output"][: r["output"].rfind("So the answer is")].rstrip()
+                base = {**base, "output": cut, "extracted_answer": None, "correct": False, "finish_reason": "length"}
+            fh.write(json.dumps({**base, "run": "cut"}) + "\n")
+    result = diagnose(compare(bbh_labels(), load_results([path]), COT, "cut"))
+    assert result["verdict"] == "non_data" and result["interventions"] == []
+    assert result["fired_rules"][0]["id"] == "runaway-generation"
+    assert [s["id"] for s in result["suppressed_rules"]] == ["op-state-tracking"]
+    assert "marginal:primary_operation=state_tracking" in result["localisation"]["standing_out"]
+    assert result["failure_modes"]["counts"] == {"non_termination": result["overall"]["n10"]}
+
