@@ -287,13 +287,14 @@ def slices(
     results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, dir_okay=False, help="per-sample results of runs (repeat for several files); adds per-run pass rates, Wilson intervals and pass@k over capability, combination and marginal slices"),
     run: Optional[list[str]] = typer.Option(None, "--run", help="with --results: only these runs (repeatable; default: all)"),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="also write slices.html/.md/.json here"),
+    k: str = typer.Option("1,5,10", "--k", help="with --results: pass@k values, comma-separated (only k <= generations per item are reported)"),
 ) -> None:
     """Group labeled samples into capability slices with pass rates, using only calibrated axes."""
     from service.output import read_table
     from service.slices import slice_table
 
     if results:
-        meta = _slices_with_results(labels, results, run, output, allow_ungated, min_support, report_dir)
+        meta = _slices_with_results(labels, results, run, output, allow_ungated, min_support, report_dir, k)
         table = None
     else:
         table, meta = slice_table(read_table(labels), allow_ungated=allow_ungated, min_support=min_support)
@@ -509,13 +510,15 @@ def _print_calibration(record: dict, kind: str) -> None:
 
 
 def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[str]], output: Path,
-                         allow_ungated: bool, min_support: int, report_dir: Optional[Path]) -> dict:
+                         allow_ungated: bool, min_support: int, report_dir: Optional[Path], k: str) -> dict:
     """``slices --results``: per-run slice statistics written to ``output`` (and a report)."""
+    from service.passk import parse_ks
     from service.slice_stats import slice_stats
 
     try:
+        ks = parse_ks(k)
         lab, res, rejects = _load_labels_results(labels, results, None, None, False)
-        table, meta = slice_stats(lab, res, runs, allow_ungated=allow_ungated, min_support=min_support)
+        table, meta = slice_stats(lab, res, runs, allow_ungated=allow_ungated, min_support=min_support, ks=ks)
     except SlicelabError as e:
         _fail(e)
     payload = {**meta, "slices": json.loads(table.to_json(orient="records"))}
@@ -527,6 +530,13 @@ def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[
         write_report("slices", {"meta": meta, "slices": payload["slices"]}, report_dir / "slices")
     Console().print(f"{table['slice_id'].nunique()} slices x {len(meta['runs'])} runs over "
                     f"{meta['axes_used'] or 'no axis'} written to {escape(str(output))}")
+    for kk, why in meta.get("ks_skipped", {}).items():
+        console.print(f"[yellow]pass@{kk} not reported: {why}[/yellow]")
+    for r, short in meta.get("items_short", {}).items():
+        for kk, n in short.items():
+            if n:
+                console.print(f"[yellow]{escape(r)}: {n} items have fewer than {kk} generations; slices holding "
+                              f"them have no pass@{kk}[/yellow]")
     return meta
 
 
@@ -550,12 +560,27 @@ def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[s
 
 
 def _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
-                min_support, alpha, generation_field=None, aggregate_repeats=False):
+                min_support, alpha, generation_field=None, aggregate_repeats=False, n_examples=3, k=None,
+                metric="pass@1"):
     from service.comparison import compare
+    from service.errors import ConfigError
+    from service.passk import parse_ks
 
+    if metric not in ("pass@1", "pass@k"):
+        raise ConfigError(f"--metric {metric!r}: allowed pass@1, pass@k")
+    if metric == "pass@k" and k is None:
+        raise ConfigError("--metric pass@k needs --k (e.g. --k 8)")
     lab, res, rejects = _load_labels_results(labels, results, id_field, run_field, skip_bad_rows,
                                              generation_field, aggregate_repeats)
-    cmp = compare(lab, res, baseline, candidate, allow_ungated=allow_ungated, min_support=min_support, alpha=alpha)
+    multi = bool((res["n_samples"] > 1).any())
+    ks = parse_ks(k) if k is not None else ((1, 5, 10) if multi else ())
+    cmp = compare(lab, res, baseline, candidate, allow_ungated=allow_ungated, min_support=min_support, alpha=alpha,
+                  n_examples=n_examples, ks=ks)
+    if metric == "pass@k":
+        if not cmp.pass_at_k or not cmp.pass_at_k["ks"]:
+            raise ConfigError(f"--metric pass@k --k {k}: no problem has that many generations in both runs "
+                              f"({'; '.join(f'k={a}: {b}' for a, b in (cmp.pass_at_k or {}).get('ks_skipped', {}).items())})")
+        cmp.meta["metric"], cmp.meta["metric_k"] = "pass@k", max(cmp.pass_at_k["ks"])
     cmp.meta["results_files"] = [str(p) for p in results]
     cmp.meta["labels_file"] = str(labels)
     cmp.meta["n_result_rows_rejected"] = len(rejects or [])
@@ -577,6 +602,14 @@ def _report_stem(output: Optional[Path], report_dir: Optional[Path], name: str) 
 
 def _print_comparison(cmp) -> None:
     out = _loop_console()
+    j = cmp.evidence.get("join", {})
+    if j:
+        out.print(f"join: {j['n_labeled']} labeled samples, results " + ", ".join(
+            f"{escape(r)} {n}" for r, n in j["n_results"].items()) + f"; {j['n_matched']} matched"
+            + (f"; {j['n_results_unmatched']} result ids without a label (e.g. {', '.join(j['unmatched_result_ids'])})"
+               if j["n_results_unmatched"] else "")
+            + (f"; {j['n_labels_unmatched']} labeled ids without results in both runs (e.g. "
+               f"{', '.join(j['unmatched_label_ids'])})" if j["n_labels_unmatched"] else ""))
     o = cmp.overall
     out.print(f"{cmp.candidate} vs {cmp.baseline}: {o['n']} shared samples, pass rate {o['baseline_pass']:.3f} -> "
               f"{o['candidate_pass']:.3f} (change {o['delta']:+.3f} [{o['delta_ci_low']:+.3f}, "
@@ -586,6 +619,14 @@ def _print_comparison(cmp) -> None:
         gini = "—" if s["gini_net_loss_rate"] is None else f"{s['gini_net_loss_rate']:.2f}"
         out.print(f"  {key}: {s['n_significant_drop']}/{s['n_tested']} tested slices dropped significantly "
                   f"(share {share}, Gini of net loss rates {gini})")
+    for k, byk in ((cmp.pass_at_k or {}).get("by_k") or {}).items():
+        p = byk["overall"]
+        out.print(f"  pass@{k}: {p['baseline']:.3f} -> {p['candidate']:.3f} (change {p['delta']:+.3f} "
+                  f"[{p['delta_ci_low']:+.3f}, {p['delta_ci_high']:+.3f}], Wilcoxon signed-rank p={p['p_value']:.2g}, "
+                  f"{p['n_items']} problems" + (f", {p['n_short']} with fewer than {k} generations left out"
+                                                if p["n_short"] else "") + ")")
+    for k, why in ((cmp.pass_at_k or {}).get("ks_skipped") or {}).items():
+        out.print(f"[yellow]  pass@{k} not reported: {why}[/yellow]")
     fm = cmp.failure_modes
     out.print(f"  newly failing: {fm['n_newly_failing']} — " + ", ".join(
         f"{k} {v} ({fm['shares'][k]:.0%})" for k, v in sorted(fm["counts"].items(), key=lambda x: -x[1])))
@@ -617,6 +658,8 @@ def _print_comparison(cmp) -> None:
 
 _GENERATION_HELP = "results field telling repeated generations of one (sample, run) apart, e.g. checkpoint (sample_index/generation/repeat/seed are read without it); they become n_samples/n_correct"
 _REPEATS_HELP = "read repeated (sample, run) rows as repeated generations in file order instead of refusing them"
+_K_HELP = "pass@k values, comma-separated (e.g. 1,8,128); paired pass@k comparison per problem (default 1,5,10 when results have several generations per item)"
+_METRIC_HELP = "pass@1 (per-sample correctness, exact McNemar) or pass@k (the largest --k, Wilcoxon signed-rank on per-problem pass@k) for the overall test behind the verdict"
 _RESULTS_HELP = "per-sample results: lm-eval --log_samples JSONL, the shared BBH/math model-output JSONL, or JSONL/Parquet with sample_id, run, correct|score, output, finish_reason (repeat --results for several files)"
 
 
@@ -636,13 +679,16 @@ def compare_runs(
     skip_bad_rows: bool = typer.Option(False, help="skip unusable result rows (counted and listed in the output) instead of stopping"),
     generation_field: Optional[str] = typer.Option(None, help=_GENERATION_HELP),
     aggregate_repeats: bool = typer.Option(False, help=_REPEATS_HELP),
+    examples: int = typer.Option(3, "--examples", min=0, help="example lost samples (id, output tails) per dropped slice and per failure mode"),
+    k: Optional[str] = typer.Option(None, "--k", help=_K_HELP),
+    metric: str = typer.Option("pass@1", "--metric", help=_METRIC_HELP),
 ) -> None:
     """Per-slice change from a baseline run to a candidate: exact McNemar, Benjamini-Hochberg, spread, failure modes."""
     from service.reports import write_report
 
     try:
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
-                          min_support, alpha, generation_field, aggregate_repeats)
+                          min_support, alpha, generation_field, aggregate_repeats, examples, k, metric)
     except SlicelabError as e:
         _fail(e)
     payload = cmp.to_dict()
@@ -677,6 +723,9 @@ def diagnose_runs(
     aggregate_repeats: bool = typer.Option(False, help=_REPEATS_HELP),
     ignore_setup: Optional[list[str]] = typer.Option(None, "--ignore-setup", help="a set-up field not to compare (repeatable; recorded): prompt_template, num_fewshot, max_tokens, temperature, top_p, do_sample, stop, n_samples, extractor"),
     training_config: Optional[Path] = typer.Option(None, "--training-config", exists=True, file_okay=False, help="tokenizer/training-config folder to lint (slicelab lint-training-config); its findings are cited by a termination verdict"),
+    examples: int = typer.Option(3, "--examples", min=0, help="example lost samples (id, output tails) per weak slice and per failure mode"),
+    k: Optional[str] = typer.Option(None, "--k", help=_K_HELP),
+    metric: str = typer.Option("pass@1", "--metric", help=_METRIC_HELP),
 ) -> None:
     """Compare two runs, evaluate the mapping rules in order, and write the verdict with its evidence."""
     from service.mapping import DEFAULT_RULES, diagnose, load_rules
@@ -689,7 +738,7 @@ def diagnose_runs(
         lint = lint_training_config(training_config) if training_config else None
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                           min_support or ev.min_support, alpha if alpha is not None else ev.alpha,
-                          generation_field, aggregate_repeats)
+                          generation_field, aggregate_repeats, examples, k, metric)
         result = diagnose(cmp, rule_set, ignore_setup=ignore_setup or (), training_findings=lint)
     except SlicelabError as e:
         _fail(e)
@@ -698,8 +747,11 @@ def diagnose_runs(
     paths = write_report("diagnose", result, _report_stem(output, report_dir, "diagnosis"), comparison=cmp.to_dict())
     out = _loop_console()
     _print_comparison(cmp)
-    style = {"data_intervention": "cyan", "non_data": "yellow"}.get(result["verdict"], "white")
-    out.print(f"verdict: [bold {style}]{result['verdict']}[/bold {style}] — {result['summary']}")
+    style = {"data_intervention": "cyan", "non_data": "yellow", "broad_regression": "magenta",
+             "unexplained_regression": "red"}.get(result["verdict"], "white")
+    out.print(f"verdict: [bold {style}]{result['verdict']}[/bold {style}] — {escape(result['summary'])}")
+    if result["verdict"] in ("data_intervention", "non_data"):
+        out.print(f"  {escape(result['localisation']['statement'])}")
     for f in result["fired_rules"]:
         out.print(f"  fired {f['id']} ({f['kind']})")
     for c in result["checks"]:
@@ -718,7 +770,7 @@ def diagnose_runs(
                   f"{i['n_weak_slices']} weak slices ({i['samples_in_weak_slices']} samples); action {i['action']}")
     if result["insufficient_evidence"]:
         out.print(f"  {len(result['insufficient_evidence'])} dropped slices are insufficient evidence "
-                  "(low support, not significant, or overlapping intervals)")
+                  "(low support, not significant, not localised, or overlapping intervals)")
     typer.echo(f"wrote {output}, " + ", ".join(str(p) for k, p in paths.items() if k != "json"))
 
 

@@ -5,15 +5,19 @@ For every slice (:mod:`service.slice_stats` keys) the shared samples form a pair
 ``n01`` correct in the candidate only (gains), ``n00`` both wrong. From it:
 
 - the exact McNemar test (:func:`mcnemar_exact`) and the Benjamini–Hochberg adjusted
-  p-value within each key family (``q_value``), over slices with enough support;
+  p-value over every slice with enough support at every key (``q_value``; ``meta["n_tests"]``);
 - the change ``delta`` = candidate − baseline pass rate with the Agresti–Min interval
   (:func:`paired_delta_interval`), and each run's Wilson interval;
 - whether the two runs' Wilson intervals overlap.
 
 How spread a regression is: the share of tested slices with a significant drop, the
 Gini coefficient of per-slice net loss rates and the Herfindahl–Hirschman index of
-per-slice net losses (:func:`gini`, :func:`hhi`). Newly failing samples get a failure
-mode from the deterministic checks on the candidate's output (:func:`classify_failure`).
+per-slice net losses (:func:`gini`, :func:`hhi`). Whether a drop is *localised* — a slice
+losing more of its baseline-correct samples than the rest — and whether loss rates are
+homogeneous across the slices of a key: :mod:`service.localisation`. Newly failing samples
+get a failure mode from the deterministic checks on the candidate's output
+(:func:`classify_failure`). Evidence (join, examples, output lengths, finish reasons,
+calibration state): :mod:`service.evidence`; pass@k: :mod:`service.passk`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from scipy.stats import binomtest, false_discovery_control, norm
 from calibration.metrics import wilson_interval
 from service.checks import UNCLASSIFIED, classify_output, failure_excerpt
 from service.errors import ConfigError
+from service.evidence import N_EXAMPLES, calibration_state, examples, join_report, run_profile
+from service.localisation import heterogeneity, loss_rate_tests
+from service.passk import compare_pass_at_k
 from service.slice_stats import KEYS, check_runs, slice_index
 from service.slices import MIN_SUPPORT, SLICE_AXES
 from service.termination import length_capped
@@ -140,17 +147,28 @@ class Comparison:
             output_constraint, operations, n, n11, n10, n01, n00, baseline_pass,
             baseline_ci_low, baseline_ci_high, candidate_pass, candidate_ci_low, candidate_ci_high,
             delta, delta_ci_low, delta_ci_high, p_value, q_value, tested, low_support,
-            significant_drop, significant_gain, intervals_overlap]`` (rates are proportions;
-            ``q_value`` None for untested slices).
+            significant_drop, significant_gain, intervals_overlap, axis, loss_rate, loss_rate_outside,
+            loss_p, loss_q, localised]`` (rates are proportions; ``q_value``/``loss_q`` None for
+            untested slices; ``localised``: see :func:`service.localisation.loss_rate_tests`).
         overall: the same figures over every shared sample.
         spread: per key family: ``n_tested``, ``n_significant_drop``, ``share_slices_significant_drop``,
             ``gini_net_loss_rate``, ``hhi_net_losses``, ``hhi_net_losses_normalized``.
         failure_modes: ``n_newly_failing``, ``counts`` and ``shares`` by failure mode, ``checks``,
             ``detail_counts``, ``detail_shares`` and ``detail_examples`` (up to 3 sample ids with the check and
             an output excerpt) by ``failure_mode_detail``, ``length_cap`` (how the
-            candidate's length cap was found, :func:`service.termination.length_capped`).
+            candidate's length cap was found, :func:`service.termination.length_capped`), ``examples``
+            (failure mode → lost samples with output tails).
         newly_failing: ``DataFrame[sample_id, failure_mode, failure_mode_detail, check, excerpt]``.
-        meta: runs, sample counts, slice-index meta, ``min_support``, ``alpha``.
+        meta: runs, sample counts, slice-index meta, ``min_support``, ``alpha``, ``n_tests``, ``setup``
+            (run → evaluation set-up fields).
+        heterogeneity: chi-square homogeneity of loss rates per slice family
+            (:func:`service.localisation.heterogeneity`).
+        evidence: ``join`` (:func:`service.evidence.join_report`), ``runs`` (run → profile,
+            :func:`service.evidence.run_profile`), ``calibration``
+            (:func:`service.evidence.calibration_state`), ``slice_examples`` (slice id → lost
+            samples with output tails, for slices with a significant drop), ``n_examples``.
+        pass_at_k: paired pass@k comparison (:func:`service.passk.compare_pass_at_k`), or None.
+        members: ``DataFrame[sample_id, slice_id]`` of the shared samples (not serialised).
     """
 
     baseline: str
@@ -161,16 +179,22 @@ class Comparison:
     failure_modes: dict[str, Any]
     newly_failing: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    heterogeneity: list[dict[str, Any]] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    pass_at_k: dict[str, Any] | None = None
+    members: pd.DataFrame | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (no NaN)."""
         return jsonable({"baseline": self.baseline, "candidate": self.candidate, "meta": self.meta,
                        "overall": self.overall, "spread": self.spread, "failure_modes": self.failure_modes,
-                       "slices": self.slices.to_dict(orient="records")})
+                       "heterogeneity": self.heterogeneity, "evidence": self.evidence,
+                       "pass_at_k": self.pass_at_k, "slices": self.slices.to_dict(orient="records")})
 
 
 def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidate: str, *,
-            allow_ungated: bool = False, min_support: int = MIN_SUPPORT, alpha: float = ALPHA) -> Comparison:
+            allow_ungated: bool = False, min_support: int = MIN_SUPPORT, alpha: float = ALPHA,
+            n_examples: int = N_EXAMPLES, ks: tuple[int, ...] = ()) -> Comparison:
     """Per-slice change from ``baseline`` to ``candidate`` on the samples both runs scored.
 
     Args:
@@ -180,14 +204,17 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
         allow_ungated: also slice on axes that did not pass calibration (recorded in meta).
         min_support: slices with fewer shared samples are not tested (``low_support``).
         alpha: false discovery rate of the Benjamini–Hochberg step (Benjamini & Hochberg 1995,
-            ``scipy.stats.false_discovery_control``), applied per key family to tested slices.
+            ``scipy.stats.false_discovery_control``), applied over the tested slices of every key.
+        n_examples: lost samples with output tails kept per dropped slice and per failure mode.
+        ks: pass@k values for the paired pass@k comparison (:mod:`service.passk`); empty: none.
 
     Returns:
         A :class:`Comparison`.
 
     Raises:
         ConfigError: the runs are equal or missing from ``results``, no sample has results in
-            both, or ``alpha`` is not in (0, 1).
+            both, no labeled sample has results in both (the message shows ids of both sides),
+            or ``alpha`` is not in (0, 1).
     """
     if baseline == candidate:
         raise ConfigError(f"--baseline and --candidate are the same run {baseline!r}; compare two runs")
@@ -199,14 +226,16 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
     shared = base.index.intersection(cand.index)
     if shared.empty:
         raise ConfigError(f"runs {baseline!r} and {candidate!r} share no sample id")
+    join = join_report(labels, results, [baseline, candidate])
     pair = pd.DataFrame({"b": base.loc[shared, "correct"].astype(bool), "c": cand.loc[shared, "correct"].astype(bool)})
     index = slice_index(labels, allow_ungated=allow_ungated)
     members = index.members[index.members["sample_id"].isin(shared)]
+    overall = _slice_row("overall", pair)
     rows = [_slice_row(sid, pair.loc[g["sample_id"]]) for sid, g in members.groupby("slice_id", sort=False)]
     if rows:
-        slices = pd.DataFrame(rows).merge(index.slices[["slice_id", "key", "label", *SLICE_AXES, "operations"]],
+        slices = pd.DataFrame(rows).merge(index.slices[["slice_id", "key", "label", *SLICE_AXES, "operations", "axis"]],
                                           on="slice_id")
-        slices = _test(slices, min_support, alpha)
+        slices = loss_rate_tests(_test(slices, min_support, alpha), overall, alpha)
     else:
         slices = pd.DataFrame(columns=_COLUMNS)
     labeled_ids = set(index.members["sample_id"])
@@ -214,19 +243,34 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
             "n_shared_labeled": int(sum(s in labeled_ids for s in shared)),
             "n_baseline_only": int(len(base.index.difference(cand.index))),
             "n_candidate_only": int(len(cand.index.difference(base.index))),
-            "min_support": min_support, "alpha": alpha}
+            "min_support": min_support, "alpha": alpha,
+            "n_tests": int(slices["tested"].astype(bool).sum()) if len(slices) else 0}
     setup = results.attrs.get("setup") or {}
     meta["setup"] = {run: setup.get(run, {}) for run in (baseline, candidate)}
     newly, cap = _newly_failing(pair, cand, labels, meta["setup"][candidate])
-    return Comparison(baseline, candidate, slices[_COLUMNS].reset_index(drop=True), _slice_row("overall", pair),
+    failures = {**_failure_summary(newly), "length_cap": cap}
+    failures["examples"] = {m: examples(list(g["sample_id"]), base, cand, n_examples)
+                            for m, g in newly.groupby("failure_mode")}
+    lost = set(pair.index[pair["b"] & ~pair["c"]])
+    dropped = slices[slices["significant_drop"].astype(bool)] if len(slices) else slices
+    slice_examples = {sid: examples([i for i in members.loc[members["slice_id"] == sid, "sample_id"] if i in lost],
+                                    base, cand, n_examples) for sid in dropped["slice_id"]}
+    evidence = {"join": join, "n_examples": n_examples,
+                "runs": {baseline: run_profile(base.loc[shared]), candidate: run_profile(cand.loc[shared])},
+                "calibration": calibration_state(labels, index.meta), "slice_examples": slice_examples}
+    passk = (compare_pass_at_k(base.loc[shared], cand.loc[shared], members, index.slices, tuple(ks),
+                               min_support=min_support, alpha=alpha) if ks else None)
+    return Comparison(baseline, candidate, slices[_COLUMNS].reset_index(drop=True), overall,
                       {k: _spread(slices[slices["key"] == k]) for k in KEYS if k in set(slices["key"])},
-                      {**_failure_summary(newly), "length_cap": cap}, newly, meta)
+                      failures, newly, meta, heterogeneity(slices) if len(slices) else [], evidence, passk,
+                      members.reset_index(drop=True))
 
 
 _COLUMNS = ["slice_id", "key", "label", *SLICE_AXES, "operations", "n", "n11", "n10", "n01", "n00", "baseline_pass",
             "baseline_ci_low", "baseline_ci_high", "candidate_pass", "candidate_ci_low", "candidate_ci_high",
             "delta", "delta_ci_low", "delta_ci_high", "p_value", "q_value", "tested", "low_support",
-            "significant_drop", "significant_gain", "intervals_overlap"]
+            "significant_drop", "significant_gain", "intervals_overlap", "axis", "loss_rate", "loss_rate_outside",
+            "loss_p", "loss_q", "localised"]
 
 
 def _slice_row(sid: str, g: pd.DataFrame) -> dict[str, Any]:
@@ -249,8 +293,9 @@ def _test(slices: pd.DataFrame, min_support: int, alpha: float) -> pd.DataFrame:
     slices["low_support"] = slices["n"] < min_support
     slices["tested"] = ~slices["low_support"]
     slices["q_value"] = None
-    for _, g in slices[slices["tested"]].groupby("key"):
-        slices.loc[g.index, "q_value"] = false_discovery_control(g["p_value"].to_numpy(), method="bh")
+    if slices["tested"].any():
+        slices.loc[slices["tested"], "q_value"] = false_discovery_control(
+            slices.loc[slices["tested"], "p_value"].to_numpy(dtype=float), method="bh")
     q = slices["q_value"].astype(float)
     sig = slices["tested"] & (q < alpha)
     slices["significant_drop"] = sig & (slices["delta"] < 0)

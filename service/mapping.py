@@ -13,10 +13,14 @@ named predicate from :data:`PREDICATES` with its parameters — and ``then``:
 No code lives in the YAML. An unknown predicate, parameter or label id is refused with a
 message naming the rule and the allowed names. :func:`diagnose` evaluates the rules in
 order: a fired non-data rule makes the verdict ``non_data`` and suppresses every data
-intervention; else fired data rules give ``data_intervention``; else the verdict is
-``insufficient_evidence``. A slice under the minimum support, not significant after
-Benjamini–Hochberg, or whose Wilson interval overlaps the baseline's, is never evidence
-for an intervention; it is listed as insufficient evidence.
+intervention; else fired data rules give ``data_intervention``; else, when the overall
+change is a significant drop, ``broad_regression`` (no slice stands out) or
+``unexplained_regression`` (slices stand out but no rule names them, or the axes that could
+localise the drop are gated out); else ``insufficient_evidence``, with the minimum
+detectable effect (:mod:`service.verdicts`). A slice under the minimum support, not
+significant after Benjamini–Hochberg, whose loss rate is not significantly above the rest
+(not *localised*, :mod:`service.localisation`), or whose Wilson interval overlaps the
+baseline's, is never evidence for an intervention; it is listed as insufficient evidence.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from service.setup import apply_setup_check, compare_setups
 from service.slices import MIN_SUPPORT
 from service.taxonomy import Taxonomy, load_taxonomy
 from service.training_lint import attach_findings
+from service.verdicts import fallback_verdict, localisation_summary
 
 DEFAULT_RULES = PROMPTS_DIR / "mapping-rules-v1.yaml"
 #: What a non-data verdict may tell the user to check, with what each means.
@@ -53,6 +58,7 @@ CHECKS = {
     "decoding_settings": "temperature, top-p and repetition penalty are what the evaluation intends",
 }
 _Frac = Annotated[float, Field(ge=0.0, le=1.0)]
+_Key = Literal["capability", "combination", "marginal"]
 
 
 class _Params(BaseModel):
@@ -80,9 +86,15 @@ class FailureModeShareParams(_Params):
 
 
 class WeakSlicesParams(_Params):
-    """At least ``min_slices`` slices matching the filters dropped, with enough evidence."""
+    """At least ``min_slices`` slices matching the filters dropped, localised, with enough evidence.
 
-    key: Literal["capability", "combination", "marginal"] = "capability"
+    ``key`` is one slice key or a list of them (``[capability, marginal]``: the 4-axis capability
+    slices and the single-axis slices, among them the primary-operation key
+    ``marginal:primary_operation=<op>``). The axis filters apply to capability slices only
+    (a marginal slice spans every value of the other axes); ``combination`` refuses them.
+    """
+
+    key: _Key | list[_Key] = "capability"
     primary_operation: str | None = None
     operations: list[str] | None = None
     background_condition: list[str] | None = None
@@ -97,9 +109,13 @@ class WeakSlicesParams(_Params):
         if self.primary_operation and self.operations:
             raise ValueError("give primary_operation or operations, not both")
         axes = ("background_condition", "exclude_background_condition", "task_type", "output_constraint")
-        if self.key == "combination" and any(getattr(self, a) for a in axes):
+        if "combination" in self.keys and any(getattr(self, a) for a in axes):
             raise ValueError(f"key combination spans every background, task and output; drop {', '.join(axes)}")
         return self
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.key] if isinstance(self.key, str) else list(dict.fromkeys(self.key))
 
     @property
     def ops(self) -> list[str] | None:
@@ -224,14 +240,16 @@ def _failure_mode_share(cmp: Comparison, p: FailureModeShareParams, ev: Evidence
 
 
 def _weak_slices(cmp: Comparison, p: WeakSlicesParams, ev: EvidenceSettings) -> Outcome:
-    df = cmp.slices[cmp.slices["key"] == p.key]
+    df = cmp.slices[cmp.slices["key"].isin(p.keys)]
     if p.ops:
         df = df[df["operations"].map(lambda ops: bool(set(ops or []) & set(p.ops)))]
+    cap = df["key"] == "capability"
     for axis in ("background_condition", "task_type", "output_constraint"):
         if getattr(p, axis):
-            df = df[df[axis].isin(getattr(p, axis))]
+            df = df[~cap | df[axis].isin(getattr(p, axis))]
+            cap = df["key"] == "capability"
     if p.exclude_background_condition:
-        df = df[~df["background_condition"].isin(p.exclude_background_condition)]
+        df = df[~cap | ~df["background_condition"].isin(p.exclude_background_condition)]
     dropped = df[df["delta"] < p.max_delta]
     weak, insufficient = [], []
     for r in dropped.itertuples(index=False):
@@ -240,18 +258,31 @@ def _weak_slices(cmp: Comparison, p: WeakSlicesParams, ev: EvidenceSettings) -> 
             reasons.append(f"support {r.n} < {ev.min_support}")
         elif not r.significant_drop:
             reasons.append(f"not significant after Benjamini-Hochberg (q={r.q_value:.3g} >= {ev.alpha})")
+        elif not r.localised:
+            reasons.append(_not_localised(r, ev.alpha))
         if ev.require_separated_intervals and r.intervals_overlap:
             reasons.append("candidate and baseline 95% intervals overlap")
-        (insufficient if reasons else weak).append(slice_evidence(r, reasons))
+        (insufficient if reasons else weak).append(slice_evidence(r, reasons, cmp))
     return Outcome(len(weak) >= p.min_slices, {"key": p.key, "n_matching": int(len(df)), "weak_slices": weak}, insufficient)
 
 
-def slice_evidence(r: Any, reasons: list[str] | None = None) -> dict[str, Any]:
-    """The figures a diagnosis quotes for one slice (a row of ``Comparison.slices``)."""
-    out = {"slice_id": r.slice_id, "label": r.label, "operations": list(r.operations or []), "n": int(r.n),
-           "baseline_pass": r.baseline_pass, "candidate_pass": r.candidate_pass, "delta": r.delta,
+def _not_localised(r: Any, alpha: float) -> str:
+    rate = lambda x: "—" if x is None or x != x else f"{x:.2f}"  # noqa: E731 - NaN-safe
+    q = "untested" if r.loss_q is None or r.loss_q != r.loss_q else f"q={r.loss_q:.3g} >= {alpha}"
+    return (f"not localised: loss rate {rate(r.loss_rate)} among baseline-correct samples is not significantly "
+            f"above the {rate(r.loss_rate_outside)} outside the slice (one-sided Fisher exact, {q})")
+
+
+def slice_evidence(r: Any, reasons: list[str] | None = None, cmp: Comparison | None = None) -> dict[str, Any]:
+    """The figures a diagnosis quotes for one slice (a row of ``Comparison.slices``), with example
+    lost samples (ids and output tails) when ``cmp`` holds them."""
+    out = {"slice_id": r.slice_id, "key": r.key, "label": r.label, "operations": list(r.operations or []),
+           "n": int(r.n), "baseline_pass": r.baseline_pass, "candidate_pass": r.candidate_pass, "delta": r.delta,
            "delta_ci": [r.delta_ci_low, r.delta_ci_high], "losses": int(r.n10), "gains": int(r.n01),
-           "p_value": r.p_value, "q_value": r.q_value}
+           "p_value": r.p_value, "q_value": r.q_value, "loss_rate": r.loss_rate,
+           "loss_rate_outside": r.loss_rate_outside, "loss_q": r.loss_q, "localised": bool(r.localised)}
+    if cmp is not None and not reasons:
+        out["examples"] = cmp.evidence.get("slice_examples", {}).get(r.slice_id, [])
     if reasons:
         out["reasons"] = reasons
     return out
@@ -388,16 +419,20 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: lis
             cited as evidence of a termination verdict (:func:`service.training_lint.attach_findings`).
 
     Returns:
-        A JSON-serialisable dict: ``verdict`` (``data_intervention``, ``non_data`` or
-        ``insufficient_evidence``), ``summary`` (one sentence), ``fired_rules`` (id, kind,
+        A JSON-serialisable dict: ``verdict`` (``non_data``, ``data_intervention``,
+        ``broad_regression``, ``unexplained_regression`` or ``insufficient_evidence``), ``summary``
+        (one sentence), ``explanation`` (for the last three: ``statement``, the overall test, and
+        ``missing`` or ``mde``; see :mod:`service.verdicts`), ``localisation`` (tests, heterogeneity,
+        slices that stand out), ``fired_rules`` (id, kind,
         description, per-condition evidence, ``then``), ``interventions`` (rule id, filter,
         action, target operations, the weak slices addressed), ``checks`` (non-data),
         ``suppressed_rules``, ``rules_evaluated`` (id, fired, why not), ``insufficient_evidence``
-        (slices that dropped without enough evidence, with reasons), ``weak_slices`` per key,
-        ``overall``, ``spread``, ``failure_modes``, ``rules`` (provenance), ``meta``, ``setup`` (the two
-        runs' set-ups and the fields that differ, :func:`service.setup.compare_setups`; a difference makes
-        the verdict ``non_data`` "evaluation set-up differs", :func:`service.setup.apply_setup_check`) and,
-        with ``training_findings``, ``training_config``.
+        (slices that dropped without enough evidence, with reasons), ``weak_slices`` per key (with
+        example lost samples), ``overall``, ``spread``, ``failure_modes`` (with examples), ``evidence``
+        (join, run profiles, calibration state), ``pass_at_k``, ``rules`` (provenance), ``meta``, ``setup``
+        (the two runs' set-ups and the fields that differ, :func:`service.setup.compare_setups`; a difference
+        makes the verdict ``non_data`` "evaluation set-up differs", :func:`service.setup.apply_setup_check`)
+        and, with ``training_findings``, ``training_config``.
     """
     rules = rules or default_rules()
     ev = rules.evidence.model_copy(update={"min_support": cmp.meta.get("min_support", rules.evidence.min_support),
@@ -418,7 +453,8 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: lis
                           "conditions": conditions, "then": rule.then.model_dump(exclude_none=True)})
     non_data = [f for f in fired if f["kind"] == "non_data"]
     data = [f for f in fired if f["kind"] == "data"]
-    interventions, suppressed, checks = [], [], []
+    interventions, suppressed, checks, explanation = [], [], [], None
+    localisation = localisation_summary(cmp, ev.alpha)
     if non_data:
         verdict = "non_data"
         suppressed = [{"id": f["id"], "reason": f"non-data verdict from rule {non_data[0]['id']!r}"} for f in data]
@@ -428,12 +464,13 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: lis
         verdict = "data_intervention"
         interventions = [_intervention(f) for f in data]
     else:
-        verdict = "insufficient_evidence"
-    weak = {k: [slice_evidence(r) for r in g.itertuples(index=False)]
+        verdict, explanation = fallback_verdict(cmp, ev.alpha, localisation)
+    weak = {k: [slice_evidence(r, None, cmp) for r in g.itertuples(index=False)]
             for k, g in cmp.slices[_is_weak(cmp.slices, ev)].groupby("key", sort=False)}
     out = {
         "verdict": verdict,
-        "summary": _summary(verdict, non_data, interventions, insufficient, cmp),
+        "summary": _summary(verdict, non_data, interventions, explanation, cmp),
+        "explanation": explanation, "localisation": localisation,
         "baseline": cmp.baseline, "candidate": cmp.candidate,
         "rules": rules.provenance(), "evidence_settings": ev.model_dump(),
         "fired_rules": fired, "interventions": interventions,
@@ -441,6 +478,7 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: lis
         "suppressed_rules": suppressed, "rules_evaluated": evaluated,
         "insufficient_evidence": list(insufficient.values()), "weak_slices": weak,
         "overall": cmp.overall, "spread": cmp.spread, "failure_modes": cmp.failure_modes, "meta": cmp.meta,
+        "evidence": {k: v for k, v in cmp.evidence.items() if k != "slice_examples"}, "pass_at_k": cmp.pass_at_k,
     }
     # the set-up check overrides every rule: runs evaluated differently are not comparable
     out = apply_setup_check(out, compare_setups(cmp.meta.get("setup") or {}, cmp.baseline, cmp.candidate,
@@ -451,7 +489,7 @@ def diagnose(cmp: Comparison, rules: RuleSet | None = None, *, ignore_setup: lis
 
 
 def _is_weak(slices: pd.DataFrame, ev: EvidenceSettings) -> pd.Series:
-    weak = slices["significant_drop"].astype(bool)
+    weak = slices["significant_drop"].astype(bool) & slices["localised"].astype(bool)
     if ev.require_separated_intervals:
         weak &= ~slices["intervals_overlap"].astype(bool)
     return weak
@@ -465,13 +503,17 @@ def _intervention(f: dict[str, Any]) -> dict[str, Any]:
             "samples_in_weak_slices": sum(s["n"] for s in weak)}
 
 
-def _summary(verdict: str, non_data: list, interventions: list, insufficient: dict, cmp: Comparison) -> str:
+def _summary(verdict: str, non_data: list, interventions: list, explanation: dict | None, cmp: Comparison) -> str:
     o = cmp.overall
     head = (f"{cmp.candidate} vs {cmp.baseline}: pass rate {o['candidate_pass']:.3f} vs {o['baseline_pass']:.3f} "
             f"on {o['n']} shared samples")
+    if cmp.meta.get("metric") == "pass@k":
+        k = cmp.meta["metric_k"]
+        pk = cmp.pass_at_k["by_k"][str(k)]["overall"]
+        head += f", pass@{k} {pk['candidate']:.3f} vs {pk['baseline']:.3f} on {pk['n_items']} problems"
     if verdict == "non_data":
         return f"{head}; not a data problem ({non_data[0]['then']['verdict']}): rule {non_data[0]['id']}"
     if verdict == "data_intervention":
         ops = sorted({op for i in interventions for op in i["operations"]})
         return f"{head}; {len(interventions)} data interventions for operations {', '.join(ops)}"
-    return f"{head}; insufficient evidence for any rule ({len(insufficient)} dropped slices lack support or separation)"
+    return f"{head}. {explanation['statement']}"

@@ -5,7 +5,8 @@ URLs): a heatmap of pass rate per capability slice and run, and per-slice change
 candidate − baseline with their Agresti–Min 95% intervals. Figures are drawn with
 ``matplotlib.figure.Figure`` on the Agg canvas (no pyplot, no GUI backend). The Markdown
 holds the same tables without figures; the JSON is the payload itself. Nothing is
-recomputed here.
+recomputed here. Evidence sections (join, calibration state, output lengths and finish
+reasons, example outputs, localisation, pass@k): :mod:`service.report_evidence`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service.report_evidence import (calibration_section, examples_section, join_section, localisation_section,
+                                     passk_sections, runs_section, slices_passk_note)
+
 #: Slices drawn in a figure or listed in a table (largest first).
 MAX_ROWS = 30
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -24,8 +28,8 @@ padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-b
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;
 text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f5f5f5}
 .verdict{font-size:1.1rem;padding:.6rem 1rem;border-radius:6px;background:#eef4ff}.non_data{background:#fff4e5}
-.insufficient_evidence{background:#f3f3f3}.drop{color:#b00020;font-weight:600}.muted{color:#666}
-img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:0 .2rem}"""
+.insufficient_evidence{background:#f3f3f3}.broad_regression{background:#f6eefc}.unexplained_regression{background:#fdecea}.drop{color:#b00020;font-weight:600}.muted{color:#666}
+img{max-width:100%;border:1px solid #eee}td{overflow-wrap:anywhere}code{background:#f5f5f5;padding:0 .2rem}"""
 
 
 def write_report(kind: str, payload: dict[str, Any], stem: Path, *,
@@ -69,27 +73,40 @@ def _slices(p: dict[str, Any], _: Any) -> tuple[str, list]:
     intro = [_axes_line(meta)]
     runs = sorted({r["run"] for r in rows if "run" in r})
     cap = [r for r in rows if r.get("key", "capability") == "capability"]
-    head = ["slice", *(["run"] if runs else []), "n", "pass rate [95% CI]", "low support"]
-    table = [[r.get("label") or r.get("slice_id") or " / ".join(str(r.get(a)) for a in meta.get("axes_used", [])),
-              *([r["run"]] if runs else []), str(r["n"]), _rate(r.get("pass_rate"), r.get("ci_low"), r.get("ci_high")),
-              "yes" if r.get("low_support") else ""] for r in cap[: MAX_ROWS * max(1, len(runs))]]
+    ks = meta.get("ks") or []
+    intro += slices_passk_note(meta)
+    head = ["slice", *(["run"] if runs else []), "n", "pass rate [95% CI]", *[f"pass@{k} [95% CI]" for k in ks],
+            "low support"]
+    table = [_slice_cells(r, meta, runs, ks) for r in cap[: MAX_ROWS * max(1, len(runs))]]
     fig = _heatmap(cap, runs) if runs else None
-    return "Capability slices", [("Slices", intro, (head, table), fig)]
+    sections = [("Slices", intro, (head, table), fig)]
+    prim = [r for r in rows if str(r.get("slice_id", "")).startswith("marginal:primary_operation=")]
+    if prim and runs:
+        sections.append(("Primary-operation slices", [],
+                         (head, [_slice_cells(r, meta, runs, ks) for r in prim[: MAX_ROWS * len(runs)]]), None))
+    return "Capability slices", sections
+
+
+def _slice_cells(r: dict[str, Any], meta: dict[str, Any], runs: list[str], ks: list[int]) -> list[str]:
+    return [r.get("label") or r.get("slice_id") or " / ".join(str(r.get(a)) for a in meta.get("axes_used", [])),
+            *([r["run"]] if runs else []), str(r["n"]), _rate(r.get("pass_rate"), r.get("ci_low"), r.get("ci_high")),
+            *[_rate(r.get(f"pass_at_{k}"), r.get(f"pass_at_{k}_ci_low"), r.get(f"pass_at_{k}_ci_high")) for k in ks],
+            "yes" if r.get("low_support") else ""]
 
 
 def _compare(p: dict[str, Any], _: Any) -> tuple[str, list]:
     return f"Comparison: {p['candidate']} vs {p['baseline']}", _compare_sections(p)
 
 
-def _compare_sections(p: dict[str, Any]) -> list:
-    o, m = p["overall"], p["meta"]
+def _compare_sections(p: dict[str, Any], calibration: bool = True) -> list:
+    o, m, ev = p["overall"], p["meta"], p.get("evidence") or {}
     intro = [f"{m['n_shared']} samples scored by both runs ({m['n_shared_labeled']} labeled). Overall pass rate "
              f"{_rate(o['baseline_pass'], o['baseline_ci_low'], o['baseline_ci_high'])} → "
              f"{_rate(o['candidate_pass'], o['candidate_ci_low'], o['candidate_ci_high'])}, change "
              f"{_delta(o['delta'], o['delta_ci_low'], o['delta_ci_high'])}, exact McNemar p = {_p(o['p_value'])}.",
              _axes_line(m),
              f"Slices with fewer than {m['min_support']} shared samples are not tested; q = Benjamini–Hochberg "
-             f"adjusted p within each key family, significant at q < {m['alpha']}."]
+             f"adjusted p over the {m.get('n_tests', 0)} slices tested at every key, significant at q < {m['alpha']}."]
     spread = [[k, str(s["n_tested"]), str(s["n_significant_drop"]), _num(s["share_slices_significant_drop"]),
                _num(s["gini_net_loss_rate"]), _num(s["hhi_net_losses_normalized"])] for k, s in p["spread"].items()]
     fm = p["failure_modes"]
@@ -103,6 +120,16 @@ def _compare_sections(p: dict[str, Any]) -> list:
                  [f"{fm['n_newly_failing']} samples correct in the baseline fail in the candidate. Deterministic "
                   "checks on the candidate output decide first (empty, stopped by length or repeating without an "
                   "answer, no final answer)."], (["failure mode", "n", "share"], fm_rows), None)]
+    sections[1:1] = join_section(ev) + (calibration_section(ev) if calibration else [])
+    sections += examples_section("Examples per failure mode", "Newly failing samples (correct in the baseline, wrong "
+                                 "in the candidate); the last 300 characters of each output.",
+                                 fm.get("examples") or {})
+    sections += runs_section(ev)
+    sections += localisation_section(None, p.get("heterogeneity") or [], m.get("n_tests", 0))
+    sections += passk_sections(p.get("pass_at_k"), MAX_ROWS)
+    sections += examples_section("Examples from slices with a significant drop", "Lost samples of each slice; the last "
+                                 "300 characters of each output.",
+                                 dict(list((ev.get("slice_examples") or {}).items())[:10]))
     for key in ("capability", "combination", "marginal"):
         rows = [r for r in p["slices"] if r["key"] == key]
         if not rows:
@@ -110,11 +137,12 @@ def _compare_sections(p: dict[str, Any]) -> list:
         table = [[r["label"], str(r["n"]), _rate(r["baseline_pass"], r["baseline_ci_low"], r["baseline_ci_high"]),
                   _rate(r["candidate_pass"], r["candidate_ci_low"], r["candidate_ci_high"]),
                   _delta(r["delta"], r["delta_ci_low"], r["delta_ci_high"]), f"{r['n10']}/{r['n01']}",
-                  _p(r["p_value"]), _p(r["q_value"]),
+                  _p(r["p_value"]), _p(r["q_value"]), _loss(r),
                   "drop" if r["significant_drop"] else ("gain" if r["significant_gain"] else
                                                         ("low support" if r["low_support"] else ""))]
                  for r in rows[:MAX_ROWS]]
-        head = ["slice", "n", "baseline", "candidate", "change [95% CI]", "losses/gains", "p", "q", ""]
+        head = ["slice", "n", "baseline", "candidate", "change [95% CI]", "losses/gains", "p", "q",
+                "loss rate in / out (q)", ""]
         figs = None
         if key == "capability":
             figs = [_heatmap([{**r, "run": "baseline", "pass_rate": r["baseline_pass"]} for r in rows]
@@ -129,6 +157,12 @@ def _diagnose(p: dict[str, Any], cmp: dict[str, Any] | None) -> tuple[str, list]
     intro = [p["summary"], f"Rules {p['rules']['path']} version {p['rules']['version']} "
                            f"(sha256 {p['rules']['sha256']}); evidence: {json.dumps(p['evidence_settings'])}."]
     sections = [("Verdict: " + p["verdict"], intro, None, None)]
+    if p.get("explanation"):
+        sections.append(("What the verdict means", [p["explanation"]["statement"]], None, None))
+    sections += calibration_section(p.get("evidence") or {})
+    loc = p.get("localisation")
+    if loc:
+        sections += localisation_section(loc, loc["heterogeneity"], loc["n_tests"])
     fired = [[f["id"], f["kind"], f["description"],
               "; ".join(f"{c['predicate']}: {_evidence_text(c['evidence'])}" for c in f["conditions"])]
              for f in p["fired_rules"]]
@@ -145,18 +179,23 @@ def _diagnose(p: dict[str, Any], cmp: dict[str, Any] | None) -> tuple[str, list]
     if p["suppressed_rules"]:
         sections.append(("Suppressed data rules", [f"{s['id']}: {s['reason']}" for s in p["suppressed_rules"]],
                          None, None))
-    weak = [[k, s["label"], str(s["n"]), _delta(s["delta"], *s["delta_ci"]), _p(s["q_value"])]
+    weak = [[k, s["label"], str(s["n"]), _delta(s["delta"], *s["delta_ci"]), _p(s["q_value"]), _loss(s)]
             for k, ss in p["weak_slices"].items() for s in ss]
-    sections.append(("Weak slices (localisation)", [] if weak else ["No slice has a significant drop with separated "
-                                                                      "intervals."],
-                     (["key", "slice", "n", "change [95% CI]", "q"], weak) if weak else None, None))
+    sections.append(("Weak slices (localised)", [] if weak else ["No slice has a significant, localised drop with "
+                                                                   "separated intervals."],
+                     (["key", "slice", "n", "change [95% CI]", "q", "loss rate in / out (q)"], weak) if weak else None,
+                     None))
+    sections += examples_section("Examples from weak slices", "Lost samples of each weak slice; the last 300 "
+                                 "characters of each output.",
+                                 {s["slice_id"]: s.get("examples", []) for ss in p["weak_slices"].values() for s in ss})
     ins = [[s["label"], str(s["n"]), _num(s["delta"]), "; ".join(s["reasons"])]
            for s in p["insufficient_evidence"][:MAX_ROWS]]
     if ins:
         sections.append(("Insufficient evidence", ["Slices that dropped but cannot support an intervention."],
                          (["slice", "n", "change", "why"], ins), None))
     if cmp is not None:
-        sections += _compare_sections(cmp)[1:]
+        sections += [s for s in _compare_sections(cmp, calibration=False)[1:]
+                     if not s[0].startswith(("Is the drop localised", "Examples from slices"))]
     return f"Diagnosis: {p['candidate']} vs {p['baseline']}", sections
 
 
@@ -255,6 +294,13 @@ def _rate(p: Any, lo: Any, hi: Any) -> str:
 
 def _delta(d: Any, lo: Any, hi: Any) -> str:
     return "—" if d is None else f"{d:+.3f} [{_num(lo, 3)}, {_num(hi, 3)}]"
+
+
+def _loss(r: dict[str, Any]) -> str:
+    if r.get("loss_rate") is None:
+        return "—"
+    return (f"{r['loss_rate']:.2f} / {_num(r.get('loss_rate_outside'))} ({_p(r.get('loss_q'))})"
+            + (" localised" if r.get("localised") else ""))
 
 
 def _axes_line(meta: dict[str, Any]) -> str:

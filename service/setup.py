@@ -215,7 +215,7 @@ def apply_setup_check(result: dict[str, Any], check: dict[str, Any]) -> dict[str
             "then": {"kind": "non_data", "verdict": reason, "checks": [SETUP_CHECK["id"]]}}
     suppressed = list(result.get("suppressed_rules") or []) + [
         {"id": f["id"], "reason": reason} for f in result.get("fired_rules") or [] if f.get("kind") == "data"]
-    return {**result, "verdict": "non_data",
+    return {**result, "verdict": "non_data", "explanation": None,
             "summary": f"{reason} ({values}); not comparable: {result['candidate']} vs {result['baseline']}",
             "fired_rules": [rule], "interventions": [], "checks": [SETUP_CHECK], "suppressed_rules": suppressed}
 

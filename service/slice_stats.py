@@ -155,12 +155,14 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
 
     Returns:
         ``(DataFrame[slice_id, key, label, run, n, n_correct, pass_rate, ci_low, ci_high,
-        pass_at_<k>..., low_support], meta)``: ``pass_rate`` is the share of samples whose
-        result is ``correct``, with its Wilson 95% interval (Wilson 1927, via
-        :func:`calibration.metrics.wilson_interval`); ``pass_at_<k>`` the mean over the slice's
-        items of :func:`pass_at_k`. ``meta`` adds to the :class:`SliceIndex` meta the runs,
-        ``min_support``, ``ks`` and, per run, samples with results but no label
-        (``n_results_unlabeled``).
+        pass_at_<k>, pass_at_<k>_ci_low, pass_at_<k>_ci_high ..., low_support], meta)``:
+        ``pass_rate`` is the share of samples whose result is ``correct``, with its Wilson 95%
+        interval (Wilson 1927, via :func:`calibration.metrics.wilson_interval`); ``pass_at_<k>``
+        the mean over the slice's items of :func:`pass_at_k`, with a percentile-bootstrap 95%
+        interval over items (:func:`service.passk.mean_interval`). ``meta`` adds to the
+        :class:`SliceIndex` meta the runs, ``min_support``, ``ks`` (reported), ``ks_skipped``
+        (k → why), ``items_short`` (run → k → labeled items with fewer than k generations) and,
+        per run, samples with results but no label (``n_results_unlabeled``).
 
     Raises:
         ConfigError: a requested run is not in ``results`` (the message lists the runs present).
@@ -173,9 +175,16 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     meta = {**index.meta, "runs": runs, "min_support": min_support,
             "n_results_unlabeled": {r: int((~res.loc[res["run"] == r, "sample_id"].isin(labeled_ids)).sum())
                                     for r in runs}}
+    from service.passk import mean_interval  # passk imports pass_at_k from here
+
     multi = {r: int(res.loc[res["run"] == r, "n_samples"].max() or 1) for r in runs}
     top = max(multi.values(), default=1)
     meta["ks"] = sorted({k for k in ks if top > 1 and top >= k})
+    meta["ks_skipped"] = {str(k): ("every item has 1 generation" if top <= 1 else f"no item has {k} generations "
+                                   f"(most: {top})") for k in sorted(set(ks)) if k not in meta["ks"]}
+    lab_res = res[res["sample_id"].isin(labeled_ids)]
+    meta["items_short"] = {r: {str(k): int((lab_res.loc[lab_res["run"] == r, "n_samples"] < k).sum())
+                               for k in meta["ks"]} for r in runs}
     rows = []
     for (sid, run), g in joined.groupby(["slice_id", "run"], sort=True):
         n, k_ok = len(g), int(g["correct"].sum())
@@ -184,11 +193,13 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
                "ci_low": ci[0], "ci_high": ci[1], "low_support": n < min_support}
         for k in meta["ks"]:
             ok = bool((g["n_samples"] >= k).all()) and multi[run] >= k
-            row[f"pass_at_{k}"] = (float(np.mean([pass_at_k(a, b, k) for a, b in zip(g["n_samples"], g["n_correct"])]))
-                                   if ok else None)
+            vals = np.array([pass_at_k(a, b, k) for a, b in zip(g["n_samples"], g["n_correct"])]) if ok else None
+            row[f"pass_at_{k}"] = float(vals.mean()) if ok else None
+            row[f"pass_at_{k}_ci_low"], row[f"pass_at_{k}_ci_high"] = mean_interval(vals) if ok else (None, None)
         rows.append(row)
     cols = ["slice_id", "key", "label", "run", "n", "n_correct", "pass_rate", "ci_low", "ci_high",
-            *[f"pass_at_{k}" for k in meta["ks"]], "low_support"]
+            *[c for k in meta["ks"] for c in (f"pass_at_{k}", f"pass_at_{k}_ci_low", f"pass_at_{k}_ci_high")],
+            "low_support"]
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=cols), meta

@@ -14,6 +14,7 @@ from service.mapping import diagnose
 from service.results import load_results
 from tests.conftest import run_cli
 from tests.loop_data import COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, doc_labels, math_labels, truncated_bbh
+from tests.verdict_data import math_subject_candidate
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,9 @@ def test_truncated_outputs_rule_the_data_out(truncated):
     assert result["fired_rules"][0]["id"] == "training-decoding-issue"
     assert all(f["kind"] == "non_data" for f in result["fired_rules"])
     assert {c["id"] for c in result["checks"]} >= {"eos_loss_mask", "stop_tokens", "chat_template", "answer_extraction"}
-    # the weak slices are real, but the data rules they fire are suppressed, not proposed
-    assert result["weak_slices"]["capability"] and result["suppressed_rules"]
+    # the slices dropped significantly, but evenly: none is a localised weakness, so no data rule fires
+    assert result["localisation"]["dropped_not_localised"] and not result["localisation"]["standing_out"]
+    assert result["weak_slices"] == {} and result["suppressed_rules"] == []
     json.dumps(result, allow_nan=False)
 
 
@@ -114,9 +116,17 @@ def test_cli_compare_diagnose_sample_end_to_end(tmp_path):
     assert not re.search(r"""(src|href)=["']https?:""", page) and "<script" not in page
     assert "| slice |" in (tmp_path / "cmp.md").read_text()
 
-    diag = tmp_path / "diagnosis.json"
     r = run_cli("diagnose", "--labels", str(labels), "--results", str(MATH_OUTPUTS), "--baseline", STRONG,
-                "--candidate", WEAK, "-o", str(diag), timeout_s=120)
+                "--candidate", WEAK, "-o", str(tmp_path / "broad.json"), timeout_s=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "broad.json").read_text())["verdict"] == "broad_regression"
+    assert "weaker across the board" in r.stdout
+
+    # a candidate that loses only the Algebra problems: localised, data rules fire
+    one = math_subject_candidate(tmp_path / "one_subject.jsonl", {"Algebra"}, run="one-subject")
+    diag = tmp_path / "diagnosis.json"
+    r = run_cli("diagnose", "--labels", str(labels), "--results", str(one), "--baseline", STRONG,
+                "--candidate", "one-subject", "-o", str(diag), timeout_s=120)
     assert r.returncode == 0, r.stderr
     d = json.loads(diag.read_text())
     assert d["verdict"] == "data_intervention" and d["fired_rules"] and d["interventions"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -13,12 +14,30 @@ from service.mapping import CHECKS, DEFAULT_RULES, PREDICATES, NonDataThen, diag
 from service.results import load_results
 from service.sampling import build_manifest, load_documents, matches
 from service.taxonomy import load_taxonomy
-from tests.loop_data import MATH_OUTPUTS, STRONG, WEAK, doc_labels, math_labels
+from tests.loop_data import LOOP, MATH_OUTPUTS, STRONG, WEAK, doc_labels, math_labels
+from tests.verdict_data import math_subject_candidate
+
+#: The MATH-500 subject whose solved problems the ``one-subject`` candidate gets wrong.
+SUBJECT = "Counting & Probability"
 
 
 @pytest.fixture(scope="module")
 def math_cmp():
     return compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK)
+
+
+@pytest.fixture(scope="module")
+def subject_cmp(tmp_path_factory):
+    """Qwen2.5-14B vs the same outputs with every solved Counting & Probability answer made wrong."""
+    path = math_subject_candidate(tmp_path_factory.mktemp("subj") / "subject.jsonl", {SUBJECT}, run="one-subject")
+    return compare(math_labels(), load_results([path]), STRONG, "one-subject")
+
+
+@pytest.fixture(scope="module")
+def algebra_cmp(tmp_path_factory):
+    """Qwen2.5-14B vs the same outputs with every solved Algebra answer made wrong."""
+    path = math_subject_candidate(tmp_path_factory.mktemp("alg") / "algebra.jsonl", {"Algebra"}, run="algebra")
+    return compare(math_labels(), load_results([path]), STRONG, "algebra")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +76,7 @@ def test_default_rules_cover_the_spec_and_every_operation():
     for r in rules.rules:
         if r.then.kind == "data" and r.id.startswith("op-"):
             (cond,) = r.when
-            assert cond.predicate == "weak_slices" and cond.params.key == "capability"
+            assert cond.predicate == "weak_slices" and cond.params.keys == ["capability", "marginal"]
             (op,) = cond.params.ops
             assert r.then.filter.demonstrated_operations == [op]
             per_op[op] = r
@@ -110,27 +129,72 @@ def test_yaml_cannot_carry_code(tmp_path):
 # --------------------------------------------------------------------------- diagnosis on real outputs
 
 
-def test_weaker_math_model_rules_the_data_in(math_cmp, docs):
-    """gemma-2-27b-it vs Qwen2.5-14B-Instruct on MATH-500: weak operations localised, documents selected."""
+def test_weaker_math_model_is_a_broad_regression(math_cmp):
+    """gemma-2-27b-it vs Qwen2.5-14B-Instruct on MATH-500: a large drop, about equal in every slice.
+
+    The largest slices reach significance first, but none loses more of its baseline-correct
+    samples than the rest: no operation-targeted intervention.
+    """
     result = diagnose(math_cmp)
+    assert result["verdict"] == "broad_regression" and result["interventions"] == []
+    assert not any(f["kind"] == "data" for f in result["fired_rules"])
+    loc = result["localisation"]
+    assert not loc["localised"] and loc["standing_out"] == [] and loc["n_tests"] == math_cmp.meta["n_tests"] > 10
+    het = {h["family"]: h for h in loc["heterogeneity"]}
+    assert {"capability", "combination", "marginal:primary_operation"} <= set(het)
+    assert all(h["p_value"] > 0.05 for h in het.values() if h["p_value"] is not None)
+    assert 0.1 < het["combination"]["p_value"] < 0.3
+    text = result["explanation"]["statement"]
+    assert "weaker across the board" in text and "chi2=" in text and "No operation-targeted" in text
+    # the slices that would have fired operation rules dropped significantly, but are not localised
+    dropped = {s["slice_id"]: s for s in result["insufficient_evidence"]}
+    for sid in ("marginal:primary_operation=counting_combinatorics",
+                "capability:pure_math/numeric_answer/counting_combinatorics/integer"):
+        assert math_cmp.slices.set_index("slice_id").at[sid, "significant_drop"]
+        assert any(r.startswith("not localised") for r in dropped[sid]["reasons"])
+
+
+def test_one_subject_drop_is_localised_to_its_operations(subject_cmp):
+    """Only Counting & Probability problems are lost (complete, wrong answers): the primary-operation
+    slice of those problems is localised even though its 4-axis capability slices are each small."""
+    result = diagnose(subject_cmp)
     assert result["verdict"] == "data_intervention"
-    assert not any(f["kind"] == "non_data" for f in result["fired_rules"])
-    weak_combos = {s["slice_id"] for s in result["weak_slices"]["combination"]}
-    assert {"combination:counting_combinatorics", "combination:algebraic_manipulation"} <= weak_combos
-    by_rule = {i["rule_id"]: i for i in result["interventions"]}
-    assert {"counting-combinatorics-pure-math", "op-algebraic-manipulation"} <= set(by_rule)
+    labels = math_labels()
+    subject = {json.loads(x)["id"]: json.loads(x)["subject"] for x in (LOOP / "math500_problems.jsonl").read_text().splitlines()}
+    subject_ops = set(labels.loc[labels["id"].map(subject) == SUBJECT, "primary_operation"])
+    ops = {op for i in result["interventions"] for op in i["operations"]}
+    assert ops and ops <= subject_ops
+    weak = [s for ss in result["weak_slices"].values() for s in ss]
+    prim = [s for s in weak if s["slice_id"].startswith("marginal:primary_operation=")]
+    assert prim and all(s["localised"] and s["loss_rate"] > s["loss_rate_outside"] for s in prim)
+    slices = subject_cmp.slices.set_index("slice_id")
+    weak_cap = {s["slice_id"] for s in result["weak_slices"].get("capability", [])}
+    for s in prim:
+        (op,) = s["operations"]
+        cap = slices[(slices["key"] == "capability") & (slices["primary_operation"] == op)]
+        # no 4-axis slice of the operation carries the drop on its own: too small or not significant
+        assert len(cap) >= 2 and not set(cap.index) & weak_cap
+        assert (cap["low_support"] | ~cap["significant_drop"].astype(bool)).all()
+        assert s["examples"] and all(x["baseline_correct"] and not x["candidate_correct"] for x in s["examples"])
+        assert all(subject[x["sample_id"]] == SUBJECT for x in s["examples"])
     for i in result["interventions"]:
         for sid in i["weak_slices"]:
-            s = math_cmp.slices.set_index("slice_id").loc[sid]
-            assert s["n"] >= 10 and s["significant_drop"] and not s["intervals_overlap"]
+            s = slices.loc[sid]
+            assert s["n"] >= 10 and s["significant_drop"] and s["localised"] and not s["intervals_overlap"]
             assert set(s["operations"]) & set(i["operations"])
     evidence = result["fired_rules"][0]["conditions"][0]["evidence"]["weak_slices"][0]
-    assert {"slice_id", "n", "delta", "delta_ci", "p_value", "q_value"} <= set(evidence)
+    assert {"slice_id", "n", "delta", "delta_ci", "p_value", "q_value", "loss_rate", "loss_q"} <= set(evidence)
 
+
+def test_localised_drop_rules_the_data_in(algebra_cmp, docs):
+    """Only Algebra problems are lost: algebraic manipulation is localised, documents showing it are selected."""
+    result = diagnose(algebra_cmp)
+    assert result["verdict"] == "data_intervention"
+    assert [i["rule_id"] for i in result["interventions"]] == ["op-algebraic-manipulation"]
+    ops = {op for i in result["interventions"] for op in i["operations"]}
     table, source = docs
     manifest, summary = build_manifest(table, result, 5_000, token_source=source)
     assert len(manifest) > 0 and manifest["tokens"].sum() <= 5_000
-    ops = {op for i in result["interventions"] for op in i["operations"]}
     doc_ops = table.set_index("id")["demonstrated_operations"]
     for row in manifest.itertuples():
         assert row.matched_operations and set(row.matched_operations) <= set(doc_ops[row.doc_id]) & ops
@@ -171,11 +235,11 @@ def test_overlapping_intervals_are_insufficient_evidence(math_cmp):
 # --------------------------------------------------------------------------- sampling
 
 
-def test_sampling_refuses_non_data_verdicts_and_ungated_axes(math_cmp, docs):
+def test_sampling_refuses_non_data_verdicts_and_ungated_axes(subject_cmp, docs):
     table, _ = docs
     with pytest.raises(ConfigError, match="non_data.*eos_loss_mask"):
         build_manifest(table, {"verdict": "non_data", "checks": [{"id": "eos_loss_mask"}]}, 1000)
-    result = diagnose(math_cmp)
+    result = diagnose(subject_cmp)
     ungated = table.drop(columns=[c for c in table.columns if c.startswith("gate_")])
     with pytest.raises(ConfigError, match="did not pass calibration: .*domain \\(ungated\\).*--allow-ungated"):
         build_manifest(ungated, result, 1000)

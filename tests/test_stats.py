@@ -189,8 +189,13 @@ def test_ungated_axes_are_left_out_unless_allowed():
 
 
 def test_benjamini_hochberg_matches_statsmodels():
+    """One Benjamini-Hochberg family: every slice tested at every key (paired drops and loss rates)."""
     cmp = compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK)
-    for _, g in cmp.slices[cmp.slices["tested"]].groupby("key"):
-        _, q, _, _ = multipletests(g["p_value"].to_numpy(), method="fdr_bh")
-        assert np.allclose(g["q_value"].astype(float), q)
+    g = cmp.slices[cmp.slices["tested"]]
+    assert cmp.meta["n_tests"] == len(g) and g["key"].nunique() == 3
+    _, q, _, _ = multipletests(g["p_value"].to_numpy(), method="fdr_bh")
+    assert np.allclose(g["q_value"].astype(float), q)
+    _, q, _, _ = multipletests(g["loss_p"].astype(float).to_numpy(), method="fdr_bh")
+    assert np.allclose(g["loss_q"].astype(float), q)
     assert cmp.slices.loc[~cmp.slices["tested"], "q_value"].isna().all()
+    assert cmp.slices.loc[~cmp.slices["tested"], "loss_q"].isna().all()
