@@ -141,3 +141,56 @@ def _d(r: dict[str, Any]) -> str:
         return "—"
     lo, hi = r.get("delta_ci_low"), r.get("delta_ci_high")
     return f"{r['delta']:+.3f} [{_n(lo, 3)}, {_n(hi, 3)}]"
+
+
+def setup_section(setup: dict[str, Any] | None) -> list:
+    """The two runs' evaluation set-ups side by side, differing fields first (:func:`service.setup.compare_setups`)."""
+    if not setup:
+        return []
+    b, c = setup.get("baseline") or {}, setup.get("candidate") or {}
+    differs = {d["field"] for d in setup.get("differs") or []}
+    fields = sorted(set(b) | set(c), key=lambda f: (f not in differs, f))
+    if not fields:
+        return [("Evaluation set-up", ["Neither run records its set-up (prompt template, decoding settings, length "
+                                       "limit); the set-up check had nothing to compare."], None, None)]
+    rows = [[f, _short(b.get(f, "—")), _short(c.get(f, "—")),
+             "differs" if f in differs else ("ignored" if f in (setup.get("ignored") or []) else
+                                              ("one run only" if f in (setup.get("unknown") or []) else "same"))]
+            for f in fields]
+    para = (f"Fields that differ: {', '.join(sorted(differs))}. Runs evaluated differently are not comparable."
+            if differs else "The recorded set-up fields agree.")
+    if setup.get("ignored"):
+        para += f" Ignored on request (--ignore-setup): {', '.join(setup['ignored'])}."
+    return [("Evaluation set-up", [para], (["field", "baseline", "candidate", ""], rows), None)]
+
+
+def failure_detail_section(fm: dict[str, Any]) -> list:
+    """Counts of ``failure_mode_detail`` (how a newly failing output ended) with example ids."""
+    counts = fm.get("detail_counts") or {}
+    if not counts:
+        return []
+    n = fm.get("n_newly_failing") or sum(counts.values())
+    examples = fm.get("detail_examples") or {}
+    rows = [[d, str(v), f"{v / n:.1%}" if n else "—",
+             ", ".join(str(x.get("sample_id")) for x in (examples.get(d) or [])[:3])]
+            for d, v in sorted(counts.items(), key=lambda x: -x[1])]
+    cap = fm.get("length_cap") or {}
+    paras = ["How the newly failing outputs ended (deterministic checks on the candidate output)."]
+    if cap:
+        paras.append("Length cap of the candidate run: " + ", ".join(f"{k} {v}" for k, v in cap.items()
+                                                                     if not isinstance(v, (list, dict))) + ".")
+    return [("Failure mode detail", paras, (["detail", "n", "share", "example ids"], rows), None)]
+
+
+def training_section(tc: dict[str, Any] | None) -> list:
+    """Training-config lint findings (:mod:`service.training_lint`) and whether the verdict cites them."""
+    if not tc:
+        return []
+    rows = [[f["id"], f["severity"], f["message"]] for f in tc.get("findings") or []]
+    para = f"{tc.get('dir', '')}: {tc.get('note', '')}."
+    return [("Training configuration", [para], (["finding", "severity", "message"], rows) if rows else None, None)]
+
+
+def _short(v: Any, limit: int = 120) -> str:
+    text = v if isinstance(v, str) else str(v)
+    return text if len(text) <= limit else text[:limit] + "…"

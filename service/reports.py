@@ -18,8 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.report_evidence import (calibration_section, examples_section, join_section, localisation_section,
-                                     passk_sections, runs_section, slices_passk_note)
+from service.setup import compare_setups
+from service.report_evidence import (calibration_section, examples_section, failure_detail_section, join_section,
+                                     localisation_section, passk_sections, runs_section, setup_section,
+                                     slices_passk_note, training_section)
 
 #: Slices drawn in a figure or listed in a table (largest first).
 MAX_ROWS = 30
@@ -120,7 +122,11 @@ def _compare_sections(p: dict[str, Any], calibration: bool = True) -> list:
                  [f"{fm['n_newly_failing']} samples correct in the baseline fail in the candidate. Deterministic "
                   "checks on the candidate output decide first (empty, stopped by length or repeating without an "
                   "answer, no final answer)."], (["failure mode", "n", "share"], fm_rows), None)]
-    sections[1:1] = join_section(ev) + (calibration_section(ev) if calibration else [])
+    # a standalone comparison shows the set-up here; a diagnosis shows it beside its verdict
+    setup = (setup_section(compare_setups(m["setup"], p["baseline"], p["candidate"]))
+             if calibration and m.get("setup") else [])
+    sections[1:1] = join_section(ev) + setup + (calibration_section(ev) if calibration else [])
+    sections += failure_detail_section(fm)
     sections += examples_section("Examples per failure mode", "Newly failing samples (correct in the baseline, wrong "
                                  "in the candidate); the last 300 characters of each output.",
                                  fm.get("examples") or {})
@@ -159,6 +165,8 @@ def _diagnose(p: dict[str, Any], cmp: dict[str, Any] | None) -> tuple[str, list]
     sections = [("Verdict: " + p["verdict"], intro, None, None)]
     if p.get("explanation"):
         sections.append(("What the verdict means", [p["explanation"]["statement"]], None, None))
+    sections += setup_section(p.get("setup"))
+    sections += training_section(p.get("training_config"))
     sections += calibration_section(p.get("evidence") or {})
     loc = p.get("localisation")
     if loc:

@@ -53,12 +53,12 @@ def test_ignore_setup_lets_the_rules_decide_and_is_recorded(cot_direct):
 
 
 def test_same_set_up_changes_nothing():
-    """Both MATH-500 runs used qwen25-math-cot greedy: the data verdict of the rules stands."""
+    """Both MATH-500 runs used qwen25-math-cot greedy: the verdict of the rules stands (a broad regression)."""
     res = load_results([MATH_OUTPUTS])
     assert res.attrs["setup"][STRONG] == res.attrs["setup"][WEAK] == {
         "n_samples": 1, "prompt_template": "qwen25-math-cot", "temperature": 0.0}
     result = diagnose(compare(math_labels(), res, STRONG, WEAK))
-    assert result["verdict"] == "data_intervention" and result["setup"]["differs"] == []
+    assert result["verdict"] == "broad_regression" and result["setup"]["differs"] == []
 
 
 def test_slicelab_columns_lm_eval_and_inspect_logs_carry_their_set_up(tmp_path):
@@ -97,6 +97,9 @@ def test_cli_diagnose_names_the_set_up_field_and_records_ignore_setup(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "evaluation set-up differs: prompt_template" in r.stdout
     assert 'set-up prompt_template: "cot" (baseline) vs "direct" (candidate)' in r.stdout
+    for page in (out.with_suffix(".html"), out.with_suffix(".md")):  # the reports show both set-ups side by side
+        text = page.read_text(encoding="utf-8")
+        assert "Evaluation set-up" in text and "Fields that differ: prompt_template" in text
     d = json.loads(out.read_text())
     assert d["verdict"] == "non_data" and d["interventions"] == []
     assert "evaluation set-up differs" in (tmp_path / "diagnosis.md").read_text()

@@ -65,7 +65,7 @@ def test_diagnose_cites_the_finding_for_a_termination_verdict_only(tmp_path):
     assert cond["predicate"] == "training_config" and cond["evidence"]["findings"] == lint["findings"]
     # a finding without a termination symptom is reported, not a verdict
     data = diagnose(compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK), training_findings=lint)
-    assert data["verdict"] == "data_intervention" and not data["training_config"]["cited"]
+    assert data["verdict"] == "broad_regression" and not data["training_config"]["cited"]
     assert data["training_config"]["note"].startswith("reported only")
 
 
@@ -89,3 +89,9 @@ def test_cli_lint_text_json_and_diagnose(tmp_path):
     d = json.loads(out.read_text())
     assert d["verdict"] == "non_data" and d["fired_rules"][0]["id"] == "answer-then-runon"
     assert d["training_config"]["cited"] and "training config pad-is-eos (error)" in r.stdout
+    # the reports show the finding and how the new failures ended, with example ids
+    for page in (out.with_suffix(".html"), out.with_suffix(".md")):
+        text = page.read_text(encoding="utf-8")
+        assert "Training configuration" in text and "pad-is-eos" in text
+        assert "Failure mode detail" in text and "answer_then_runon" in text
+        assert d["failure_modes"]["detail_examples"]["answer_then_runon"][0]["sample_id"] in text
