@@ -139,6 +139,30 @@ def require_gates(verdicts: dict[str, str], allow_ungated: bool, what: str, hint
     return verdicts
 
 
+def require_data_intervention(diagnosis: dict[str, Any]) -> None:
+    """Refuse to sample for a diagnosis whose verdict is not ``data_intervention``, saying why in plain words.
+
+    Raises:
+        ConfigError: the verdict is not ``data_intervention``; the message names the verdict, what it
+            means (``broad_regression``: weaker across the board; ``unexplained_regression``: a drop no
+            rule explains; ``non_data``: the checks named) and the diagnosis's own statement.
+    """
+    verdict = diagnosis.get("verdict")
+    if verdict == "data_intervention":
+        return
+    why = {"broad_regression": "the candidate is weaker across the board: no slice loses significantly more of its "
+                               "baseline-correct samples than the rest, so no capability slice is a target",
+           "unexplained_regression": "the drop is significant but nothing explained it: no data rule names the slices "
+                                     "that stand out, or the operation axis could not be used",
+           "insufficient_evidence": "the evidence is too thin to say that anything dropped, or where"}
+    checks = ", ".join(c["id"] for c in diagnosis.get("checks", []))
+    reason = why.get(verdict, "the diagnosis points away from training data")
+    statement = ((diagnosis.get("explanation") or {}).get("statement") or "").strip()
+    raise ConfigError(f"--diagnosis verdict is {verdict!r}, not 'data_intervention': {reason}; there is no targeted "
+                      f"data to sample, so nothing to sample for" + (f" (checks named: {checks})" if checks else "")
+                      + (f". Diagnosis: {statement}" if statement else ""))
+
+
 def write_jsonl(rows: pd.DataFrame, path: Path) -> None:
     """Write a table as JSON Lines (one row a line, UTF-8), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -279,7 +279,7 @@ def slice_evidence(r: Any, reasons: list[str] | None = None, cmp: Comparison | N
     out = {"slice_id": r.slice_id, "key": r.key, "label": r.label, "operations": list(r.operations or []),
            "n": int(r.n), "baseline_pass": r.baseline_pass, "candidate_pass": r.candidate_pass, "delta": r.delta,
            "delta_ci": [r.delta_ci_low, r.delta_ci_high], "losses": int(r.n10), "gains": int(r.n01),
-           "p_value": r.p_value, "q_value": r.q_value, "loss_rate": r.loss_rate,
+           "kept": int(r.n11), "p_value": r.p_value, "q_value": r.q_value, "loss_rate": r.loss_rate,
            "loss_rate_outside": r.loss_rate_outside, "loss_q": r.loss_q, "localised": bool(r.localised)}
     if cmp is not None and not reasons:
         out["examples"] = cmp.evidence.get("slice_examples", {}).get(r.slice_id, [])

@@ -70,7 +70,8 @@ def report_sections(spec: dict[str, Any]) -> tuple[str, list]:
     rows = [[t["label"] or t["slice_id"], t["rule_id"] or "—", t["n"], t["losses"], t["gains"], t["deficit"],
              f"{t['sampling_weight']:.3f}", f"{t['quota_tokens']:,}", t["pool_items"], t["selected_items"],
              f"{t['selected_tokens']:,}", f"{t['unfilled_tokens']:,}"] for t in spec["slices"]]
-    sections = [(f"Sampling: {spec['candidate']} vs {spec['baseline']}", intro, (head, rows), None)]
+    sections = [(f"Sampling: {spec['candidate']} vs {spec['baseline']}", intro, (head, rows), None),
+                ("Nested slices", nesting_lines(spec), None, None)]
     empty = [t["label"] or t["slice_id"] for t in spec["slices"] if t["pool_items"] == 0]
     gaps = ([f"No pool item falls in: {', '.join(empty)} (a coverage gap in the pool)."] if empty else []) + \
            [f"{u['slice_id']}: {u['unfilled_tokens']:,} tokens unfilled ({u['pool_items']} pool items; "
@@ -92,6 +93,31 @@ def report_sections(spec: dict[str, Any]) -> tuple[str, list]:
     return f"Pool sampling manifest: {spec['candidate']} vs {spec['baseline']}", sections
 
 
+def nesting_lines(spec: dict[str, Any]) -> list[str]:
+    """Plain sentences: which slice key the selected items were matched by, and which containing slices were
+    sampled only for their residual or not at all (see :mod:`service.slice_nesting`)."""
+    counts = spec.get("matched_by_key") or {}
+    lines = ["Each item is matched by the most specific target slice it falls in (capability, then combination, "
+             "then marginal) and weighted once, by that slice's deficit. Selected items matched by: "
+             + (", ".join(f"{k} {n}" for k, n in counts.items()) or "none") + "."]
+    for t in spec["slices"]:
+        if t.get("contains"):
+            lines.append(f"{t['slice_id']}: sampled for its residual deficit {t['deficit']} of {t['slice_deficit']} "
+                         f"(outside {', '.join(t['contains'])}); {_residual(t['residual'])}.")
+    for e in spec.get("explained") or []:
+        lines.append(f"{e['slice_id']} (deficit {e['deficit']}) is not sampled on its own: it is explained by "
+                     f"{', '.join(e['explained_by'])}; {_residual(e['residual'])}.")
+    return lines
+
+
+def _residual(r: dict[str, Any]) -> str:
+    if r.get("p_value") is None:
+        return f"residual {r['losses']} losses, {r['gains']} gains (not testable)"
+    return (f"residual {r['losses']} losses, {r['gains']} gains, loss rate {r['loss_rate']:.1%} of baseline-correct "
+            f"samples vs {r['loss_rate_outside']:.1%} elsewhere (one-sided Fisher exact p={r['p_value']:.3g}, "
+            f"BH q={r['q_value']:.3g})")
+
+
 def print_summary(spec: dict[str, Any], out) -> None:
     """Print the headline, one line per target slice, the leakage count and any ungated axes (a rich Console)."""
     from rich.markup import escape
@@ -101,6 +127,9 @@ def print_summary(spec: dict[str, Any], out) -> None:
         out.print(escape(f"  {t['slice_id']}: deficit {t['deficit']} (weight {t['sampling_weight']:.3f}), "
                          f"{t['pool_items']} pool items, {t['selected_items']} selected, "
                          f"{t['selected_tokens']:,} of {t['quota_tokens']:,} quota tokens"))
+    for e in spec.get("explained") or []:
+        out.print(escape(f"  {e['slice_id']}: not sampled on its own, explained by {', '.join(e['explained_by'])}; "
+                         f"{_residual(e['residual'])}"))
     leak = spec.get("leakage")
     if leak:
         out.print(escape(f"leakage: {leak['n_flagged']} pool items contain >= {leak['min_share']:.0%} of the "

@@ -12,14 +12,20 @@ evaluation sample would (:func:`item_slice_ids`, the slice ids of
 - ``marginal``: the same value on that one axis.
 
 **Weights.** A weak slice's deficit is its net losses, ``losses − gains`` (the drop in
-pass rate times its support, ``−delta × n``). The token budget is divided among the
-target slices in proportion to their deficits (each slice's *sampling weight*, its
-quota ``⌊budget × deficit / Σ deficit⌋``). An item's weight is the summed deficit of the
-target slices it falls in; items are taken by weight, then fewer tokens, then id, each
-charged to the first of its slices (largest deficit first) with quota left
-(:func:`service.budget.select_within_budget`). Nothing is padded: a slice the pool
-cannot fill keeps its shortfall, reported as unfilled; an item appears once unless
-``allow_repeats``, which adds copies of the selected items while quotas have room.
+pass rate times its support, ``−delta × n``). Nested targets are resolved first
+(:mod:`service.slice_nesting`): a marginal that contains a localised target capability
+slice keeps only its residual deficit, and only if that residual itself stands out;
+otherwise it is *explained* by the slices inside it (listed under ``explained``). The
+token budget is divided among the remaining target slices in proportion to their
+deficits (each slice's *sampling weight*, its quota ``⌊budget × deficit / Σ deficit⌋``).
+An item is matched by the most specific target slice it falls in (capability, then
+combination, then marginal; a slice containing another of its matches is left out) and
+weighted once, by that slice's deficit; items are taken by weight, then fewer tokens, then
+id, each charged to the first of its slices with quota left
+(:func:`service.budget.select_within_budget`); the manifest's ``slice_id`` / ``slice_key``
+say which. Nothing is padded: a slice the pool cannot fill keeps its shortfall, reported
+as unfilled; an item appears once unless ``allow_repeats``, which adds copies of the
+selected items while quotas have room.
 
 Items flagged by the leakage check (:mod:`service.leakage`) are dropped before selection.
 """
@@ -31,9 +37,10 @@ from typing import Any
 
 import pandas as pd
 
-from service.budget import Candidate, require_gates, select_within_budget, token_shares
+from service.budget import Candidate, require_data_intervention, require_gates, select_within_budget, token_shares
 from service.errors import ConfigError
 from service.leakage import MIN_SHARE, NGRAM, Leak
+from service.slice_nesting import item_groups, resolve_nesting
 from service.slices import SLICE_AXES, axis_verdicts
 
 #: Slice keys a pool item can be matched on.
@@ -70,12 +77,7 @@ def weak_slice_targets(diagnosis: dict[str, Any], slice_keys: list[str] | None =
         ConfigError: the verdict is not ``data_intervention``, a slice key is unknown, or no weak
             slice with a positive deficit is left (the evidence localises nothing to sample for).
     """
-    verdict = diagnosis.get("verdict")
-    if verdict != "data_intervention":
-        checks = ", ".join(c["id"] for c in diagnosis.get("checks", [])) or "none"
-        raise ConfigError(f"--diagnosis verdict is {verdict!r}, not 'data_intervention': the evidence does not "
-                          f"localise a weakness that data could fix, so there is nothing to sample for "
-                          f"(checks named: {checks})")
+    require_data_intervention(diagnosis)
     bad = [k for k in slice_keys or [] if k not in MATCH_KEYS]
     if bad:
         raise ConfigError(f"--slice-key: unknown key(s) {', '.join(bad)}; allowed: {', '.join(MATCH_KEYS)}")
@@ -100,7 +102,7 @@ def weak_slice_targets(diagnosis: dict[str, Any], slice_keys: list[str] | None =
         rules = [i["rule_id"] for i in interventions if sid in i.get("weak_slices", [])] or \
                 [i["rule_id"] for i in interventions if set(i.get("operations", [])) & set(s.get("operations", []))]
         targets.append({k: s.get(k) for k in ("slice_id", "key", "label", "operations", "n", "losses", "gains",
-                                              "delta", "baseline_pass", "candidate_pass", "q_value")}
+                                              "kept", "loss_rate", "delta", "baseline_pass", "candidate_pass", "q_value")}
                        | {"deficit": deficit, "rule_id": rules[0] if rules else None, "rule_ids": rules})
     if not targets:
         raise ConfigError("--diagnosis names no weak slice with net losses that a pool item could match "
@@ -147,17 +149,20 @@ def build_pool_manifest(pool: pd.DataFrame, diagnosis: dict[str, Any], budget_to
         ``(DataFrame[item_id, weight, slice_id, slice_key, rule_id, tokens, copies, source,
         primary_operation, solving_operations, weak_slices], mixture)``: ``tokens`` per copy.
         ``mixture`` holds the budget, per-slice sampling weights, quotas and fill
-        (``slices``), what could not be filled, and the token mixture ``before`` (the labeled
-        pool) and ``after`` (the selection) by operation, primary operation, background,
-        output constraint and source.
+        (``slices``), the containing slices left out (``explained``), selected items per
+        matching slice key (``matched_by_key``), what could not be filled, and the token mixture
+        ``before`` (the labeled pool) and ``after`` (the selection) by operation, primary
+        operation, background, output constraint and source.
 
     Raises:
         ConfigError: see :func:`weak_slice_targets` and :func:`pool_gate`; ``budget_tokens`` < 1.
     """
     if budget_tokens < 1:
         raise ConfigError(f"--token-budget must be >= 1, got {budget_tokens}")
-    targets = weak_slice_targets(diagnosis, slice_keys)
     axes_used = list((diagnosis.get("meta") or {}).get("axes_used") or SLICE_AXES)
+    alpha = float((diagnosis.get("evidence_settings") or {}).get("alpha", 0.05))
+    targets, explained = resolve_nesting(weak_slice_targets(diagnosis, slice_keys), diagnosis.get("overall") or {},
+                                         axes_used, alpha)
     labeled = pool[pool["status"] == "labeled"].reset_index(drop=True)
     gate = pool_gate(labeled, targets, axes_used, allow_ungated)
     leaked = {lk.item_id for lk in leaks or []}
@@ -165,11 +170,11 @@ def build_pool_manifest(pool: pd.DataFrame, diagnosis: dict[str, Any], budget_to
     for t in targets:
         t["sampling_weight"] = t["deficit"] / total
         t["quota_tokens"] = int(budget_tokens * t["deficit"] // total)
-    order = [t["slice_id"] for t in targets]
     deficit = {t["slice_id"]: t["deficit"] for t in targets}
-    members = [item_slice_ids(r, axes_used) & set(order) for r in labeled.to_dict(orient="records")]
-    labeled["weak_slices"] = [[s for s in order if s in m] for m in members]
-    candidates = [Candidate(str(r["id"]), float(sum(deficit[s] for s in r["weak_slices"])), int(r["tokens"]),
+    ids = set(deficit)
+    members = [item_slice_ids(r, axes_used) & ids for r in labeled.to_dict(orient="records")]
+    labeled["weak_slices"] = [item_groups(m, targets) for m in members]
+    candidates = [Candidate(str(r["id"]), float(deficit[r["weak_slices"][0]]), int(r["tokens"]),
                             r["weak_slices"]) for r in labeled.to_dict(orient="records")
                   if r["weak_slices"] and str(r["id"]) not in leaked]
     picks = select_within_budget(candidates, budget_tokens, {t["slice_id"]: t["quota_tokens"] for t in targets},
@@ -192,6 +197,7 @@ def build_pool_manifest(pool: pd.DataFrame, diagnosis: dict[str, Any], budget_to
         "n_pool_labeled": int(len(labeled)), "n_matching": int(sum(1 for m in members if m)),
         "allow_repeats": allow_repeats, "allow_ungated": allow_ungated, "gate": gate, "axes_used": axes_used,
         "slice_weights": {t["slice_id"]: t["sampling_weight"] for t in targets}, "slices": targets,
+        "explained": explained, "matched_by_key": {k: int(v) for k, v in manifest["slice_key"].value_counts().items()},
         "unfilled": [{"slice_id": t["slice_id"], "unfilled_tokens": t["unfilled_tokens"], "pool_items": t["pool_items"],
                       "pool_exhausted": t["pool_exhausted"]} for t in targets if t["unfilled_tokens"] > 0],
         "before": pool_mixture(labeled), "after": pool_mixture(selected),

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from service.budget import Candidate, require_gates, select_within_budget, token_shares, write_jsonl
+from service.budget import Candidate, require_data_intervention, require_gates, select_within_budget, token_shares, write_jsonl
 from service.errors import ConfigError
 from service.taxonomy import Taxonomy, load_taxonomy
 
@@ -135,10 +135,7 @@ def build_manifest(docs: pd.DataFrame, diagnosis: dict[str, Any], budget_tokens:
     Raises:
         ConfigError: the verdict is not ``data_intervention``, or ``budget_tokens`` < 1, or a gate fails.
     """
-    if diagnosis.get("verdict") != "data_intervention":
-        checks = ", ".join(c["id"] for c in diagnosis.get("checks", [])) or "none"
-        raise ConfigError(f"--diagnosis verdict is {diagnosis.get('verdict')!r}, not 'data_intervention': there is "
-                          f"no data intervention to sample for (checks named: {checks})")
+    require_data_intervention(diagnosis)
     if budget_tokens < 1:
         raise ConfigError(f"--budget-tokens must be >= 1, got {budget_tokens}")
     tax = taxonomy or load_taxonomy()

@@ -19,6 +19,7 @@ from service.pool_items import final_answer, load_pool, read_pool_items
 from service.pool_labels import label_items
 from service.pool_report import headline, report_sections
 from service.pool_sampling import build_pool_manifest, item_slice_ids, sample_pool, weak_slice_targets
+from service.slice_nesting import contains, item_groups, resolve_nesting
 from service.readers import read_eval_samples
 from service.results import load_results
 from service.samples import Rejected
@@ -171,8 +172,13 @@ def test_pool_sampling_selects_the_lost_subject_within_the_budget(diagnosis, poo
     by_id = table.set_index("id")
     for row in manifest.itertuples():
         assert row.slice_id in item_slice_ids(by_id.loc[row.item_id].to_dict(), axes)
-        assert row.weight == sum(targets[s]["deficit"] for s in row.weak_slices)
-        assert row.rule_id == targets[row.slice_id]["rule_id"]
+        assert row.weight == targets[row.weak_slices[0]]["deficit"] and row.slice_id in row.weak_slices
+        assert row.rule_id == targets[row.slice_id]["rule_id"] and row.slice_key == targets[row.slice_id]["key"]
+    # the algebraic-manipulation marginal (many subjects) loses nothing beyond its capability slice that stands out
+    explained = {e["slice_id"]: e for e in spec["explained"]}
+    residual = explained["marginal:primary_operation=algebraic_manipulation"]["residual"]
+    assert residual["q_value"] >= 0.05 and residual["loss_rate"] < 2 * residual["loss_rate_outside"]
+    assert spec["matched_by_key"] == {"capability": len(manifest)}
     for t in spec["slices"]:
         assert t["selected_tokens"] <= t["quota_tokens"] == int(budget * t["deficit"] // sum(
             x["deficit"] for x in spec["slices"]))
@@ -232,6 +238,23 @@ def test_combination_slices_can_be_targeted(diagnosis, pool):
     for row in manifest.itertuples():
         ops = "+".join(sorted(set(row.solving_operations))) or "none"
         assert row.slice_id == f"combination:{ops}"
+
+
+def test_a_containing_marginal_keeps_only_a_residual_that_stands_out():
+    cap = "capability:pure_math/short_answer/algebraic_manipulation/math_expression"
+    marg, other = "marginal:primary_operation=algebraic_manipulation", "marginal:task_type=numeric_answer"
+    axes = ["background_condition", "task_type", "primary_operation", "output_constraint"]
+    assert contains(marg, cap, axes) and not contains(other, cap, axes) and not contains(cap, marg, axes)
+    targets = [{"slice_id": marg, "key": "marginal", "losses": 40, "gains": 0, "kept": 60, "deficit": 40},
+               {"slice_id": cap, "key": "capability", "losses": 12, "gains": 0, "kept": 10, "deficit": 12}]
+    overall = {"n10": 45, "n11": 200}
+    kept, explained = resolve_nesting([dict(t) for t in targets], overall, axes, 0.05)
+    assert not explained and {t["slice_id"]: t["deficit"] for t in kept} == {marg: 28, cap: 12}
+    assert kept[0]["slice_deficit"] == 40 and kept[0]["contains"] == [cap] and kept[0]["residual"]["q_value"] < 0.05
+    assert item_groups({marg, cap}, kept) == [cap] and item_groups({marg}, kept) == [marg]
+    targets[0] |= {"losses": 16, "kept": 80, "deficit": 16}  # residual: 4 of 74 baseline-correct lost; 41 of 171 elsewhere
+    kept, explained = resolve_nesting([dict(t) for t in targets], overall, axes, 0.05)
+    assert [t["slice_id"] for t in kept] == [cap] and explained[0]["explained_by"] == [cap]
 
 
 # --------------------------------------------------------------------------- leakage
@@ -386,10 +409,15 @@ def test_a_pool_labeled_by_label_benchmark_on_rq_workers_is_used_as_labeled(tmp_
 
 
 def test_sample_docs_drops_documents_that_copy_an_evaluation_item(tmp_path):
-    from tests.loop_data import WEAK, doc_labels
+    """A localised drop (every solved Algebra answer made wrong) proposes documents; a planted copy of a
+    MATH-500 problem is selected without the leakage check and dropped with it."""
+    from tests.loop_data import doc_labels
+    from tests.verdict_data import math_subject_candidate
 
     diag = tmp_path / "diagnosis.json"
-    result = diagnose(compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK))
+    results = math_subject_candidate(tmp_path / "algebra.jsonl", {"Algebra"}, run="algebra")
+    result = diagnose(compare(math_labels(), load_results([results]), STRONG, "algebra"))
+    assert result["verdict"] == "data_intervention"
     diag.write_text(json.dumps(result))
     docs = doc_labels()
     args = ("sample", "--diagnosis", str(diag), "--budget-tokens", "100000", "--allow-ungated")
@@ -413,3 +441,28 @@ def test_sample_docs_drops_documents_that_copy_an_evaluation_item(tmp_path):
 def _write(df: pd.DataFrame, path: Path) -> Path:
     df.to_parquet(path)
     return path
+
+
+@pytest.mark.parametrize("sampler", ["--docs", "--pool"])
+def test_a_broad_regression_is_refused_saying_why(tmp_path, sampler):
+    """Gemma-2-27B against Qwen2.5-14B on MATH-500 loses about equally everywhere: no targeted data to sample."""
+    from tests.loop_data import WEAK, doc_labels
+
+    diag = tmp_path / "diagnosis.json"
+    diag.write_text(json.dumps(diagnose(compare(math_labels(), load_results([MATH_OUTPUTS]), STRONG, WEAK))))
+    source = _write(doc_labels(), tmp_path / "docs.parquet") if sampler == "--docs" else POOL
+    done = run_cli("sample", sampler, str(source), "--diagnosis", str(diag), "--token-budget", "1000",
+                   "-o", str(tmp_path / "m.jsonl"))
+    text = " ".join((done.stderr + done.stdout).split())
+    assert done.returncode == 2 and "Traceback" not in done.stderr and not (tmp_path / "m.jsonl").exists()
+    assert "verdict is 'broad_regression'" in text and "weaker across the board" in text
+    assert "no targeted data to sample" in text and "checks named" not in text
+
+
+def test_an_unexplained_regression_is_refused_saying_why(diagnosis, pool):
+    table, _ = pool
+    unexplained = {"verdict": "unexplained_regression", "checks": [],
+                   "explanation": {"statement": "Unexplained regression: no rule explains it."}}
+    with pytest.raises(ConfigError, match="'unexplained_regression'.*nothing explained it.*no targeted data to sample"
+                                          ".*Diagnosis: Unexplained regression"):
+        build_pool_manifest(table, unexplained, 1000)
