@@ -140,7 +140,7 @@ class Engine:
         if reconcile:
             for u in pending:
                 if self.jobs.get(self.work.key(u)):
-                    self._event(u, "Redis was unreachable: enqueued again")
+                    self._event(u, "Redis was unreachable: enqueued again", job_id=self.jobs[self.work.key(u)])
                 self.jobs[self.work.key(u)] = None
         self.running = 0
         for u in pending:
@@ -161,7 +161,7 @@ class Engine:
                 if self.requeues[key] > MAX_REQUEUES:
                     raise ConfigError(f"{self.work.label(unit)} of run {self.work.where} was lost "
                                       f"{MAX_REQUEUES + 1} times; last: {reason}" + (f": {detail}" if detail else ""))
-            self._event(unit, reason, detail)
+            self._event(unit, reason, detail, job_id)
         self.jobs[key] = self.work.enqueue(self.queue, unit).id
 
     def _lost(self, unit: Any, job_id: str) -> tuple[str | None, bool, str | None]:
@@ -185,8 +185,8 @@ class Engine:
             self.running += 1
         return None, False, None
 
-    def _event(self, unit: Any, reason: str, detail: str | None = None) -> None:
-        self.events.append({"unit": self.work.key(unit), "what": self.work.label(unit), "reason": reason,
+    def _event(self, unit: Any, reason: str, detail: str | None = None, job_id: str | None = None) -> None:
+        self.events.append({"unit": self.work.key(unit), "what": self.work.label(unit), "reason": reason, "job": job_id,
                             **({"detail": detail} if detail else {}),
                             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         del self.events[:-100]  # the newest hundred are enough to explain a run
