@@ -73,30 +73,16 @@ def worker(
     SIGTERM or Ctrl-C stops it after the job it is on.
     """
     from redis import Redis
-    from rq import Queue, SimpleWorker
-    from rq.exceptions import StopRequested
 
-    from service.engine.liveness import end_heartbeat, start_heartbeat
-    from service.judge.resilience import report_pauses_to_redis
+    from service.engine.worker import run_worker
     from service.redis_conn import redact_url, resolve_redis_url
 
     try:
         url, _ = resolve_redis_url(allow_embedded=False)
     except SlicelabError as e:
         _fail(e)
-    conn = Redis.from_url(url)
-    # SimpleWorker runs jobs in this process, so the judge (and llama.cpp's
-    # prefix cache) is built once per worker, not once per job.
-    w = SimpleWorker([Queue(q, connection=conn) for q in queue], connection=conn, name=name)
-    report_pauses_to_redis(conn, w.name)  # the labeling command shows when this worker's judge is paused
-    console.print(f"worker {w.name} on {redact_url(url)}, queue {', '.join(queue)}")
-    beating = start_heartbeat(conn, w.name, list(queue))
-    try:
-        w.work(burst=burst, with_scheduler=False)
-    except StopRequested:  # a stop request that arrived outside RQ's own loop: a normal end
-        pass
-    finally:
-        end_heartbeat(conn, w.name, beating)
+    console.print(f"worker on {redact_url(url)}, queue {', '.join(queue)}")
+    run_worker(Redis.from_url(url), list(queue), name=name, burst=burst)
 
 
 @app.command("label-benchmark")

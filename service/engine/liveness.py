@@ -7,9 +7,9 @@ job). A worker killed by any means stops writing, its key expires, and whoever w
 job sees within ``dead_after_s`` seconds that the worker is dead, whichever machine or command
 started it. The key comes back within one heartbeat after a Redis flush or restart.
 
-A worker that is not a ``slicelab worker`` (plain ``rq worker``) counts as alive while RQ's
-own ``last_heartbeat`` of it is younger than :data:`RQ_HEARTBEAT_GRACE_S` seconds (a forking RQ
-worker renews it every 30 s while busy).
+A worker that never sent such a heartbeat (a plain ``rq worker``: no ``slicelab:seen:<name>``
+key) counts as alive while RQ's own ``last_heartbeat`` of it is younger than
+:data:`RQ_HEARTBEAT_GRACE_S` seconds (a forking RQ worker renews it every 30 s while busy).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from redis import Redis
 HEARTBEAT_S = 5.0
 #: Key prefix of the heartbeat keys.
 PREFIX = "slicelab:alive:"
+#: Key prefix of "this is a slicelab worker" keys (kept a day after the last heartbeat).
+SEEN_PREFIX = "slicelab:seen:"
 #: Age (seconds) under which RQ's own heartbeat of a non-slicelab worker counts as alive.
 RQ_HEARTBEAT_GRACE_S = 90.0
 
@@ -39,7 +41,10 @@ def dead_after_s() -> float:
 def beat(conn: Redis, name: str, queues: list[str]) -> None:
     """Write one heartbeat of worker ``name`` (expires after :func:`dead_after_s` seconds)."""
     info = {"queues": queues, "host": socket.gethostname(), "pid": os.getpid()}
-    conn.set(PREFIX + name, json.dumps(info), ex=max(1, int(round(dead_after_s()))))
+    with conn.pipeline() as pipe:
+        pipe.set(PREFIX + name, json.dumps(info), ex=max(1, int(round(dead_after_s()))))
+        pipe.set(SEEN_PREFIX + name, "1", ex=86400)
+        pipe.execute()
 
 
 def start_heartbeat(conn: Redis, name: str, queues: list[str]) -> threading.Event:
@@ -65,7 +70,7 @@ def end_heartbeat(conn: Redis, name: str, stop: threading.Event) -> None:
     """Stop the heartbeat thread and remove the key (a worker that stops normally is gone at once)."""
     stop.set()
     try:
-        conn.delete(PREFIX + name)
+        conn.delete(PREFIX + name, SEEN_PREFIX + name)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         pass
 
@@ -80,6 +85,8 @@ def is_alive(conn: Redis, name: str | None) -> bool:
         return False
     if conn.exists(PREFIX + name):
         return True
+    if conn.exists(SEEN_PREFIX + name):  # a slicelab worker whose heartbeat stopped
+        return False
     return _rq_heartbeat_age_s(conn, name) < RQ_HEARTBEAT_GRACE_S
 
 
