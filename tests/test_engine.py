@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
