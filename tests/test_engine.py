@@ -156,6 +156,7 @@ def test_external_worker_killed_mid_chunk_is_noticed_by_its_heartbeat(tmp_path, 
                       f"chunk {chunk} to be enqueued again", 75, 0.5)
             noticed_s = time.time() - killed_at
             assert noticed_s < 60, noticed_s
+            time.sleep(7.0)  # two report periods with no worker alive
             helper = _worker(queue)
             _, stderr = p.communicate(timeout=120)
         finally:
