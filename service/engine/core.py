@@ -108,8 +108,9 @@ class Engine:
     jobs: dict[str, str | None] = field(default_factory=dict)
     requeues: dict[str, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
-    running: int = 0
-    _dead: set[str] = field(default_factory=set)
+    #: Units whose job runs on a live worker, as of the last :meth:`step`.
+    running: int = field(default=0, init=False)
+    _dead: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.queue = Queue(self.queue_name, connection=self.connection)
