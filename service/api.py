@@ -293,14 +293,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     def job_status(job_id: str, _: str = Depends(require("jobs"))) -> dict:
         """State, counts by status, progress and errors of a job."""
-        return _job_state(_job(jobs_dir, job_id), redis)
+        return _job_state(_job(jobs_dir, job_id), redis, jobs_dir)
 
     @app.get("/v1/jobs/{job_id}/results", tags=["jobs"], response_class=FileResponse,
              responses={409: {"description": "not finished"}, 410: {"description": "canceled"}})
     def job_results(job_id: str, format: Literal["parquet", "jsonl"] = "parquet", _: str = Depends(require("jobs"))):
         """The labeled table of a finished job, as Parquet or JSONL."""
         job = _job(jobs_dir, job_id)
-        state = _job_state(job, redis)
+        state = _job_state(job, redis, jobs_dir)
         if state["state"] == "canceled":
             return problem(410, "Job canceled", f"job {job_id} was canceled; its results are incomplete")
         if state["state"] != "finished":
@@ -320,22 +320,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.delete("/v1/jobs/{job_id}", tags=["jobs"])
     def cancel_job(job_id: str, _: str = Depends(require("jobs"))) -> dict:
         """Cancel a job: its queued chunks are removed from the queue; finished parts stay on disk."""
-        from rq.job import Job
+        from service.rest_jobs import cancel
 
-        job = _job(jobs_dir, job_id)
-        canceled = 0
-        try:
-            conn = redis()
-            for rq_id in job["rq_jobs"]:
-                try:
-                    Job.fetch(rq_id, connection=conn).cancel()
-                    canceled += 1
-                except Exception:  # noqa: BLE001 - already finished or expired
-                    pass
-        except Exception:  # noqa: BLE001 - Redis down: the job is still marked canceled on disk
-            pass
-        job["canceled"] = True
-        _save_job(jobs_dir, job)
+        _job(jobs_dir, job_id)  # 404 for an unknown job
+        with _job_lock(jobs_dir, job_id):
+            job = _job(jobs_dir, job_id)
+            canceled = cancel(job, redis)
+            _save_job(jobs_dir, job)
         return {"id": job_id, "state": "canceled", "chunks_canceled": canceled}
 
     @app.post("/v1/calibrations", tags=["calibrations"], status_code=202)
@@ -452,7 +443,9 @@ def _job(jobs_dir: Path, job_id: str) -> dict:
 
 
 def _save_job(jobs_dir: Path, job: dict) -> None:
-    _job_path(jobs_dir, job["id"]).write_text(json.dumps(job, indent=2))
+    from service.store import atomic_write
+
+    atomic_write(_job_path(jobs_dir, job["id"]), json.dumps(job, indent=2).encode())
 
 
 def _store(job: dict):
@@ -465,10 +458,9 @@ def _start_job(cfg: Settings, jobs_dir: Path, path: Path, limit: int | None, chu
                job_id: str | None = None) -> dict:
     from itertools import islice
 
-    from rq import Queue
-
     from service.readers import read_eval_samples
-    from service.runner import enqueue_chunk, prepare_run
+    from service.rest_jobs import start_engine
+    from service.runner import prepare_run
 
     job_id = job_id or uuid.uuid4().hex[:16]
     folder = jobs_dir / job_id
@@ -479,44 +471,37 @@ def _start_job(cfg: Settings, jobs_dir: Path, path: Path, limit: int | None, chu
     judge = make_judge(cfg.judge)
     plan = prepare_run(items, input_path=path, out_path=folder / "labels.parquet", kind="eval", judge=cfg.judge,
                        judge_config_hash=judge.config_hash(), chunk_size=chunk_size, options={"limit": limit})
-    queue = Queue(cfg.queue, connection=conn)
-    rq_jobs = [enqueue_chunk(queue, plan.store, c).id for c in plan.pending]
     job = {"id": job_id, "folder": str(folder), "run_dir": str(plan.store.root), "input": path.name,
-           "n_items": plan.n_items, "n_rejected": plan.n_rejected, "n_chunks": plan.n_chunks,
-           "rq_jobs": rq_jobs, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "canceled": False}
+           "n_items": plan.n_items, "n_rejected": plan.n_rejected, "n_chunks": plan.n_chunks, "queue": cfg.queue,
+           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "canceled": False}
+    start_engine(job, plan.store, conn)
     _save_job(jobs_dir, job)
     return {"id": job_id, "state": "queued", "n_items": plan.n_items, "n_rejected": plan.n_rejected,
             "status_url": f"/v1/jobs/{job_id}"}
 
 
-def _job_state(job: dict, redis) -> dict:
-    store = _store(job)
-    done = store.done_chunks()
-    counts: dict[str, int] = {}
-    for c in done:
-        for status, n in store.marker(c)["status_counts"].items():
-            counts[status] = counts.get(status, 0) + n
-    if job["n_rejected"]:
-        counts["rejected_input"] = counts.get("rejected_input", 0) + job["n_rejected"]
-    errors, started = [], False
-    try:
-        from rq.job import Job
+def _job_state(job: dict, redis, jobs_dir: Path) -> dict:
+    from service.rest_jobs import advance
 
-        conn = redis()
-        for rq_id in job["rq_jobs"]:
+    with _job_lock(jobs_dir, job["id"]):
+        job = _job(jobs_dir, job["id"])  # read again under the lock: another request may have advanced it
+        state = advance(job, _store(job), redis)
+        _save_job(jobs_dir, job)
+    return state
+
+
+def _job_lock(jobs_dir: Path, job_id: str):
+    """An exclusive lock on one job's folder (two status requests never enqueue the same chunk twice)."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        with open(_job_path(jobs_dir, job_id).with_name("job.lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                j = Job.fetch(rq_id, connection=conn)
-                started = started or j.get_status() == "started"
-                if j.get_status() == "failed":
-                    errors.append({"job": rq_id, "error": (getattr(j.latest_result(), "exc_string", "") or "")[-300:]})
-            except Exception:  # noqa: BLE001 - expired keys: the disk says what is done
-                pass
-    except Exception:  # noqa: BLE001
-        pass
-    finished = len(done) == job["n_chunks"]
-    state = "canceled" if job.get("canceled") and not finished else ("finished" if finished else
-                                                                     ("running" if done or started else "queued"))
-    return {"id": job["id"], "state": state, "counts": counts,
-            "progress": {"chunks_done": len(done), "chunks": job["n_chunks"],
-                         "items_done": sum(store.marker(c)["rows"] for c in done), "items": job["n_items"]},
-            "errors": errors, "created_at": job["created_at"]}
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return held()

@@ -62,28 +62,27 @@ def taxonomy_show(
 
 @app.command("worker")
 def worker(
-    queue: str = typer.Option(defaults.QUEUE_NAME, help="RQ queue to listen on"),
+    queue: list[str] = typer.Option([defaults.QUEUE_NAME], help="RQ queue to listen on (repeat for several)"),
     burst: bool = typer.Option(False, help="exit when the queue is empty"),
     name: Optional[str] = typer.Option(None, help="worker name (unique)"),
 ) -> None:
-    """Start an RQ worker that labels chunks (uses REDIS_URL; run one per core on each machine)."""
-    from redis import Redis
-    from rq import Queue, SimpleWorker
+    """Start an RQ worker that labels chunks (uses REDIS_URL; run one per core on each machine).
 
-    from service.redis_conn import resolve_redis_url
+    The worker sends a heartbeat every 5 s; a worker that stops sending it (killed, machine
+    lost) is known dead after 30 s (SLICELAB_WORKER_DEAD_S) and its job is enqueued again.
+    SIGTERM or Ctrl-C stops it after the job it is on.
+    """
+    from redis import Redis
+
+    from service.engine.worker import run_worker
+    from service.redis_conn import redact_url, resolve_redis_url
 
     try:
         url, _ = resolve_redis_url(allow_embedded=False)
     except SlicelabError as e:
         _fail(e)
-    conn = Redis.from_url(url)
-    # SimpleWorker runs jobs in this process, so the judge (and llama.cpp's
-    # prefix cache) is built once per worker, not once per job.
-    w = SimpleWorker([Queue(queue, connection=conn)], connection=conn, name=name)
-    from service.judge.resilience import report_pauses_to_redis
-
-    report_pauses_to_redis(conn, w.name)  # the labeling command shows when this worker's judge is paused
-    w.work(burst=burst, with_scheduler=False)
+    console.print(f"worker on {redact_url(url)}, queue {', '.join(queue)}")
+    run_worker(Redis.from_url(url), list(queue), name=name, burst=burst)
 
 
 @app.command("label-benchmark")
@@ -204,8 +203,10 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     """Label a prepared run's pending chunks on RQ workers and write its output (label-benchmark, resume)."""
     from redis import Redis
 
+    from service.engine import run_queue
     from service.output import write_table
-    from service.runner import LocalWorkers, collect, execute
+    from service.redis_conn import redact_url
+    from service.runner import collect, execute
     from service.throughput import describe as describe_throughput, run_stats
 
     def show(line: str) -> None:  # e.g. the judge is paused or Redis is down: on the bar and in the log
@@ -214,18 +215,15 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
             console.print(escape(line))
 
     done_before = plan.n_chunks - len(plan.pending)
+    local = _local_workers(url, run_queue(plan.store.root.name), workers, plan.store.root) if plan.pending else None
     console.print(f"run {plan.store.root.name}: {plan.n_items} samples in {plan.n_chunks} chunks"
-                  f" ({done_before} already done), {plan.n_rejected} rejected records; Redis: {origin}")
+                  f" ({done_before} already done), {plan.n_rejected} rejected records; Redis: {origin} "
+                  f"{escape(redact_url(url))}, queue {escape(local.queue if local else queue)}")
     if plan.n_rejected:
         console.print(f"rejected records and reasons: {escape(str(plan.store.rejects_path))}")
     if not workers and plan.pending:
         console.print(f"--workers 0: waiting for `slicelab worker --queue {queue}` processes on this Redis "
                       "to take the jobs (Ctrl-C stops waiting; re-running resumes)")
-    local = None
-    if workers and plan.pending:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        local = LocalWorkers(url, queue, workers, log_path=plan.store.root / "workers.log",
-                             threads_per_worker=threads)
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # `kill PID` also stops the workers
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -235,7 +233,7 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
             if plan.pending:
                 execute(plan, Redis.from_url(url), queue_name=queue, workers=local,
                         on_progress=lambda n: bar.advance(task, n),
-                        on_status=show)
+                        on_status=show, on_report=lambda line: console.print(escape(line)))
     except SlicelabError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -252,6 +250,16 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     (plan.store.root / "throughput.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
     this_command = run_stats(plan.store, chunks=plan.pending)  # the chunks this command labeled
     console.print(escape(describe_throughput(this_command, run=stats)), soft_wrap=True)
+
+
+def _local_workers(url: str, queue: str, n: int, run_dir: Path):
+    """``n`` local worker processes serving ``queue`` (the run's own queue), or None for ``n == 0``."""
+    from service.engine import LocalWorkers
+
+    if not n:
+        return None
+    return LocalWorkers(url, queue, n, log_path=run_dir / "workers.log",
+                        threads_per_worker=max(1, (os.cpu_count() or 1) // n))
 
 
 def _gate(df, record: dict | None, kind: str, *, use: str):
@@ -898,8 +906,8 @@ def label_shard(
     from redis import Redis
     from rich.progress import SpinnerColumn
 
-    from service.redis_conn import resolve_redis_url
-    from service.runner import LocalWorkers
+    from service.engine import run_queue
+    from service.redis_conn import redact_url, resolve_redis_url
     from service.shard_runner import (ShardOptions, ensure_index, judge_jobs, label_jobs, plan_shard_run,
                                       retry_judge_errors, run_jobs, summarize, train_stage, trim_memory,
                                       use_saved_student)
@@ -932,17 +940,20 @@ def label_shard(
         url, origin = resolve_redis_url(store.root / "redis")
     except SlicelabError as e:
         _fail(e)
+    local = _local_workers(url, run_queue(store.manifest()["run_key"]), workers, store.root)
     console.print(f"run {escape(str(store.root))}{' (resumed)' if resumed else ''}: {sum(index['n_rows'])} rows in "
                   f"{len(index['n_rows'])} shards: {index['n_distinct']} distinct documents, {index['n_duplicates']} "
-                  f"duplicates, {index['n_rejected']} rejected; judge sample {index['n_sample']}; Redis: {origin}")
-    local = None
-    if workers:
-        local = LocalWorkers(url, queue, workers, log_path=store.root / "workers.log",
-                             threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
-    else:
+                  f"duplicates, {index['n_rejected']} rejected; judge sample {index['n_sample']}; Redis: {origin} "
+                  f"{escape(redact_url(url))}, queue {escape(local.queue if local else queue)}")
+    if not workers:
         console.print(f"--workers 0: waiting for `slicelab worker --queue {queue}` processes on this Redis "
                       "(Ctrl-C stops waiting; re-running resumes)")
     conn = Redis.from_url(url)
+
+    def show(line: str) -> None:  # Redis down, judge paused, workers alive: in the log too
+        if line:
+            console.print(escape(line))
+
     try:
         if not store.student_path.is_file():
             if student:
@@ -955,7 +966,8 @@ def label_shard(
                 with Progress(*columns, console=console) as bar:
                     done = sum(store.marker(j)["rows"] for j in jobs if store.is_done(j))
                     task = bar.add_task("judge sample", total=index["n_sample"], completed=done)
-                    run_jobs(store, jobs, conn, queue_name=queue, workers=local, on_progress=lambda n: bar.advance(task, n))
+                    run_jobs(store, jobs, conn, queue_name=queue, workers=local, on_progress=lambda n: bar.advance(task, n),
+                             on_status=show, on_report=show)
                 timings["judge_s"] = time.perf_counter() - t1
                 t1 = time.perf_counter()
                 console.print("training the student on the judge sample and measuring it ...")
@@ -968,7 +980,8 @@ def label_shard(
         with Progress(*columns, console=console) as bar:
             done = sum(store.marker(j)["rows"] for j in jobs if store.is_done(j))
             task = bar.add_task("label rows", total=sum(index["n_rows"]), completed=done)
-            run_jobs(store, jobs, conn, queue_name=queue, workers=local, on_progress=lambda n: bar.advance(task, n))
+            run_jobs(store, jobs, conn, queue_name=queue, workers=local, on_progress=lambda n: bar.advance(task, n),
+                     on_status=show, on_report=show)
         timings["label_s"] = time.perf_counter() - t1
         timings["label_rows"] = sum(index["n_rows"]) - done
     except SlicelabError as e:

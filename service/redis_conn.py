@@ -45,7 +45,7 @@ def resolve_redis_url(state_dir: Path | None = None, *, allow_embedded: bool = T
     if explicit:
         if ping(explicit):
             return explicit, "REDIS_URL"
-        raise ConfigError(f"REDIS_URL={_redact(explicit)} does not answer PING; start that server or unset REDIS_URL")
+        raise ConfigError(f"REDIS_URL={redact_url(explicit)} does not answer PING; start that server or unset REDIS_URL")
     if ping(defaults.REDIS_URL):
         return defaults.REDIS_URL, "default"
     if not allow_embedded:
@@ -114,7 +114,7 @@ def _shutdown_embedded() -> None:
     _EMBEDDED.clear()
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in a Redis URL (never log secrets)."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

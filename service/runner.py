@@ -9,33 +9,27 @@ doubles a sample. :func:`resume_plan` reopens a run from its folder alone
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
-import redis.exceptions
 from redis import Redis
 from rq import Queue
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from service import defaults
+from service.engine import MAX_REQUEUES, Engine, LocalWorkers, Work, wait
 from service.errors import ConfigError
-from service.judge.resilience import paused_workers
 from service.output import empty_table, rejected_row
 from service.samples import Document, EvalSample, Rejected, Status
 from service.store import RunStore, code_version, file_sha256, run_key
 from service.taxonomy import Kind, load_taxonomy
 
 #: Times a chunk is re-enqueued after its job failed or its worker died.
-MAX_CHUNK_REQUEUES = 3
-#: Seconds between progress checks.
-POLL_S = 0.5
+MAX_CHUNK_REQUEUES = MAX_REQUEUES
 
 
 @dataclass
@@ -154,59 +148,6 @@ def _reopen(store: RunStore, retry_statuses: tuple[str, ...]) -> RunPlan:
     return RunPlan(store, m["n_items"], m["n_rejected"], m["n_chunks"], pending, resumed=True)
 
 
-@dataclass
-class LocalWorkers:
-    """Worker processes started by this command (``slicelab worker --burst``)."""
-
-    redis_url: str
-    queue: str
-    n: int
-    log_path: Path
-    threads_per_worker: int = 1
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    deaths: int = 0
-
-    def start(self) -> None:
-        """Top up to ``n`` running workers."""
-        for _ in range(self.n - len(self.alive())):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        name = f"slicelab-local-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        env = os.environ | {"REDIS_URL": self.redis_url, "SLICELAB_LLAMA_THREADS": str(self.threads_per_worker)}
-        cmd = [sys.executable, "-m", "service.cli", "worker", "--burst", "--queue", self.queue, "--name", name]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is None]
-
-    def reap(self) -> set[str]:
-        """Forget exited workers; return the names of those that died (non-zero exit, e.g. SIGKILL).
-
-        A burst worker that found the queue empty exits with 0: that is not a death.
-        """
-        died = set()
-        for name, p in list(self.procs.items()):
-            if p.poll() is not None:
-                if p.returncode != 0:
-                    died.add(name)
-                del self.procs[name]
-        self.deaths += len(died)
-        return died
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
 def enqueue_chunk(queue: Queue, store: RunStore, chunk: int) -> Job:
     """Enqueue one chunk job (payload: run folder path and chunk number)."""
     return queue.enqueue(
@@ -217,97 +158,39 @@ def enqueue_chunk(queue: Queue, store: RunStore, chunk: int) -> Job:
     )
 
 
+def chunk_work(store: RunStore, units: list[int]) -> Work:
+    """The engine's view of a label run: chunk numbers, enqueued by :func:`enqueue_chunk`."""
+    return Work(store=store, units=list(units), enqueue=lambda q, c: enqueue_chunk(q, store, c),
+                label=lambda c: f"chunk {c}", key=str, where=str(store.root))
+
+
 def execute(plan: RunPlan, connection: Redis, *, queue_name: str = defaults.QUEUE_NAME,
             workers: LocalWorkers | None = None,
             on_progress: Callable[[int], None] | None = None,
-            on_status: Callable[[str], None] | None = None) -> None:
-    """Enqueue the pending chunks and wait until every chunk has its marker.
+            on_status: Callable[[str], None] | None = None,
+            on_report: Callable[[str], None] | None = None) -> None:
+    """Enqueue the pending chunks and wait until every chunk has its marker (see :mod:`service.engine`).
 
-    A chunk whose job failed, vanished from Redis, or ran on a local worker that
-    died is re-enqueued (failures and deaths at most MAX_CHUNK_REQUEUES times);
-    dead local workers are replaced. While Redis does not answer, the wait goes
-    on; when it answers again, every chunk without a marker is enqueued anew
-    (the queue may have lost jobs; a chunk done twice is written once).
+    Chunks go to the local workers' queue when there are local workers (``workers.queue``, the
+    run's own queue: see :func:`service.engine.run_queue`), else to ``queue_name`` where
+    ``slicelab worker`` processes listen. A chunk whose job failed, vanished from Redis, or whose
+    worker died (process exit or missing heartbeat) is re-enqueued (failures and deaths at most
+    MAX_CHUNK_REQUEUES times); dead local workers are replaced. While Redis does not answer, the
+    wait goes on; when it answers again, every chunk without a marker is enqueued anew.
 
     Args:
         on_progress: called with the number of rows finished since the last call.
         on_status: called with a short line when the state changes: Redis
             unreachable, judge paused by open circuit breakers, or ``""`` when normal.
+        on_report: called every 30 s (``SLICELAB_REPORT_S``) with the workers alive and what waits.
 
     Raises:
         ConfigError: a chunk failed more than MAX_CHUNK_REQUEUES times, or local
             workers keep dying.
     """
-    queue = Queue(queue_name, connection=connection)
-    jobs: dict[int, Job | None] = dict.fromkeys(plan.pending)
-    requeues: dict[int, int] = {}
-    dead_workers: set[str] = set()
-    done_rows = sum(plan.store.marker(c)["rows"] for c in plan.store.done_chunks())
-    status, redis_down = "", False
-    while True:
-        done = plan.store.done_chunks()
-        rows_now = sum(plan.store.marker(c)["rows"] for c in done)
-        if on_progress and rows_now != done_rows:
-            on_progress(rows_now - done_rows)
-        done_rows = rows_now
-        pending = [c for c in jobs if c not in done]
-        if not pending:
-            return
-        if workers:
-            dead_workers |= workers.reap()
-            if workers.deaths > 4 * max(1, workers.n) + MAX_CHUNK_REQUEUES:
-                raise ConfigError(f"local workers keep dying; see {workers.log_path}")
-        try:
-            if redis_down:  # reconcile: input minus stored results
-                jobs.update(dict.fromkeys(pending))
-            for c in pending:
-                _check_chunk(c, jobs, requeues, dead_workers, queue, plan.store, connection)
-            if workers and queue.count:  # queued work and fewer than n workers: top up
-                workers.start()
-            paused = paused_workers(connection)
-            new_status = (f"judge paused: circuit open on {len(paused)} worker(s), waiting for "
-                          f"{paused[0].get('judge')} to answer" if paused else "")
-            redis_down = False
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-            new_status, redis_down = f"Redis does not answer ({type(e).__name__}); waiting for it", True
-        if on_status and new_status != status:
-            on_status(new_status)
-        status = new_status
-        time.sleep(POLL_S)
-
-
-def _check_chunk(c: int, jobs: dict[int, Job | None], requeues: dict[int, int], dead_workers: set[str],
-                 queue: Queue, store: RunStore, connection: Redis) -> None:
-    """Enqueue chunk ``c`` when it has no job, or its job is lost (re-enqueue, counted unless it vanished)."""
-    job = jobs[c]
-    if job is not None:
-        status, worker_name, exc = _job_state(job, connection)
-        vanished = status is None
-        failed = status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
-            status == JobStatus.STARTED and worker_name in dead_workers) or (
-            status == JobStatus.FINISHED and not store.is_done(c))
-        if not (vanished or failed):
-            return
-        if failed:
-            requeues[c] = requeues.get(c, 0) + 1
-            if requeues[c] > MAX_CHUNK_REQUEUES:
-                raise ConfigError(f"chunk {c} of run {store.root} failed {MAX_CHUNK_REQUEUES} times: {exc}")
-    jobs[c] = enqueue_chunk(queue, store, c)
-
-
-def _job_state(job: Job, connection: Redis) -> tuple[JobStatus | None, str | None, str | None]:
-    try:
-        job.refresh()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        raise
-    except Exception:
-        return None, None, "job vanished from Redis"
-    status = job.get_status(refresh=False)
-    exc = None
-    if status == JobStatus.FAILED:
-        result = job.latest_result()
-        exc = (getattr(result, "exc_string", None) or "")[-500:] or None
-    return status, job.worker_name, exc
+    engine = Engine(chunk_work(plan.store, plan.pending), connection, workers.queue if workers else queue_name,
+                    workers=workers)
+    wait(engine, on_progress=on_progress, on_status=on_status, on_report=on_report)
 
 
 def collect(plan: RunPlan) -> pd.DataFrame:

@@ -32,18 +32,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from redis import Redis
 from rq import Queue
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from service import defaults
 from service.errors import ConfigError
-from service.runner import MAX_CHUNK_REQUEUES, POLL_S, LocalWorkers, _job_state
+from service.engine import Engine, LocalWorkers, Work, wait
 from service.samples import Status
 from service.shard_index import DedupIndex, build_index, split_key
 from service.shard_labeling import judge_schema
 from service.shard_store import RangeJob, ShardRunStore, trim_memory  # noqa: F401 (re-exported for the CLI)
 from service.shards import content_hash, shard_info
-from service.shard_store import _atomic_write
-from service.store import code_version, run_key
+from service.store import atomic_write, code_version, run_key
 
 #: Task run by each job kind.
 TASKS = {"judge": "workers.shard_tasks.judge_range", "label": "workers.shard_tasks.label_range"}
@@ -191,51 +190,24 @@ def enqueue_range(queue: Queue, store: ShardRunStore, job: RangeJob) -> Job:
 
 def run_jobs(store: ShardRunStore, jobs: list[RangeJob], connection: Redis, *,
              queue_name: str = defaults.SHARD_QUEUE_NAME, workers: LocalWorkers | None = None,
-             on_progress: Callable[[int], None] | None = None) -> None:
-    """Enqueue the jobs without a marker and wait until every job has one.
+             on_progress: Callable[[int], None] | None = None, on_status: Callable[[str], None] | None = None,
+             on_report: Callable[[str], None] | None = None) -> None:
+    """Enqueue the jobs without a marker and wait until every job has one (see :mod:`service.engine`).
 
-    A job that failed, vanished from Redis, or ran on a local worker that died is
-    re-enqueued (at most MAX_CHUNK_REQUEUES times); dead local workers are replaced.
-    ``on_progress`` gets the rows of each newly finished job (its marker's ``rows``).
+    Jobs go to the local workers' queue when there are local workers (``workers.queue``), else to
+    ``queue_name``. A job that failed, vanished from Redis, or whose worker died is re-enqueued
+    (failures and deaths at most MAX_REQUEUES times; vanished jobs do not count); dead local
+    workers are replaced; after Redis did not answer, every job without a marker is enqueued anew.
+    ``on_progress`` gets the rows of newly finished jobs (their markers' ``rows``); ``on_status``
+    and ``on_report`` as in :func:`service.engine.wait`.
 
     Raises:
-        ConfigError: a job failed more than MAX_CHUNK_REQUEUES times, or local workers keep dying.
+        ConfigError: a job failed more than MAX_REQUEUES times, or local workers keep dying.
     """
-    queue = Queue(queue_name, connection=connection)
-    pending = [j for j in jobs if not store.is_done(j)]
-    rq_jobs = {j: enqueue_range(queue, store, j) for j in pending}
-    requeues: dict[RangeJob, int] = {}
-    dead: set[str] = set()
-    if workers and pending:
-        workers.start()
-    while pending:
-        still = []
-        for j in pending:
-            if store.is_done(j):
-                if on_progress:
-                    on_progress(store.marker(j)["rows"])
-            else:
-                still.append(j)
-        pending = still
-        if not pending:
-            return
-        if workers:
-            dead |= workers.reap()
-        for j in pending:
-            status, worker_name, exc = _job_state(rq_jobs[j], connection)
-            lost = status in (None, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
-                status == JobStatus.STARTED and worker_name in dead)
-            if lost or (status == JobStatus.FINISHED and not store.is_done(j)):
-                requeues[j] = requeues.get(j, 0) + 1
-                if requeues[j] > MAX_CHUNK_REQUEUES:
-                    raise ConfigError(f"job {j.name} of run {store.root} failed {MAX_CHUNK_REQUEUES} times: {exc}")
-                rq_jobs[j] = enqueue_range(queue, store, j)
-        if workers:
-            if workers.deaths > 4 * max(1, workers.n) + MAX_CHUNK_REQUEUES:
-                raise ConfigError(f"local workers keep dying; see {workers.log_path}")
-            if queue.count:
-                workers.start()
-        time.sleep(POLL_S)
+    work = Work(store=store, units=list(jobs), enqueue=lambda q, j: enqueue_range(q, store, j),
+                label=lambda j: f"job {j.name}", key=lambda j: j.name, where=str(store.root))
+    engine = Engine(work, connection, workers.queue if workers else queue_name, workers=workers)
+    wait(engine, on_progress=on_progress, on_status=on_status, on_report=on_report, noun="job")
 
 
 # --------------------------------------------------------------------------- the student stage
@@ -299,7 +271,7 @@ def train_stage(store: ShardRunStore) -> dict[str, Any]:
     if len(train) < 2:
         record = {"hash": None, "folder": None, "axes_student": [], "axes": {}, **base,
                   "reason": f"only {len(train)} judged documents to train on"}
-        _atomic_write(store.student_path, json.dumps(record, indent=2).encode())
+        atomic_write(store.student_path, json.dumps(record, indent=2).encode())
         return record
     student = ShardStudent(StudentSettings(max_tokens=o["max_tokens"]))
     axes = [a.name for a in student.axes]
@@ -328,7 +300,7 @@ def train_stage(store: ShardRunStore) -> dict[str, Any]:
     record = {"hash": digest, "folder": str(folder), "axes_student": passed, "axes": per_axis,
               "summaries": {a: {"vs_judge": vs_judge[a]["summary"], "vs_gold": vs_gold[a]["summary"]} for a in axes},
               **base}
-    _atomic_write(store.student_path, json.dumps(record, indent=2, allow_nan=False).encode())
+    atomic_write(store.student_path, json.dumps(record, indent=2, allow_nan=False).encode())
     return record
 
 
@@ -345,7 +317,7 @@ def use_saved_student(store: ShardRunStore, digest: str) -> dict[str, Any]:
                                 "vs_gold": meta.get("vs_gold", {}).get(a, {}).get("summary")}
                             for a in (x.name for x in student.axes)},
               "n_train": meta.get("n_train"), "given": True}
-    _atomic_write(store.student_path, json.dumps(record, indent=2, allow_nan=False).encode())
+    atomic_write(store.student_path, json.dumps(record, indent=2, allow_nan=False).encode())
     return record
 
 
@@ -368,7 +340,7 @@ def summarize(store: ShardRunStore, timings_s: dict[str, float]) -> dict[str, An
                "status_counts": status, "labeler_counts": labelers, "n_label_jobs": len(jobs),
                "student_hash": student.get("hash"), "axes_student": student.get("axes_student", []),
                "timings_s": {k: round(v, 3) for k, v in timings_s.items()}, "parts": str(store.parts_dir)}
-    _atomic_write(store.summary_path, json.dumps(summary, indent=2).encode())
+    atomic_write(store.summary_path, json.dumps(summary, indent=2).encode())
     return summary
 
 

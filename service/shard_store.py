@@ -22,7 +22,6 @@ re-run redoes exactly the jobs without a marker.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.errors import ConfigError
+from service.store import atomic_write, commit_part, temp_path
 
 #: Job kinds: the judge phase (sample rows only) and the label phase (every row).
 JOB_KINDS = ("judge", "label")
@@ -97,7 +97,7 @@ class ShardRunStore:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def job(self, kind: str, shard: str, start: int, end: int) -> RangeJob:
         """The job for a payload (shard path as recorded in the manifest).
@@ -135,7 +135,7 @@ class ShardRunStore:
         part_dir.mkdir(parents=True, exist_ok=True)
         marker_dir.mkdir(parents=True, exist_ok=True)
         part = self.part_path(job)
-        tmp = part_dir / f".{part.name}.tmp-{os.getpid()}"
+        tmp = temp_path(part)
         counts: Counter[str] = Counter()
         labelers = {n: Counter() for n in schema.names if n.startswith("labeler_")}
         rows = 0
@@ -146,10 +146,9 @@ class ShardRunStore:
                 counts.update(table.column("status").to_pylist())
                 for name, c in labelers.items():
                     c.update("none" if v is None else v for v in table.column(name).to_pylist())
-        os.replace(tmp, part)
         marker = {"rows": rows, "status_counts": dict(counts),
                   "labeler_counts": {n: dict(c) for n, c in labelers.items()}}
-        _atomic_write(self.marker_path(job), json.dumps(marker).encode())
+        commit_part(tmp, part, self.marker_path(job), marker)
         return marker
 
     def done_parts(self, kind: str) -> list[Path]:
@@ -183,12 +182,6 @@ class ShardRunStore:
             if df[col].dtype == object and df[col].map(lambda v: isinstance(v, np.ndarray)).any():
                 df[col] = df[col].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
         return df
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def trim_memory() -> None:

@@ -107,7 +107,7 @@ class RunStore:
         return offsets
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        _atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def read_chunk(self, chunk: int) -> list[EvalSample | Document]:
         """The items of one chunk, read by byte range (no full-file scan)."""
@@ -139,13 +139,12 @@ class RunStore:
         """Write one chunk's rows (Parquet, via a temp file + rename), then its marker."""
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         part = self.part_path(chunk)
-        tmp = part.with_suffix(f".parquet.tmp-{os.getpid()}")
+        tmp = temp_path(part)
         pd.DataFrame(rows).to_parquet(tmp, index=False)
-        os.replace(tmp, part)
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        _atomic_write(self.marker_path(chunk), json.dumps({"rows": len(rows), "status_counts": counts}).encode())
+        commit_part(tmp, part, self.marker_path(chunk), {"rows": len(rows), "status_counts": counts})
 
     def marker(self, chunk: int) -> dict[str, Any]:
         return json.loads(self.marker_path(chunk).read_text())
@@ -156,7 +155,25 @@ class RunStore:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+def temp_path(path: Path) -> Path:
+    """A hidden temporary name next to ``path`` (``.<name>.tmp-<pid>``): Parquet dataset readers skip it."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or the new bytes."""
+    tmp = temp_path(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def commit_part(tmp: Path, part: Path, marker_path: Path, marker: dict[str, Any]) -> None:
+    """Publish a finished part: rename ``tmp`` to ``part``, then write its completion marker (JSON).
+
+    The marker comes last, so a unit of work is finished iff its marker exists, and a worker
+    killed at any point leaves either no part or a complete one (redone whole when unmarked).
+    Used by both run stores (label runs: :class:`RunStore`; shard runs:
+    :class:`service.shard_store.ShardRunStore`).
+    """
+    os.replace(tmp, part)
+    atomic_write(marker_path, json.dumps(marker).encode())

@@ -94,10 +94,12 @@ def test_bulk_job_from_a_server_path_runs_on_workers_and_results_download(api):
     job_id = r.json()["id"]
     state = api.get(f"/v1/jobs/{job_id}", headers=FULL).json()
     assert state["state"] == "queued" and state["progress"]["chunks"] == 3
+    assert state["workers_alive"] == 0 and "no worker is alive on queue slicelab" in state["note"]
     assert api.get(f"/v1/jobs/{job_id}/results", headers=FULL).status_code == 409
     work(api.redis_url)  # the API process never labels: a real RQ worker does
     state = api.get(f"/v1/jobs/{job_id}", headers=FULL).json()
     assert state["state"] == "finished" and state["counts"] == {"labeled": 5}
+    assert state["requeued"] == [] and state["errors"] == [] and "note" not in state
     for fmt in ("parquet", "jsonl"):
         r = api.get(f"/v1/jobs/{job_id}/results?format={fmt}", headers=FULL)
         assert r.status_code == 200

@@ -63,9 +63,9 @@ def _crash_redis(url: str) -> None:
               "redis-server to die", 10)
 
 
-def _worker_holding(conn: Redis, chunk: int, cmd: psutil.Process) -> psutil.Process | None:
-    """The local worker process whose RQ job is labeling ``chunk`` now."""
-    registry = StartedJobRegistry("slicelab", connection=conn)
+def _worker_holding(conn: Redis, queue: str, chunk: int, cmd: psutil.Process) -> psutil.Process | None:
+    """The local worker process whose RQ job is labeling ``chunk`` now (local workers serve the run's queue)."""
+    registry = StartedJobRegistry(queue, connection=conn)
     names = set()
     for job_id in registry.get_job_ids():
         if f"-{chunk:05d}-" in job_id:
@@ -106,8 +106,10 @@ def test_thousand_samples_survive_killed_worker_redis_restart_and_judge_outage(t
                       "the slow chunk to reach the judge")
             holder: dict[str, psutil.Process | None] = {}
 
+            [run_key] = [m.parent.name for m in runs.glob("*/manifest.json")]
+
             def found() -> bool:
-                holder["worker"] = _worker_holding(conn, SLOW_CHUNK, cmd)
+                holder["worker"] = _worker_holding(conn, f"slicelab:run:{run_key}", SLOW_CHUNK, cmd)
                 return holder["worker"] is not None
 
             _wait_for(found, "the worker holding the slow chunk", 10)

@@ -7,6 +7,7 @@ import gzip
 import json
 import signal
 import subprocess
+import time
 import tracemalloc
 import uuid
 from collections import Counter
@@ -466,6 +467,46 @@ def test_killed_workers_and_rerun_leave_every_row_exactly_once(tmp_path, redis_u
     assert len(labeled) == 36 and labeled["routed"].all() and (labeled["labeler_domain"] == "judge").all()
     assert not list((out / "parts").glob(".*tmp*"))  # no half part left behind
     assert len(list(markers.glob("*.done"))) == 10
+
+
+@pytest.mark.faults
+def test_shard_run_survives_a_redis_restart_mid_run(tmp_path, trained, monkeypatch):
+    """Crash the run's embedded redis-server (SIGKILL) while label jobs run and start it again on the
+    same folder: the command waits, enqueues every job without a marker anew, and finishes with every
+    row exactly once."""
+    from service.redis_conn import start_embedded, stop_embedded
+    from tests.test_faults import _crash_redis
+    from tests.test_queue import _wait_for, cli
+
+    monkeypatch.setenv("SLICELAB_HOME", str(tmp_path / "home"))
+    digest, _ = save_student(trained, {"axes_passed": ["domain"]})
+    docs = make_docs(36, suffix=" [[slow]]")
+    shard = write_jsonl(tmp_path / "s.jsonl", docs)
+    out = tmp_path / "out"
+    markers = out / "markers"
+    redis_dir = tmp_path / "redis"
+    url = start_embedded(redis_dir)
+    try:
+        with RuleJudgeServer(slow_s=0.25) as srv:
+            p = cli("label-shard", str(shard), "-o", str(out), "--judge-sample", "0", "--student", digest,
+                    "--route-below", "1.0", "--rows-per-job", "4", "--workers", "2", "--judge-url", srv.base_url,
+                    "--judge-model", "t", env={"SLICELAB_HOME": str(tmp_path / "home"), "REDIS_URL": url})
+            assert _wait_for(lambda: len(list(markers.glob("*.done"))) >= 2, 120), "no label job finished"
+            _crash_redis(url)
+            stop_embedded(url)  # forget the dead server
+            done_at_crash = len(list(markers.glob("*.done")))
+            time.sleep(2.0)  # the command notices and waits
+            assert start_embedded(redis_dir) == url
+            stdout, stderr = p.communicate(timeout=300)
+    finally:
+        stop_embedded(url)
+    assert p.returncode == 0, stderr
+    assert done_at_crash < 9  # the crash happened mid-run
+    assert "Redis does not answer" in stderr
+    df = _read_parts(out)
+    assert len(df) == 36 and not df.duplicated(["shard_index", "row"]).any()
+    assert sorted(df["row"]) == list(range(36)) and set(df["status"]) == {"labeled"}
+    assert len(list(markers.glob("*.done"))) == 9
 
 
 def test_a_shard_with_nothing_to_label_still_gives_every_row(tmp_path, redis_url):
