@@ -83,6 +83,8 @@ def worker(
     from service.judge.resilience import report_pauses_to_redis
 
     report_pauses_to_redis(conn, w.name)  # the labeling command shows when this worker's judge is paused
+    import workers.tasks  # noqa: F401 - imported now, not inside the first job's time limit
+
     w.work(burst=burst, with_scheduler=False)
 
 
@@ -425,8 +427,12 @@ def calibrate(
     from service.redis_conn import resolve_redis_url
     from calibration.records import calibrations_dir
 
+    from service.output import check_writable
+
     try:
         kind = load_gold(gold).kind
+        if json_out:
+            check_writable(json_out, "--json")
         spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
                           temperature=temperature, exemplars_gold=str(exemplars or gold) if exemplars_k else None,
                           exemplars_k=exemplars_k, split_seed=split_seed,
@@ -567,6 +573,17 @@ def _loop_console() -> Console:
     return Console(width=max(160, Console().width), soft_wrap=True)
 
 
+def _check_report_outputs(output: Optional[Path], stem: Optional[Path]) -> None:
+    """Refuse, before any work, a JSON output or report location that cannot be written."""
+    from service.output import check_writable
+
+    if output is not None:
+        check_writable(output, "-o")
+    if stem is not None:
+        check_writable(Path(f"{stem}.html"), "--report-dir" if output is None or stem != output.with_suffix("")
+                       else "-o", Path(f"{stem}.md"))
+
+
 def _report_stem(output: Optional[Path], report_dir: Optional[Path], name: str) -> Optional[Path]:
     if report_dir is not None:
         return report_dir / name
@@ -627,6 +644,7 @@ def compare_runs(
     from service.reports import write_report
 
     try:
+        _check_report_outputs(output, _report_stem(output, report_dir, "compare"))
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                           min_support, alpha)
     except SlicelabError as e:
@@ -665,6 +683,7 @@ def diagnose_runs(
     from service.reports import write_report
 
     try:
+        _check_report_outputs(output, _report_stem(output, report_dir, "diagnosis"))
         rule_set = load_rules(rules or DEFAULT_RULES)
         ev = rule_set.evidence
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
@@ -701,16 +720,14 @@ def sample_docs(
     allow_ungated: bool = typer.Option(False, help="filter on document axes that failed or never had calibration (recorded)"),
 ) -> None:
     """Select labeled documents matching a diagnosis's interventions, weighted by the weak slices they address."""
-    from service.errors import ConfigError
+    from service.diagnosis_file import load_diagnosis
+    from service.output import check_writable
     from service.sampling import build_manifest, load_documents, write_manifest
 
     try:
-        try:
-            diag = json.loads(diagnosis.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--diagnosis {diagnosis}: not a readable JSON file: {e}") from None
-        if not isinstance(diag, dict) or "verdict" not in diag:
-            raise ConfigError(f"--diagnosis {diagnosis}: no 'verdict'; give the JSON written by `slicelab diagnose`")
+        diag = load_diagnosis(diagnosis)
+        stem = output.with_suffix("")
+        check_writable(output, "-o", Path(f"{stem}.summary.json"), Path(f"{stem}.summary.md"))
         table, source = load_documents(docs)
         manifest, summary = build_manifest(table, diag, budget_tokens, allow_ungated=allow_ungated,
                                            token_source=source)
@@ -789,7 +806,10 @@ def label_shard(
                                       retry_judge_errors, run_jobs, summarize, train_stage, trim_memory,
                                       use_saved_student)
 
+    from service.output import check_writable_dir
+
     try:
+        check_writable_dir(output, "-o")
         spec, config_hash = {"backend": "none"}, ""
         if judge_sample or route_below is not None:  # a run that never asks the judge builds none
             from service.judge import judge_spec, make_judge
