@@ -262,7 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       for err in e.errors()]
             return problem(422, "Invalid request", "; ".join(f"{x['field']}: {x['message']}" for x in errors[:5]),
                            errors=errors)
-        judge = make_judge(cfg.judge)
+        judge = await asyncio.to_thread(make_judge, cfg.judge)  # built once, off the event loop
         try:
             result = await label_within(pool, lambda: judge.label(item), deadline)
         except TimeoutError:

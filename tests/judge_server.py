@@ -22,7 +22,7 @@ the whole pipeline (queue, worker processes):
 - ``[[budget]]``: cut by the length limit (``finish_reason: length``) unless ``max_tokens`` >= 320
 
 ``slow_s`` applies to ``[[slow]]``; ``delay_s`` (set while running) delays every labeling request;
-``max_in_flight`` is the most requests it answered at once.
+``peak_in_flight`` is the most requests it answered at once.
 
 Server-wide faults (set on the object while it runs): ``outage = 503`` answers
 every request with that HTTP status; ``stop()`` / ``start()`` close and reopen
@@ -72,8 +72,8 @@ class JudgeServer:
         self.outage: int | None = None
         self.refuse_json_schema = False
         self.delay_s = 0.0
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0
         self.failed_during_outage = 0
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -105,13 +105,13 @@ class JudgeServer:
                                                                  "by this backend (test)", "type": "BadRequestError"}}
                 else:
                     with server._lock:
-                        server.in_flight += 1
-                        server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                        server._in_flight += 1
+                        server.peak_in_flight = max(server.peak_in_flight, server._in_flight)
                     try:
                         status, payload = server.reply(body)
                     finally:
                         with server._lock:
-                            server.in_flight -= 1
+                            server._in_flight -= 1
                 self._send(status, payload)
 
             def _send(self, status: int, payload: dict | str):
