@@ -74,10 +74,15 @@ def file_sha256(path: Path) -> str:
 def load_gold(path: str | Path, taxonomy: Taxonomy | None = None) -> GoldSet:
     """Load and validate a gold set.
 
+    Every check runs here, before any judge call: a bad file fails at once, never after labeling.
+
     Raises:
-        RecordError: a row is not JSON, lacks ``id``/``annotator``, or uses a label id
-            outside the taxonomy (the message names the line, field and allowed ids).
-        TaxonomyError: the file mixes kinds or has no ``gold`` rows.
+        RecordError: a row is not JSON, lacks ``id``/``annotator``, has no question (eval) or
+            text (document), leaves a label axis null, gives operations as something else than
+            a list, lacks the failure_mode of a wrong item, or uses a label id outside
+            the taxonomy (the message names the line, field, the value and what is allowed).
+        TaxonomyError: the file mixes kinds, has no ``gold`` rows, or (eval) holds no wrong item
+            (``correct: false`` with a ``model_output``), so failure_mode cannot be measured.
     """
     path = Path(path)
     tax = taxonomy or load_taxonomy()
@@ -102,12 +107,16 @@ def load_gold(path: str | Path, taxonomy: Taxonomy | None = None) -> GoldSet:
         elif row_kind != kind:
             raise TaxonomyError(f"{path}: line {line_no} is a {row_kind} row in a {kind} gold set")
         item_id = row["id"]
+        _check_text(row, kind, path, line_no)
         if item_id not in items:
             items[item_id] = _item(row, kind, path, line_no)
             sources[item_id] = str(row.get("source") or "")
         labels.setdefault(row["annotator"], {})[item_id] = _labels(row, kind, tax, path, line_no)
     if kind is None or GOLD not in labels:
         raise TaxonomyError(f"{path}: no rows with annotator 'gold'")
+    if kind == "eval" and not any(isinstance(i, EvalSample) and i.scored_wrong for i in items.values()):
+        raise TaxonomyError(f"{path}: no wrong item (a row with correct: false and a model_output), so the "
+                            "failure_mode axis cannot be measured; add wrong items with their failure_mode")
     return GoldSet(path, file_sha256(path), kind, items, labels, sources)
 
 
@@ -125,13 +134,30 @@ def _item(row: dict, kind: Kind, path: Path, line_no: int) -> EvalSample | Docum
     )
 
 
+def _check_text(row: dict, kind: Kind, path: Path, line_no: int) -> None:
+    """The item text every row must carry: ``question`` (eval) or ``text`` (document), a non-empty string."""
+    key = "question" if kind == "eval" else "text"
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        got = "missing" if key not in row else f"{type(value).__name__} {value!r}"[:80]
+        raise RecordError(f"{path}: the item's {key} is {got}; expected non-empty text", line=line_no, field=key)
+
+
 def _labels(row: dict, kind: Kind, tax: Taxonomy, path: Path, line_no: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    wrong = row.get("correct") is False and row.get("model_output") is not None
     for axis in tax.axes(kind):
         value = row.get(axis.name)
         if value is None:
-            out[axis.name] = None
-            continue
+            if axis.only_when == "scored_wrong" and not wrong:
+                out[axis.name] = None
+                continue
+            needed = "for a wrong item (correct: false with a model_output)" if axis.only_when else "on every row"
+            raise RecordError(f"{path}: {axis.name} is {'null' if axis.name in row else 'missing'}; a label is "
+                              f"needed {needed}; allowed: {', '.join(axis.ids)}", line=line_no, field=axis.name)
+        if axis.kind == "operations" and not isinstance(value, list):
+            raise RecordError(f"{path}: {axis.name} is {type(value).__name__} {value!r}; expected a list of label "
+                              f"ids such as [{axis.ids[0]!r}]", line=line_no, field=axis.name)
         values = value if axis.kind == "operations" else [value]
         for v in values:
             if v not in axis.ids:

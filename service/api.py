@@ -11,6 +11,7 @@ constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -18,7 +19,6 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,10 +30,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import Redis
+from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calibration.records import calibrations_dir, home, latest_for_config, load_record
 from service import __version__, defaults
+from service.api_limits import BodyLimit, judge_concurrency, label_within
 from service.errors import ConfigError, SlicelabError
 from service.judge import judge_spec, make_judge
 from service.samples import Document, EvalSample
@@ -142,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     m_tokens = Counter("slicelab_judge_tokens_total", "Judge tokens of /v1/tag", ["kind"], registry=registry)
     m_queue = Gauge("slicelab_queue_depth", "Jobs waiting in the RQ queue", registry=registry)
     m_workers = Gauge("slicelab_workers", "RQ workers registered", registry=registry)
-    pool = ThreadPoolExecutor(max_workers=4)
+    pool = ThreadPoolExecutor(max_workers=judge_concurrency(cfg.judge), thread_name_prefix="slicelab-tag")
     bearer = HTTPBearer(auto_error=False)
     jobs_dir = home() / "jobs"
 
@@ -166,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return check
 
     def problem(status: int, title: str, detail: Any, **extra) -> JSONResponse:
+        detail = relative_paths(detail, cfg.data_root, jobs_dir) if isinstance(detail, str) else detail
         body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
@@ -184,12 +187,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def slicelab_error(request: Request, exc: SlicelabError):
         return problem(422, "Invalid request", str(exc))
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > cfg.max_body_bytes:
-            return problem(413, "Request body too large", f"limit is {cfg.max_body_bytes} bytes", limit=cfg.max_body_bytes)
-        return await call_next(request)
+    @app.exception_handler(redis_errors.ConnectionError)
+    @app.exception_handler(redis_errors.TimeoutError)
+    async def redis_down(request: Request, exc: Exception):
+        return problem(503, "Service unavailable", f"Redis does not answer ({type(exc).__name__}); nothing was "
+                       "started, try again when it is back")
+
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
@@ -239,8 +243,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/tag", tags=["tag"], response_model=TagResponse,
               responses={413: {"description": "a text field is too long"}, 504: {"description": "judge timeout"}})
-    def tag(req: TagRequest, _: str = Depends(require("tag"))):
-        """Label one item synchronously with the configured judge."""
+    async def tag(req: TagRequest, _: str = Depends(require("tag"))):
+        """Label one item with the configured judge; 504 when no answer came within the tag timeout.
+
+        At most the judge's concurrency (``concurrency`` of the openai judge) judge calls run
+        at once; a request waiting for its turn counts against its own timeout.
+        """
+        deadline = time.monotonic() + cfg.tag_timeout_s
         for name, value in req.item.items():
             if isinstance(value, str) and len(value) > cfg.max_text_chars:
                 return problem(413, "Text field too large", f"item.{name}: {len(value)} characters; "
@@ -253,17 +262,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       for err in e.errors()]
             return problem(422, "Invalid request", "; ".join(f"{x['field']}: {x['message']}" for x in errors[:5]),
                            errors=errors)
-        judge = make_judge(cfg.judge)
-        future = pool.submit(judge.label, item)
+        judge = await asyncio.to_thread(make_judge, cfg.judge)  # built once, off the event loop
         try:
-            result = future.result(timeout=cfg.tag_timeout_s)
-        except FutureTimeout:
+            result = await label_within(pool, lambda: judge.label(item), deadline)
+        except TimeoutError:
             return problem(504, "Judge timeout", f"the judge did not answer within {cfg.tag_timeout_s} s")
         m_labels.labels(str(result.status)).inc()
         m_latency.observe(result.latency_s)
         m_tokens.labels("prompt").inc(result.prompt_tokens)
         m_tokens.labels("completion").inc(result.completion_tokens)
-        record = latest_for_config(judge.config_hash(), req.kind)
+        record = await asyncio.to_thread(latest_for_config, judge.config_hash(), req.kind)
         verdicts = (record or {}).get("judge_verdicts") or (record or {}).get("verdicts") or {}
         return {"id": item.id, "status": str(result.status), "labels": result.labels, "error": result.error,
                 "gate": {a.name: verdicts.get(a.name, "ungated") for a in taxonomy.axes(req.kind)},
@@ -275,20 +283,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/jobs", tags=["jobs"], status_code=202)
     def create_job(req: JobRequest, _: str = Depends(require("jobs"))) -> dict:
         """Start a bulk labeling job over a file under the data root; returns its id (202)."""
-        return _start_job(cfg, jobs_dir, safe_path(cfg.data_root, req.path), req.limit, req.chunk_size, redis())
+        path = safe_path(cfg.data_root, req.path)
+        return _start_job(cfg, jobs_dir, path, req.limit, req.chunk_size, _answering(redis()))
 
     @app.post("/v1/jobs/upload", tags=["jobs"], status_code=202)
     def upload_job(file: UploadFile = File(...), limit: int | None = Form(default=None, ge=1),
                    _: str = Depends(require("jobs"))) -> dict:
         """Start a bulk labeling job over an uploaded file (kept inside the job's folder)."""
+        conn = _answering(redis())  # before anything is written
         job_id = uuid.uuid4().hex[:16]
         folder = jobs_dir / job_id
         folder.mkdir(parents=True)
-        name = Path(file.filename or "upload.jsonl").name or "upload.jsonl"  # never a path from the client
-        target = folder / ("input" + Path(name).suffix.lower())
-        with open(target, "wb") as out:
-            shutil.copyfileobj(file.file, out)
-        return _start_job(cfg, jobs_dir, target, limit, defaults.CHUNK_SIZE, redis(), job_id=job_id)
+        try:
+            name = Path(file.filename or "upload.jsonl").name or "upload.jsonl"  # never a path from the client
+            target = folder / ("input" + Path(name).suffix.lower())
+            with open(target, "wb") as out:
+                shutil.copyfileobj(file.file, out)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return _start_job(cfg, jobs_dir, target, limit, defaults.CHUNK_SIZE, conn, job_id=job_id)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     def job_status(job_id: str, _: str = Depends(require("jobs"))) -> dict:
@@ -334,12 +348,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Calibrate the configured judge on a gold set (runs on a worker); returns the RQ job id."""
         from rq import Queue
 
-        from calibration.gold import BUNDLED
+        from calibration.gold import BUNDLED, load_gold
 
         gold = BUNDLED[req.gold] if req.gold in BUNDLED else safe_path(cfg.data_root, req.gold)
+        load_gold(gold)  # a bad gold file is refused now (422), not after the judge has worked
         spec = judge_spec(judge_url=cfg.judge.get("base_url"), judge_model=cfg.judge.get("model"),
                           exemplars_k=req.exemplars_k, exemplars_gold=str(gold) if req.exemplars_k else None)
-        rq_job = Queue(cfg.queue, connection=redis()).enqueue(
+        rq_job = Queue(cfg.queue, connection=_answering(redis())).enqueue(
             "workers.tasks.calibrate", str(gold), spec, {"limit": req.limit, "lobo": req.leave_one_benchmark_out},
             job_timeout=6 * 3600,
             result_ttl=defaults.RESULT_TTL_S)
@@ -378,7 +393,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 _TITLES = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
            409: "Conflict", 410: "Gone", 413: "Request body too large", 422: "Invalid request",
-           504: "Judge timeout"}
+           503: "Service unavailable", 504: "Judge timeout"}
+
+
+def relative_paths(text: str, data_root: Path, jobs_dir: Path) -> str:
+    """An error text with server paths shown relative to the data root (``jobs/<id>/...`` for job folders)."""
+    for root, shown in ((jobs_dir, "jobs"), (data_root, "")):
+        for form in dict.fromkeys((str(root), str(Path(root).resolve()))):
+            text = text.replace(form + "/", f"{shown}/" if shown else "").replace(form, shown or ".")
+    return text
+
+
+def _answering(conn: Redis) -> Redis:
+    """``conn`` once Redis answers a ping.
+
+    Raises:
+        redis.exceptions.ConnectionError / TimeoutError: Redis does not answer (the service says 503).
+    """
+    conn.ping()
+    return conn
 
 
 def safe_path(root: Path, relative: str) -> Path:
@@ -456,15 +489,24 @@ def _store(job: dict):
 
 def _start_job(cfg: Settings, jobs_dir: Path, path: Path, limit: int | None, chunk_size: int, conn: Redis,
                job_id: str | None = None) -> dict:
+    job_id = job_id or uuid.uuid4().hex[:16]
+    folder = jobs_dir / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _plan_and_enqueue(cfg, jobs_dir, folder, job_id, path, limit, chunk_size, conn)
+    except BaseException:  # Redis gone mid-way, a bad file...: no half-made job folder is left
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _plan_and_enqueue(cfg: Settings, jobs_dir: Path, folder: Path, job_id: str, path: Path, limit: int | None,
+                      chunk_size: int, conn: Redis) -> dict:
     from itertools import islice
 
     from service.readers import read_eval_samples
     from service.rest_jobs import start_engine
     from service.runner import prepare_run
 
-    job_id = job_id or uuid.uuid4().hex[:16]
-    folder = jobs_dir / job_id
-    folder.mkdir(parents=True, exist_ok=True)
     items = read_eval_samples(path)
     if limit:
         items = islice(items, limit)

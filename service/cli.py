@@ -82,6 +82,8 @@ def worker(
     except SlicelabError as e:
         _fail(e)
     console.print(f"worker on {redact_url(url)}, queue {', '.join(queue)}")
+    import workers.tasks  # noqa: F401 - imported now, not inside the first job's time limit
+
     run_worker(Redis.from_url(url), list(queue), name=name, burst=burst)
 
 
@@ -434,8 +436,12 @@ def calibrate(
     from service.redis_conn import resolve_redis_url
     from calibration.records import calibrations_dir
 
+    from service.output import check_writable
+
     try:
         kind = load_gold(gold).kind
+        if json_out:
+            check_writable(json_out, "--json")
         spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
                           temperature=temperature, exemplars_gold=str(exemplars or gold) if exemplars_k else None,
                           exemplars_k=exemplars_k, split_seed=split_seed,
@@ -602,6 +608,17 @@ def _loop_console() -> Console:
     return Console(width=max(160, Console().width), soft_wrap=True)
 
 
+def _check_report_outputs(output: Optional[Path], stem: Optional[Path]) -> None:
+    """Refuse, before any work, a JSON output or report location that cannot be written."""
+    from service.output import check_writable
+
+    if output is not None:
+        check_writable(output, "-o")
+    if stem is not None:
+        check_writable(Path(f"{stem}.html"), "--report-dir" if output is None or stem != output.with_suffix("")
+                       else "-o", Path(f"{stem}.md"))
+
+
 def _report_stem(output: Optional[Path], report_dir: Optional[Path], name: str) -> Optional[Path]:
     if report_dir is not None:
         return report_dir / name
@@ -695,6 +712,7 @@ def compare_runs(
     from service.reports import write_report
 
     try:
+        _check_report_outputs(output, _report_stem(output, report_dir, "compare"))
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                           min_support, alpha, generation_field, aggregate_repeats, examples, k, metric)
     except SlicelabError as e:
@@ -741,6 +759,7 @@ def diagnose_runs(
     from service.training_lint import lint_training_config
 
     try:
+        _check_report_outputs(output, _report_stem(output, report_dir, "diagnosis"))
         rule_set = load_rules(rules or DEFAULT_RULES)
         ev = rule_set.evidence
         lint = lint_training_config(training_config) if training_config else None
@@ -797,7 +816,9 @@ def sample_docs(
     dedupe_against: Optional[Path] = typer.Option(None, "--dedupe-against", exists=True, dir_okay=False, help="evaluation file; documents or pool items containing >= 25%% of the word 13-grams of one of its questions are dropped"),
 ) -> None:
     """Select labeled documents (--docs) or instruction-pool items (--pool) for a diagnosis's weak slices."""
+    from service.diagnosis_file import load_diagnosis
     from service.errors import ConfigError
+    from service.output import check_writable
     from service.sampling import build_manifest, load_documents, write_manifest
 
     try:
@@ -805,16 +826,14 @@ def sample_docs(
             raise ConfigError("give exactly one of --docs (labeled documents) or --pool (instruction pool)")
         if docs is not None and (slice_key or allow_repeats or gold or labeler != "knn"):
             raise ConfigError("--labeler, --gold, --slice-key and --allow-repeats apply to --pool only")
-        try:
-            diag = json.loads(diagnosis.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--diagnosis {diagnosis}: not a readable JSON file: {e}") from None
-        if not isinstance(diag, dict) or "verdict" not in diag:
-            raise ConfigError(f"--diagnosis {diagnosis}: no 'verdict'; give the JSON written by `slicelab diagnose`")
+        diag = load_diagnosis(diagnosis)
+        stem = output.with_suffix("")
         if pool is not None:
             from service.pool_report import print_summary, write_pool_outputs
             from service.pool_sampling import sample_pool
 
+            check_writable(output, "-o", Path(f"{stem}.mixture.json"), Path(f"{stem}.report.md"),
+                           Path(f"{stem}.report.html"))
             manifest, spec = sample_pool(pool, diag, budget_tokens, labeler=labeler, extra_gold=tuple(gold or ()),
                                          dedupe_against=dedupe_against,
                                          allow_repeats=allow_repeats, allow_ungated=allow_ungated,
@@ -822,6 +841,7 @@ def sample_docs(
             print_summary(spec, _loop_console())
             typer.echo("wrote " + ", ".join(str(p) for p in write_pool_outputs(manifest, spec, output).values()))
             return
+        check_writable(output, "-o", Path(f"{stem}.summary.json"), Path(f"{stem}.summary.md"))
         table, source = load_documents(docs)
         leakage = None
         if dedupe_against is not None:
@@ -912,7 +932,10 @@ def label_shard(
                                       retry_judge_errors, run_jobs, summarize, train_stage, trim_memory,
                                       use_saved_student)
 
+    from service.output import check_writable_dir
+
     try:
+        check_writable_dir(output, "-o")
         spec, config_hash = {"backend": "none"}, ""
         if judge_sample or route_below is not None:  # a run that never asks the judge builds none
             from service.judge import judge_spec, make_judge

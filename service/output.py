@@ -6,7 +6,9 @@ Columns (eval kind)::
     extracted_answer, correct, finish_reason, source_file, source_line, extra_json,
     <every label axis>, primary_operation, failure_mode_source,
     status, error, judge_raw_output (list[str], one per attempt), judge_finish_reason,
-    judge_attempts, judge_prompt_tokens, judge_completion_tokens, judge_latency_s,
+    judge_attempts, judge_max_tokens (output budget of the last attempt),
+    input_truncated, input_chars_kept (the question or document text as the judge saw it),
+    judge_prompt_tokens, judge_completion_tokens, judge_latency_s,
     judge_model, judge_backend, taxonomy_name, taxonomy_version, taxonomy_hash,
     prompt_ref, request_hash, cache_hit, code_version, run_key
 
@@ -26,6 +28,7 @@ import pandas as pd
 
 from service.errors import ConfigError
 from service.judge.base import JudgeResult
+from service.prompts import input_cut
 from service.samples import Document, EvalSample, Rejected, Status
 from service.taxonomy import Kind, Taxonomy
 
@@ -76,6 +79,8 @@ def labeled_row(item: EvalSample | Document, result: JudgeResult, taxonomy: Taxo
         "judge_raw_output": list(result.raw_texts),
         "judge_finish_reason": result.finish_reason,
         "judge_attempts": result.attempts,
+        "judge_max_tokens": result.max_tokens,
+        **dict(zip(("input_truncated", "input_chars_kept"), input_cut(item))),
         "judge_prompt_tokens": result.prompt_tokens,
         "judge_completion_tokens": result.completion_tokens,
         "judge_latency_s": round(result.latency_s, 4),
@@ -145,7 +150,54 @@ def check_output(path: Path, fmt: str | None, input_path: Path | None = None) ->
         raise ConfigError(f"--output {path}: cannot create its folder: {e}") from e
     if not os.access(path.resolve().parent, os.W_OK):
         raise ConfigError(f"--output {path}: folder {path.resolve().parent} is not writable")
+    check_writable(path, "--output")
     return fmt
+
+
+def check_writable(path: Path, option: str, *also: Path) -> None:
+    """Check, before any work, that ``path`` (and the files in ``also`` written beside it) can be written.
+
+    Creates missing folders; an existing file is opened for writing without being changed, a new
+    one is tried with a temporary file in its folder (removed at once).
+
+    Raises:
+        ConfigError: a path is a folder, its folder cannot be created, or the file cannot be
+            written there (read-only file system, no permission); the message names ``option``.
+    """
+    import tempfile
+
+    for p in (Path(path), *map(Path, also)):
+        if p.is_dir():
+            raise ConfigError(f"{option} {p} is a folder; give a file name")
+        folder = p.resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if p.exists():
+                open(p, "r+b").close()  # opened for writing, nothing changed
+            else:
+                tempfile.NamedTemporaryFile(dir=folder, prefix=".slicelab-write-check-").close()
+        except OSError as e:
+            raise ConfigError(f"{option} {p}: cannot be written ({e.strerror or e}); "
+                              "choose another path before any work is done") from None
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Check, before any work, that files can be created in folder ``path`` (created when missing).
+
+    Raises:
+        ConfigError: ``path`` is a file, or cannot be created or written (the message names ``option``).
+    """
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=path, prefix=".slicelab-write-check-").close()
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: cannot be written ({e.strerror or e}); "
+                          "choose another folder before any work is done") from None
 
 
 def write_table(df: pd.DataFrame, path: Path, fmt: str = "parquet") -> None:
@@ -160,9 +212,16 @@ def write_table(df: pd.DataFrame, path: Path, fmt: str = "parquet") -> None:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read an output table (Parquet or JSONL); list columns come back as Python lists."""
+    """Read an output table (Parquet or JSONL); list columns come back as Python lists.
+
+    Text stays text: JSONL is read without pandas' type guessing, so an id ``"001"``
+    (or a question ``"42"``) comes back as the string it was written as, never as a number.
+    """
     path = Path(path)
-    df = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_parquet(path)
+    if path.suffix in (".jsonl", ".json"):
+        df = pd.read_json(path, lines=True, dtype=False)
+    else:
+        df = pd.read_parquet(path)
     for col in df.columns:
         if df[col].map(lambda v: isinstance(v, np.ndarray)).any():
             df[col] = df[col].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)

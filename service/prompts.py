@@ -95,6 +95,19 @@ def clip_tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"[{len(text) - limit} characters cut ...]\n" + text[-limit:]
 
 
+def input_cut(item: EvalSample | Document) -> tuple[bool, int]:
+    """Whether the judge sees the item's question (document text) cut, and how many of its characters it sees.
+
+    The prompt keeps the first :data:`service.defaults.MAX_FIELD_CHARS` characters
+    of a question or document text (:func:`render_messages`).
+
+    Returns:
+        ``(input_truncated, input_chars_kept)``; chars kept is the whole length when not cut.
+    """
+    text = item.question if isinstance(item, EvalSample) else item.text
+    return len(text) > defaults.MAX_FIELD_CHARS, min(len(text), defaults.MAX_FIELD_CHARS)
+
+
 def render_messages(
     template: PromptTemplate,
     taxonomy: Taxonomy,

@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from service.errors import ConfigError, InputFormatError, RecordError
-from service.samples import Document, EvalSample, Rejected
+from service.lm_eval_log import LOGLIKELIHOOD, chosen_option, metric_correct, option_loglikelihoods
+from service.samples import Document, EvalSample, Rejected, id_text
 
 #: Every value ``fmt`` may take.
 FORMATS = ("jsonl", "json", "csv", "parquet", "lm_eval", "inspect")
@@ -60,7 +61,7 @@ _MAPPED = {
     "benchmark_field": "benchmark",
 }
 _LM_EVAL_NAME = re.compile(
-    r"^samples_(?P<task>.+)_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.jsonl$"
+    r"^samples_(?P<task>.+)_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.jsonl?$"
 )
 _FINISH = {"stop": "stop", "end_turn": "stop", "max_tokens": "length", "model_length": "length"}
 _RAW_CHARS = 2000  # characters of a rejected record kept in Rejected.raw
@@ -165,10 +166,12 @@ def detect_format(path: str | Path) -> str:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        if _is_array_file(p):
-            return "json"  # a JSON array saved under a .jsonl name: read it as the array it is
+        if _is_array_file(p):  # a JSON array saved under a .jsonl name: read it as the array it is
+            return "lm_eval" if _array_looks_lm_eval(p) else "json"
         return "lm_eval" if _LM_EVAL_NAME.match(p.name) or _looks_lm_eval(p) else "jsonl"
     if suffix == ".json":
+        if _array_looks_lm_eval(p):  # older harness versions saved samples_<task>_<ts>.json as one array
+            return "lm_eval"
         return "inspect" if _looks_inspect(p) else "json"
     if suffix == ".csv":
         return "csv"
@@ -215,7 +218,8 @@ def read_eval_samples(
     if fmt == "inspect":
         items: Iterable[EvalSample | Rejected] = _inspect_samples(ctx)
     elif fmt == "lm_eval":
-        items = _convert(_iter_jsonl(p), ctx, *_lm_eval_builder(p))
+        records = _iter_array_or_jsonl(p) if p.suffix.lower() == ".json" or _is_array_file(p) else _iter_jsonl(p)
+        items = _convert(records, ctx, *_lm_eval_builder(p))
     else:
         items = _convert(_RECORD_READERS[fmt](p), ctx, _generic_sample)
     return islice(_dedupe(items), limit)
@@ -525,11 +529,11 @@ def _resolve_id(
         for part, v in zip(parts, values):
             if _is_null(v) or str(v).strip() == "":
                 raise RecordError(f"missing id field {part!r}", field=part)
-        return "/".join(str(v) for v in values), mapped
+        return "/".join(id_text(v) for v in values), mapped
     for k in keys:
         v = _get(rec, k)
         if not _is_null(v) and str(v).strip():
-            return str(v), k
+            return id_text(v), k
     return None, None
 
 
@@ -724,6 +728,15 @@ def _looks_lm_eval(path: Path) -> bool:
     return False
 
 
+def _array_looks_lm_eval(path: Path) -> bool:
+    """Whether a file is one JSON array of lm-eval sample records (``doc_id`` and ``arguments``)."""
+    try:
+        obj = _load_json(path)
+    except InputFormatError:
+        return False
+    return isinstance(obj, list) and bool(obj) and isinstance(obj[0], dict) and {"doc_id", "arguments"} <= obj[0].keys()
+
+
 def _first_leaf(v: Any) -> Any:
     while isinstance(v, (list, tuple)) and v:
         v = v[0]
@@ -786,10 +799,9 @@ def _lm_eval_builder(path: Path) -> tuple[Callable[..., EvalSample], Callable[[d
             tried = "doc.question, doc.problem, first argument"
             raise RecordError(f"missing question field; tried: {tried}", field="doc")
         metric = next((m for m in rec.get("metrics") or [] if isinstance(m, str) and m in rec), None)
-        try:
-            correct = None if metric is None else float(rec[metric]) >= 1.0
-        except (TypeError, ValueError):
-            correct = None
+        correct = metric_correct(rec, metric)
+        lls = option_loglikelihoods(rec)
+        choice = chosen_option(rec, lls) if lls else None
         resps = _first_leaf(rec.get("resps"))
         filtered = _first_leaf(rec.get("filtered_resps"))
         values: dict[str, Any] = {
@@ -805,6 +817,8 @@ def _lm_eval_builder(path: Path) -> tuple[Callable[..., EvalSample], Callable[[d
             "correct": correct,
             "model": model,
         }
+        if choice:  # multiple choice: the argmax option is the answer; there is no generated text
+            values |= {"model_output": None, "extracted_answer": choice.pop("extracted_answer")}
         _override(values, rec, ctx.mapping)
         extra = {
             "doc_id": rec.get("doc_id"),
@@ -813,6 +827,7 @@ def _lm_eval_builder(path: Path) -> tuple[Callable[..., EvalSample], Callable[[d
             "metric": metric,
             **{k: rec[k] for k in ("doc_hash", "prompt_hash", "target_hash") if k in rec},
             **({metric: rec[metric]} if metric else {}),
+            **({"response_type": LOGLIKELIHOOD, **choice} if choice else {}),
             "doc": doc,
         }
         return _make(

@@ -53,6 +53,7 @@ from typing import Any
 import pandas as pd
 
 from service.errors import ConfigError, InputFormatError, RecordError
+from service.samples import id_text
 from service.setup import SetupCollector, parse_sampling, setup_from_fields
 
 #: Columns of a results table, in order.
@@ -294,7 +295,7 @@ def _joined(rec: dict, keys: tuple[str, ...], sep: str) -> str:
         v = rec.get(key)
         if _missing(v) or (isinstance(v, str) and not v.strip()):
             raise RecordError(f"missing {key!r}; fields present: {', '.join(sorted(rec))}", field=key)
-        parts.append(str(v))
+        parts.append(id_text(v))
     return sep.join(parts)
 
 
@@ -310,12 +311,25 @@ def _correct(rec: dict) -> bool:
         raise RecordError(f"bad value {v!r}; allowed: true/false, 1/0", field="correct")
     s = rec.get("score")
     if _missing(s):
+        present = [f"{k} is {_shown(rec[k])}" for k in ("correct", "score") if k in rec]
+        if present:
+            raise RecordError(f"{' and '.join(present)}; expected correct true/false (or 1/0) or a score in [0, 1]",
+                              field="score" if "score" in rec else "correct")
         raise RecordError("no 'correct' or 'score' field", field="correct")
     if isinstance(s, bool):
         return s
     if not isinstance(s, (int, float)) or not 0 <= s <= 1:
         raise RecordError(f"bad value {s!r}; allowed: a number in [0, 1] (correct means score >= 1)", field="score")
     return s >= 1
+
+
+def _shown(v: Any) -> str:
+    """A value as an error shows it: ``NaN`` and ``null`` by name."""
+    if v is None:
+        return "null"
+    if isinstance(v, float) and math.isnan(v):
+        return "NaN"
+    return repr(v)
 
 
 def _counts(rec: dict, correct: bool) -> tuple[int, int]:

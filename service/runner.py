@@ -23,6 +23,8 @@ from rq.job import Job
 from service import defaults
 from service.engine import MAX_REQUEUES, Engine, LocalWorkers, Work, wait
 from service.errors import ConfigError
+from service.job_deadline import chunk_job_timeout
+from service.judge.resilience import paused_workers
 from service.output import empty_table, rejected_row
 from service.samples import Document, EvalSample, Rejected, Status
 from service.store import RunStore, code_version, file_sha256, run_key
@@ -149,11 +151,15 @@ def _reopen(store: RunStore, retry_statuses: tuple[str, ...]) -> RunPlan:
 
 
 def enqueue_chunk(queue: Queue, store: RunStore, chunk: int) -> Job:
-    """Enqueue one chunk job (payload: run folder path and chunk number)."""
+    """Enqueue one chunk job (payload: run folder path and chunk number); its RQ timeout is
+    sized from the chunk's items and the judge (:func:`service.job_deadline.chunk_job_timeout`)."""
+    m = store.manifest()
+    offsets = m.get("chunk_offsets") or []
+    n_items = offsets[chunk + 1] - offsets[chunk] if chunk + 1 < len(offsets) else m.get("chunk_size", 1)
     return queue.enqueue(
         "workers.tasks.label_chunk", str(store.root), chunk,
         job_id=f"slicelab-{store.root.name}-{chunk:05d}-{uuid.uuid4().hex[:8]}",
-        job_timeout=defaults.JOB_TIMEOUT_S, result_ttl=defaults.RESULT_TTL_S, failure_ttl=defaults.RESULT_TTL_S,
+        job_timeout=chunk_job_timeout(m["judge"], n_items), result_ttl=defaults.RESULT_TTL_S, failure_ttl=defaults.RESULT_TTL_S,
         description=f"label chunk {chunk} of run {store.root.name}",
     )
 

@@ -12,6 +12,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def id_text(value: Any) -> str:
+    """An identifier as text, the same in every format: strings unchanged (``"001"`` stays ``"001"``),
+    integral numbers without a fraction (``1`` and ``1.0``, as a Parquet column with nulls holds it, are ``"1"``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
 class Status(StrEnum):
     """The one recorded outcome of every sample (exactly one per output row)."""
 

@@ -12,15 +12,23 @@ Files under ``<run>/index/`` (``SSSS``: the shard's index in the run)::
     ids-SSSS.bin, .idx       row ids (UTF-8) and n_rows + 1 uint64 offsets into them
     offsets-SSSS.npy         byte offset of every JSONL_OFFSET_STRIDE-th row (uncompressed JSONL)
     first-h.bin, first-g.bin every distinct hash (S20, sorted) and its first row key (uint64)
+    id-rejected.npy, id-first.npy  row keys of rows whose id an earlier row with another text had
+                             (sorted, uint64), and that earlier row's key for each
     sample.npy               row keys of the judge sample, sorted (uint64)
     index.json               counts; written last: the index is complete iff it exists
 
 A row key orders rows by shard, then row: ``key = shard_index << 40 | row``
 (:func:`row_key`), so "first occurrence" is the smallest key.
+
+Ids are checked the same way (SHA-1 of the id, bucketed): a row whose id an earlier
+row already had, with another text, is rejected (``duplicate id``) and left out of
+the distinct documents and the judge sample; the same id with the same text is a
+plain duplicate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +46,7 @@ ROW_BITS = 40
 #: The hash of a rejected row in ``hashes-SSSS.bin``.
 NO_HASH = b"\x00" * 20
 _RECORD = np.dtype([("h", "S20"), ("g", "<u8")])
+_ID_RECORD = np.dtype([("i", "S20"), ("g", "<u8"), ("h", "S20")])
 
 
 #: What :meth:`DedupIndex.first_keys` gives for a hash it does not hold.
@@ -94,16 +103,19 @@ def build_index(root: Path, shards: list[dict[str, Any]], *, text_field: str, id
         shutil.rmtree(root)
     (root / "buckets").mkdir(parents=True)
     buckets = [open(root / "buckets" / f"{b:02x}.bin", "wb") for b in range(defaults.DEDUP_BUCKETS)]
+    id_buckets = [open(root / "buckets" / f"id-{b:02x}.bin", "wb") for b in range(defaults.DEDUP_BUCKETS)]
     n_rows, n_rejected = [], 0
     try:
         for s, shard in enumerate(shards):
-            n, rej = _index_shard(root, s, shard, buckets, text_field, id_field, batch_rows, on_rows)
+            n, rej = _index_shard(root, s, shard, (buckets, id_buckets), text_field, id_field, batch_rows, on_rows)
             n_rows.append(n)
             n_rejected += rej
     finally:
-        for f in buckets:
+        for f in buckets + id_buckets:
             f.close()
-    n_distinct, sample = _first_occurrences(root, judge_sample, seed)
+    id_rejected = _id_duplicates(root)
+    n_rejected += len(id_rejected)
+    n_distinct, sample = _first_occurrences(root, judge_sample, seed, id_rejected)
     np.save(root / "sample.npy", np.sort(sample))
     shutil.rmtree(root / "buckets")
     n_docs = sum(n_rows) - n_rejected
@@ -116,8 +128,9 @@ def build_index(root: Path, shards: list[dict[str, Any]], *, text_field: str, id
     return summary
 
 
-def _index_shard(root: Path, s: int, shard: dict[str, Any], buckets: list, text_field: str, id_field: str,
-                 batch_rows: int, on_rows: Callable[[int], None] | None) -> tuple[int, int]:
+def _index_shard(root: Path, s: int, shard: dict[str, Any], all_buckets: tuple[list, list], text_field: str,
+                 id_field: str, batch_rows: int, on_rows: Callable[[int], None] | None) -> tuple[int, int]:
+    buckets, id_buckets = all_buckets
     stride = defaults.JSONL_OFFSET_STRIDE
     n = rejected = 0
     offsets: list[int] = []
@@ -126,7 +139,7 @@ def _index_shard(root: Path, s: int, shard: dict[str, Any], buckets: list, text_
             open(root / f"ids-{s:04d}.idx", "wb") as fidx:
         fidx.write(np.uint64(0).tobytes())
         for batch in iter_batches(shard["path"], batch_rows=batch_rows, text_field=text_field, id_field=id_field):
-            hashes, ids_pos, valid = [], [], []
+            hashes, ids_pos, valid, id_recs = [], [], [], []
             id_blob = bytearray()
             for r in batch:
                 if r.offset is not None and r.row % stride == 0:
@@ -139,6 +152,8 @@ def _index_shard(root: Path, s: int, shard: dict[str, Any], buckets: list, text_
                     hashes.append(h)
                     valid.append((h, row_key(s, r.row)))
                 rid = r.id.encode("utf-8", "surrogatepass")
+                if r.text is not None:
+                    id_recs.append((hashlib.sha1(rid).digest(), row_key(s, r.row), hashes[-1]))
                 id_blob += rid
                 id_pos += len(rid)
                 ids_pos.append(id_pos)
@@ -153,6 +168,7 @@ def _index_shard(root: Path, s: int, shard: dict[str, Any], buckets: list, text_
                 cuts = np.flatnonzero(np.diff(first_byte)) + 1
                 for part, b in zip(np.split(recs, cuts), first_byte[np.r_[0, cuts]]):
                     buckets[b].write(part.tobytes())
+                _write_bucketed(np.array(id_recs, dtype=_ID_RECORD), "i", id_buckets)
             n += len(batch)
             if on_rows:
                 on_rows(len(batch))
@@ -161,14 +177,55 @@ def _index_shard(root: Path, s: int, shard: dict[str, Any], buckets: list, text_
     return n, rejected
 
 
-def _first_occurrences(root: Path, judge_sample: int, seed: int) -> tuple[int, np.ndarray]:
-    """Write first-h.bin / first-g.bin bucket by bucket; return (distinct count, judge sample keys)."""
+def _write_bucketed(recs: np.ndarray, field: str, buckets: list) -> None:
+    """Append records to the bucket of their hash field's first byte."""
+    first_byte = np.frombuffer(np.ascontiguousarray(recs[field]).tobytes(), dtype=np.uint8)[::20]
+    order = np.argsort(first_byte, kind="stable")
+    recs, first_byte = recs[order], first_byte[order]
+    cuts = np.flatnonzero(np.diff(first_byte)) + 1
+    for part, b in zip(np.split(recs, cuts), first_byte[np.r_[0, cuts]]):
+        buckets[b].write(part.tobytes())
+
+
+def _id_duplicates(root: Path) -> np.ndarray:
+    """Find rows whose id an earlier row had with another text; write id-rejected.npy / id-first.npy.
+
+    Returns:
+        The rejected rows' keys, sorted (uint64).
+    """
+    rejected, firsts = [], []
+    for b in range(defaults.DEDUP_BUCKETS):
+        recs = np.fromfile(root / "buckets" / f"id-{b:02x}.bin", dtype=_ID_RECORD)
+        if len(recs) < 2:
+            continue
+        recs = recs[np.lexsort((recs["g"], recs["i"]))]
+        start = np.ones(len(recs), dtype=bool)
+        start[1:] = recs["i"][1:] != recs["i"][:-1]
+        group_first = np.maximum.accumulate(np.where(start, np.arange(len(recs)), 0))
+        bad = ~start & (recs["h"] != recs["h"][group_first])
+        rejected.append(recs["g"][bad])
+        firsts.append(recs["g"][group_first][bad])
+    keys = np.concatenate(rejected) if rejected else np.empty(0, dtype=np.uint64)
+    first = np.concatenate(firsts) if firsts else np.empty(0, dtype=np.uint64)
+    order = np.argsort(keys)
+    np.save(root / "id-rejected.npy", keys[order].astype(np.uint64))
+    np.save(root / "id-first.npy", first[order].astype(np.uint64))
+    return keys[order].astype(np.uint64)
+
+
+def _first_occurrences(root: Path, judge_sample: int, seed: int,
+                       id_rejected: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+    """Write first-h.bin / first-g.bin bucket by bucket; return (distinct count, judge sample keys).
+
+    Rows in ``id_rejected`` (sorted keys) are left out."""
     best_p = np.empty(0, dtype=np.uint64)
     best_g = np.empty(0, dtype=np.uint64)
     n_distinct = 0
     with open(root / "first-h.bin", "wb") as fh, open(root / "first-g.bin", "wb") as fg:
         for b in range(defaults.DEDUP_BUCKETS):
             recs = np.fromfile(root / "buckets" / f"{b:02x}.bin", dtype=_RECORD)
+            if id_rejected is not None and len(id_rejected) and len(recs):
+                recs = recs[~np.isin(recs["g"], id_rejected)]
             if not len(recs):
                 continue
             recs = recs[np.lexsort((recs["g"], recs["h"]))]
@@ -225,6 +282,21 @@ class DedupIndex:
         out = np.empty(len(hashes), dtype=np.uint64)
         out[order] = np.where(found, np.asarray(first_g[pos]), NOT_FOUND)
         del first_h, first_g
+        return out
+
+    def id_duplicate_of(self, keys: np.ndarray) -> np.ndarray:
+        """For each row key: the key of the earlier row that had its id with another text,
+        or :data:`NOT_FOUND` (uint64 array)."""
+        path = self.root / "id-rejected.npy"
+        out = np.full(len(keys), NOT_FOUND, dtype=np.uint64)
+        if not path.is_file() or not len(keys):
+            return out
+        rejected, first = np.load(path), np.load(self.root / "id-first.npy")
+        if not len(rejected):
+            return out
+        pos = np.minimum(np.searchsorted(rejected, keys), len(rejected) - 1)
+        hit = rejected[pos] == keys
+        out[hit] = first[pos[hit]]
         return out
 
     def in_sample(self, keys: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.samples import Document, Status
-from service.shard_index import DedupIndex, row_key, split_key
+from service.shard_index import NOT_FOUND, DedupIndex, row_key, split_key
 from service.shard_store import RangeJob, ShardRunStore
 from service.shards import ShardRow, estimate_tokens, iter_batches, truncate
 from service.taxonomy import Taxonomy, load_taxonomy
@@ -180,14 +180,18 @@ def label_tables(store: ShardRunStore, job: RangeJob) -> Iterator[pa.Table]:
         keys = row_key(job.shard_index, np.array([r.row for r in batch], dtype=np.uint64))
         hashes = index.hashes(job.shard_index, batch[0].row, batch[-1].row + 1)
         firsts = index.first_keys(hashes)
+        id_firsts = index.id_duplicate_of(keys)
         out, to_student = [], []
-        for r, key, h, first in zip(batch, keys, hashes, firsts):
+        for r, key, h, first, id_first in zip(batch, keys, hashes, firsts, id_firsts):
             row: dict[str, Any] = {"shard": job.shard, "shard_index": job.shard_index, "row": r.row, "id": r.id,
                                    "source": r.source, "url": r.url, "in_judge_sample": False, "routed": False,
                                    "student_hash": None, **provenance}
             out.append(row)
             if r.text is None:
                 row |= {"status": str(Status.rejected_input), "error": r.reason}
+                continue
+            if id_first != NOT_FOUND:
+                row |= {"status": str(Status.rejected_input), "error": _duplicate_id(r.id, int(id_first), m)}
                 continue
             if h == b"":  # the index saw no text here: the shard changed since it was read
                 raise RuntimeError(f"{job.shard} row {r.row}: shard changed since the index pass; use a new run")
@@ -241,6 +245,13 @@ def _student_rows(todo: list[tuple[dict, ShardRow, str]], student, student_hash:
             row |= {"status": str(Status.unlabeled),
                     "error": row.get("error") or "not in the judge sample and no axis passed the student gate"}
     return judge
+
+
+def _duplicate_id(rid: str, first: int, manifest: dict[str, Any]) -> str:
+    """The reason of a row whose id an earlier row had with another text (lines are 1-based rows)."""
+    s, row = split_key(first)
+    where = f"line {row + 1}" + (f" of {Path(manifest['shards'][s]['path']).name}" if len(manifest["shards"]) > 1 else "")
+    return f"duplicate id {rid!r} with another text (first at {where})"
 
 
 def _student_folder(st: dict[str, Any]) -> Path | None:

@@ -13,6 +13,16 @@ the whole pipeline (queue, worker processes):
 - ``[[flaky]]``: invalid on the first request for that prompt, valid afterwards
 - ``[[empty]]``: empty content
 - ``[[reasoning]]``: empty content, the label JSON in ``reasoning_content`` (vLLM reasoning parsers)
+- ``[[hedged]]``: prose around a valid label object ("One option could be {...} but maybe ...")
+- ``[[fenced]]``: a valid label inside a Markdown code fence
+- ``[[ctx_llamacpp]]``: llama.cpp server's 400 ``exceed_context_size_error``
+- ``[[ctx_llamacpp_py]]``: llama-cpp-python server's 500 "Requested tokens (...) exceed context window of ..."
+- ``[[html200]]``: HTTP 200 with an HTML page as the body (a proxy's error page)
+- ``[[nochoices]]``: HTTP 200 chat completion with an empty ``choices`` list
+- ``[[budget]]``: cut by the length limit (``finish_reason: length``) unless ``max_tokens`` >= 320
+
+``slow_s`` applies to ``[[slow]]``; ``delay_s`` (set while running) delays every labeling request;
+``peak_in_flight`` is the most requests it answered at once.
 
 Server-wide faults (set on the object while it runs): ``outage = 503`` answers
 every request with that HTTP status; ``stop()`` / ``start()`` close and reopen
@@ -61,6 +71,9 @@ class JudgeServer:
         self.auth_headers: set[str] = set()
         self.outage: int | None = None
         self.refuse_json_schema = False
+        self.delay_s = 0.0
+        self._in_flight = 0
+        self.peak_in_flight = 0
         self.failed_during_outage = 0
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -91,13 +104,21 @@ class JudgeServer:
                     status, payload = 400, {"error": {"message": "response_format type json_schema is not supported "
                                                                  "by this backend (test)", "type": "BadRequestError"}}
                 else:
-                    status, payload = server.reply(body)
+                    with server._lock:
+                        server._in_flight += 1
+                        server.peak_in_flight = max(server.peak_in_flight, server._in_flight)
+                    try:
+                        status, payload = server.reply(body)
+                    finally:
+                        with server._lock:
+                            server._in_flight -= 1
                 self._send(status, payload)
 
-            def _send(self, status: int, payload: dict):
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict | str):
+                html = isinstance(payload, str)
+                data = payload.encode() if html else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html; charset=utf-8" if html else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -130,8 +151,13 @@ class JudgeServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def reply(self, body: dict) -> tuple[int, dict]:
+    def reply(self, body: dict) -> tuple[int, dict | str]:
         prompt = body["messages"][-1]["content"]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        special = _special_reply(prompt)
+        if special is not None:
+            return special
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
         props = schema.get("properties", {})
         if "[[error500]]" in prompt:
@@ -150,6 +176,12 @@ class JudgeServer:
         text, finish = json.dumps(labels), "stop"
         if "[[invalid]]" in prompt or ("[[flaky]]" in prompt and first):
             text = "I think the labels are pure_math and numeric_answer."
+        elif "[[hedged]]" in prompt:
+            text = f"One option could be {text} but maybe it is everyday_world."
+        elif "[[fenced]]" in prompt:
+            text = f"```json\n{text}\n```"
+        elif "[[budget]]" in prompt and (body.get("max_tokens") or 0) < 320:
+            text, finish = text[: len(text) // 2], "length"
         elif "[[outside]]" in prompt:
             text = json.dumps(labels | {"task_type": "essay_writing"})
         elif "[[truncated]]" in prompt:
@@ -166,3 +198,21 @@ class JudgeServer:
             "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
                       "total_tokens": (len(prompt) + len(text)) // 4},
         }
+
+
+def _special_reply(prompt: str) -> tuple[int, dict | str] | None:
+    """Replies of misbehaving servers (context overflow, malformed 200s), or None."""
+    if "[[ctx_llamacpp]]" in prompt:
+        return 400, {"error": {"code": 400, "message": "the request exceeds the available context size, try "
+                               "increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 5210,
+                               "n_ctx": 4096}}
+    if "[[ctx_llamacpp_py]]" in prompt:
+        return 500, {"error": {"message": "Requested tokens (5210) exceed context window of 4096",
+                               "type": "internal_server_error"}}
+    if "[[html200]]" in prompt:
+        return 200, "<html><body><h1>502 Bad Gateway</h1><p>upstream closed</p></body></html>"
+    if "[[nochoices]]" in prompt:
+        return 200, {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                     "model": "test-judge", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0,
+                                                                    "total_tokens": 1}}
+    return None

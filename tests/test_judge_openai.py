@@ -110,12 +110,13 @@ def test_unreachable_server_is_judge_error():
     assert r.status == Status.judge_error and "Connection" in r.error
 
 
-def test_parse_reply_tolerates_text_around_json_and_checks_finish_reason_first():
+def test_parse_reply_refuses_text_around_json_and_checks_finish_reason_first():
     model = load_taxonomy().label_model("eval")
     good = {"background_condition": "pure_math", "task_type": "numeric_answer",
             "solving_operations": ["arithmetic"], "output_constraint": "integer"}
     labels, status, _ = parse_reply("Sure! " + json.dumps(good) + " Done.", "stop", model)
-    assert status == "labeled" and labels == good
+    assert status == "format_error" and labels is None  # prose around the object is not a label
+    assert parse_reply(json.dumps(good), "stop", model)[:2] == (good, "labeled")
     assert parse_reply(json.dumps(good), "length", model)[1] == "truncated"
     assert parse_reply("   ", "stop", model)[1] == "format_error"
     assert parse_reply("[1, 2]", "stop", model)[1] == "format_error"

@@ -8,12 +8,15 @@ marked done is skipped, and redoing a chunk rewrites the same single part.
 
 from __future__ import annotations
 
+import inspect
 import time
+from datetime import datetime, timezone
 import traceback
 from pathlib import Path
 
 from rq import get_current_job
 
+from service.job_deadline import is_job_timeout, job_deadline, timed_out_result
 from service.judge import Judge, JudgeResult, make_judge
 from service.label_cache import LabelCache, cache_key, cacheable
 from service.output import labeled_row
@@ -45,7 +48,10 @@ def label_chunk(run_dir: str, chunk: int) -> dict:
     provenance = {**taxonomy.provenance(), "code_version": manifest["code_version"], "run_key": manifest["run_key"]}
     items = store.read_chunk(chunk)
     cache = _cache_for(judge, manifest)
-    results, stats = label_items(judge, items, cache)
+    job = get_current_job()
+    timeout_s = float(job.timeout) if job is not None and job.timeout and job.timeout > 0 else None
+    deadline = job_deadline(timeout_s, _job_started(job))
+    results, stats = label_items(judge, items, cache, deadline=deadline, timeout_s=timeout_s)
     rows = [labeled_row(item, result, taxonomy, provenance) for item, result in zip(items, results)]
     stats |= {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
     write_chunk_stats(store, chunk, stats)
@@ -53,12 +59,27 @@ def label_chunk(run_dir: str, chunk: int) -> dict:
     return {"chunk": chunk, "skipped": False, **store.marker(chunk)}
 
 
-def label_items(judge, items: list[EvalSample | Document],
-                cache: LabelCache | None = None) -> tuple[list[JudgeResult], dict[str, int]]:
+def _job_started(job) -> float:
+    """``time.monotonic()`` of the moment RQ started the job (its timeout counts from then), else now."""
+    now = time.monotonic()
+    started_at = getattr(job, "started_at", None)
+    if started_at is None:
+        return now
+    if started_at.tzinfo is None:  # rq stores naive UTC
+        started_at = started_at.replace(tzinfo=timezone.utc)
+    return now - max(0.0, (datetime.now(timezone.utc) - started_at).total_seconds())
+
+
+def label_items(judge, items: list[EvalSample | Document], cache: LabelCache | None = None, *,
+                deadline: float | None = None,
+                timeout_s: float | None = None) -> tuple[list[JudgeResult], dict[str, int]]:
     """Label items in order, taking what the cache holds and sending the rest to the judge.
 
     Never raises for an item: an exception in the judge becomes that item's
     ``judge_error``. A result taken from the cache has ``extra["cache_hit"] = True``.
+    Items not labeled by ``deadline`` (``time.monotonic()``; the RQ job's timeout
+    ``timeout_s`` less a margin) get ``judge_error`` saying the job's time ran out
+    (:mod:`service.job_deadline`); they are not cached.
 
     Returns:
         ``(results, counters)``: one result per item; counters ``items``,
@@ -88,10 +109,10 @@ def label_items(judge, items: list[EvalSample | Document],
                 hit.extra = {**hit.extra, "cache_hit": True}
                 results[i] = hit
     todo = [i for i, r in enumerate(results) if r is None]
-    for i, result in zip(todo, _judge_all(judge, [items[i] for i in todo])):
+    for i, result in zip(todo, _judge_all(judge, [items[i] for i in todo], deadline, timeout_s)):
         results[i] = result
     if cache:
-        cache.put_many((keys[i], results[i]) for i in todo if keys[i])
+        cache.put_many((keys[i], results[i]) for i in todo if keys[i] and not results[i].extra.get("timed_out"))
     sent = [i for i in todo if not never_sent(results[i])]
     for i in sent:
         if prompts[i] is not None:
@@ -107,25 +128,38 @@ def never_sent(result: JudgeResult) -> bool:
     """Whether an item's request never reached the judge: its only attempt was refused by an open
     circuit breaker (``judge_error`` "... circuit open ... re-run to retry")."""
     error = result.error or ""
+    if result.extra.get("timed_out"):
+        return True  # the job's time ran out before its request went out (or it was cancelled)
     return result.status == Status.judge_error and result.attempts <= 1 and "circuit open" in error
 
 
-def _judge_all(judge, items: list[EvalSample | Document]) -> list[JudgeResult]:
-    """``judge.label_many`` when it exists, item by item when it raises (a bug must not lose a sample)."""
+def _judge_all(judge, items: list[EvalSample | Document], deadline: float | None = None,
+               timeout_s: float | None = None) -> list[JudgeResult]:
+    """``judge.label_many`` when it exists, item by item when it raises (a bug must not lose a sample).
+
+    RQ's job timeout is never swallowed (re-raised); items left when ``deadline`` passes get
+    :func:`~service.job_deadline.timed_out_result`.
+    """
     if not items:
         return []
     if hasattr(judge, "label_many"):
         try:
-            return judge.label_many(items)
-        except Exception:
-            pass
-    return [_label_one(judge, item) for item in items]
+            takes = "deadline" in inspect.signature(judge.label_many).parameters
+            results = judge.label_many(items, deadline=deadline) if takes else judge.label_many(items)
+            return [r if r is not None else timed_out_result(judge, timeout_s) for r in results]
+        except Exception as e:
+            if is_job_timeout(e):
+                raise
+    return [timed_out_result(judge, timeout_s) if deadline is not None and time.monotonic() >= deadline
+            else _label_one(judge, item) for item in items]
 
 
 def _label_one(judge, item: EvalSample | Document) -> JudgeResult:
     try:
         return judge.label(item)
     except Exception as e:  # recorded as a judge error on the item's row
+        if is_job_timeout(e):
+            raise
         return JudgeResult(
             status=Status.judge_error, labels=None, raw_texts=[], finish_reason=None,
             prompt_tokens=0, completion_tokens=0, attempts=0, model=judge.model, backend=judge.backend,

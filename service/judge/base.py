@@ -10,6 +10,7 @@ promises, and the raw text of every attempt is kept.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from service import defaults
 from service.checks import deterministic_failure_mode
+from service.lm_eval_log import LOGLIKELIHOOD, MC_NO_OUTPUT
 from service.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template, render_messages, request_hash
 from service.samples import Document, EvalSample, Status
 from service.taxonomy import Kind, Taxonomy, load_taxonomy
@@ -43,6 +45,7 @@ class Attempt:
         error: human-readable detail of that failure.
         transient: the failure may pass on retry (5xx, 408/409/429, connection refused,
             timeout); see :mod:`service.judge.resilience`.
+        max_tokens: the output-token budget this request was sent with (None: not reported).
     """
 
     text: str = ""
@@ -52,6 +55,22 @@ class Attempt:
     error_status: Status | None = None
     error: str | None = None
     transient: bool = False
+    max_tokens: int | None = None
+
+
+class Request(tuple):
+    """What :meth:`Judge.label_steps` asks to send: ``(messages, label_model)``.
+
+    Unpacks as that pair; ``options`` holds keyword arguments for ``_send``
+    (``{"max_tokens": n}`` when an attempt needs another output budget than the judge's).
+    """
+
+    options: dict[str, Any]
+
+    def __new__(cls, messages: list[dict[str, str]], model_cls: type[BaseModel], **options: Any) -> "Request":
+        self = super().__new__(cls, (messages, model_cls))
+        self.options = {k: v for k, v in options.items() if v is not None}
+        return self
 
 
 @dataclass
@@ -71,6 +90,8 @@ class JudgeResult:
         request_hash: sha256 prefix of the messages + response format sent.
         prompt_ref: ``template_id@version``.
         failure_mode_source: ``"rule: <check>"`` or ``"judge"`` when a failure_mode was set.
+        max_tokens: the output-token budget of the last attempt (twice the judge's after a
+            truncated reply, see :meth:`Judge.label_steps`); None when not reported.
     """
 
     status: Status
@@ -88,6 +109,7 @@ class JudgeResult:
     prompt_ref: str
     failure_mode_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int | None = None
 
 
 @lru_cache(maxsize=64)
@@ -99,15 +121,17 @@ def response_format(model_cls: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-_JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+_FENCED = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.S)
 
 
 def parse_reply(text: str, finish_reason: str | None, model_cls: type[BaseModel]) -> tuple[dict | None, Status, str | None]:
     """Validate one reply against the label model.
 
     finish_reason is checked first: a reply stopped by the length limit is
-    ``truncated`` and not parsed. Text around a single JSON object is tolerated;
-    anything else that is not a valid label is ``format_error``.
+    ``truncated`` and not parsed. The reply must be one JSON object and nothing
+    else, optionally inside one Markdown code fence (```` ```json ... ``` ````):
+    prose around an object ("One option could be {...} but maybe ...") is a hedge,
+    not a label, and is ``format_error`` like anything else that is not a valid label.
 
     Returns:
         ``(labels, status, error)`` where labels is a plain dict when status is labeled.
@@ -116,16 +140,14 @@ def parse_reply(text: str, finish_reason: str | None, model_cls: type[BaseModel]
         return None, Status.truncated, "reply stopped by the max_tokens limit before the JSON closed"
     if not text or not text.strip():
         return None, Status.format_error, "empty reply"
+    fenced = _FENCED.match(text)
+    body = fenced.group(1) if fenced else text
     try:
-        data = json.loads(text)
+        data = json.loads(body)
     except json.JSONDecodeError as e:
-        m = _JSON_OBJECT.search(text)
-        if not m:
-            return None, Status.format_error, f"reply is not JSON: {e}"
-        try:
-            data = json.loads(m.group(0))
-        except json.JSONDecodeError as e2:
-            return None, Status.format_error, f"reply is not JSON: {e2}"
+        where = "text around the JSON object" if "{" in body and "}" in body else "not JSON"
+        return None, Status.format_error, (f"reply is not JSON ({where}; the whole reply must be one JSON "
+                                           f"object, optionally in a code fence): {e}")
     if not isinstance(data, dict):
         return None, Status.format_error, f"reply is JSON {type(data).__name__}, expected an object"
     try:
@@ -142,9 +164,12 @@ def apply_failure_rules(item: EvalSample | Document, labels: dict | None,
 
     Returns:
         ``(labels, failure_mode_source)``: ``"rule: <check>"`` when a check decided,
-        ``source`` when the labeler did, None when no failure mode applies.
+        ``source`` when the labeler did, :data:`service.lm_eval_log.MC_NO_OUTPUT` for a wrong
+        multiple-choice sample (no generated text), None when no failure mode applies.
     """
     if not (isinstance(item, EvalSample) and item.scored_wrong):
+        if isinstance(item, EvalSample) and item.correct is False and item.extra.get("response_type") == LOGLIKELIHOOD:
+            return labels, MC_NO_OUTPUT  # wrong, but no generated text whose failure a judge could name
         return labels, None
     rule_mode, rule = deterministic_failure_mode(item)
     if rule_mode is not None:
@@ -236,44 +261,69 @@ class Judge(ABC):
         try:
             request = next(steps)
             while True:
-                request = steps.send(self._send(*request))
+                request = steps.send(self.send_request(request))
         except StopIteration as done:
             return done.value
 
-    def label_many(self, items: list[EvalSample | Document]) -> list[JudgeResult]:
+    def send_request(self, request: Request) -> Attempt:
+        """Send one :class:`Request` with :meth:`_send`, with its ``options`` when ``_send`` takes them
+        (a backend without a ``max_tokens`` parameter answers with its own budget, which its attempt reports)."""
+        if request.options and "max_tokens" in inspect.signature(self._send).parameters:
+            return self._send(*request, **request.options)
+        return self._send(*request)
+
+    def label_many(self, items: list[EvalSample | Document],
+                   deadline: float | None = None) -> list[JudgeResult | None]:
         """Label several items; results in input order (one per item).
 
         The default labels them one after another; backends that keep several
         requests in flight override it. Never raises for judge-side problems.
-        """
-        return [self.label(item) for item in items]
 
-    def label_steps(self, item: EvalSample | Document
-                    ) -> Generator[tuple[list[dict[str, str]], type[BaseModel]], Attempt, JudgeResult]:
+        Args:
+            deadline: ``time.monotonic()`` after which no item is started; an item
+                not labeled by then gets None instead of a result.
+        """
+        return [None if deadline is not None and time.monotonic() >= deadline else self.label(item)
+                for item in items]
+
+    def label_steps(self, item: EvalSample | Document) -> Generator[Request, Attempt, JudgeResult]:
         """The attempt loop of one item, independent of how requests are sent.
 
-        Yields ``(messages, label_model)`` for each request to send (the same
-        messages every attempt, so the prompt never grows) and takes the
-        :class:`Attempt` it got back; returns the :class:`JudgeResult`.
+        Yields a :class:`Request` ``(messages, label_model)`` for each request to
+        send (the same messages every attempt, so the prompt never grows) and
+        takes the :class:`Attempt` it got back; returns the :class:`JudgeResult`.
+        Up to ``max_attempts`` requests; a reply cut by the length limit is asked
+        for once more with twice the ``max_tokens`` budget (``options``), and a
+        second cut ends the item as ``truncated``.
         """
         kind = "eval" if isinstance(item, EvalSample) else "document"
         messages, model_cls, rhash, exemplar_ids = self.build_request(item)
         t0 = time.perf_counter()
         raw: list[str] = []
         ptok = ctok = 0
-        labels, status, error, finish = None, Status.judge_error, "no attempt made", None
+        labels, status, error, finish, budget = None, Status.judge_error, "no attempt made", None, None
+        doubled: int | None = None
         n = 0
-        for n in range(1, self.max_attempts + 1):
-            a = yield messages, model_cls
+        while True:
+            n += 1
+            a = yield Request(messages, model_cls, max_tokens=doubled)
             raw.append(a.text)
             ptok += a.prompt_tokens
             ctok += a.completion_tokens
-            finish = a.finish_reason
+            finish, budget = a.finish_reason, a.max_tokens
             if a.error_status is not None:
                 status, error = a.error_status, a.error
                 break  # transport retries live in the backend; a prompt that does not fit never will
             labels, status, error = parse_reply(a.text, a.finish_reason, model_cls)
             if status == Status.labeled:
+                break
+            if status == Status.truncated:
+                if doubled is not None:
+                    error = f"reply stopped by the max_tokens limit again with twice the budget ({doubled} tokens)"
+                    break
+                doubled = 2 * self.max_tokens
+                continue
+            if n >= self.max_attempts:
                 break
         labels, fm_source = apply_failure_rules(item, labels, "judge")
         return JudgeResult(
@@ -292,4 +342,5 @@ class Judge(ABC):
             prompt_ref=self.templates[kind].ref,
             failure_mode_source=fm_source,
             extra={"exemplar_k": self.k, "exemplar_ids": exemplar_ids},
+            max_tokens=budget,
         )

@@ -142,14 +142,18 @@ class EmbeddedJudge(Judge):
             self._grammars[name] = LlamaGrammar.from_string(compact_grammar(model_cls.model_json_schema()), verbose=False)
         return self._grammars[name]
 
-    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
-        """One completion; ``seed`` fixes llama.cpp's sampler for this request (default: see below)."""
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None,
+              max_tokens: int | None = None) -> Attempt:
+        """One completion; ``seed`` fixes llama.cpp's sampler for this request (default: see below);
+        ``max_tokens`` overrides the judge's output budget for it."""
         llm = _llama(self.model_path, self.n_ctx, self.n_threads)
         with _CALL_LOCKS.setdefault(id(llm), threading.Lock()):  # a llama.cpp context serves one call at a time
-            return self._complete(llm, messages, model_cls, seed)
+            attempt = self._complete(llm, messages, model_cls, seed, max_tokens or self.max_tokens)
+        attempt.max_tokens = max_tokens or self.max_tokens
+        return attempt
 
     def _complete(self, llm, messages: list[dict[str, str]], model_cls: type[BaseModel],
-                  seed: int | None = None) -> Attempt:
+                  seed: int | None = None, max_tokens: int = defaults.MAX_TOKENS_LABEL) -> Attempt:
         if seed is None:
             # greedy labels are reproducible; sampled ones (--samples k) must differ per request
             seed = 0 if self.temperature == 0 else random.randrange(2**31)
@@ -159,12 +163,12 @@ class EmbeddedJudge(Judge):
             out = llm.create_chat_completion(
                 messages=messages,
                 grammar=self._grammar(model_cls),
-                max_tokens=self.max_tokens,
+                max_tokens=max_tokens,
                 temperature=self.temperature,
                 seed=seed,
             )
         except ValueError as e:  # llama.cpp: "Requested tokens (N) exceed context window of M"
-            if "context window" in str(e):
+            if "context window" in str(e) or "context size" in str(e):
                 return Attempt(error_status=Status.input_too_long, error=f"embedded judge: {e}")
             return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
         except RuntimeError as e:

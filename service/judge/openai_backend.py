@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import instructor
@@ -50,7 +51,11 @@ logging.getLogger("instructor").setLevel(logging.CRITICAL)
 
 #: The circuit breaker's health probe: a request any server can answer, whatever the failing inputs.
 _HEALTH_MESSAGES = [{"role": "user", "content": "slicelab health probe: reply OK"}]
-_CONTEXT_MARKERS = ("context length", "context_length", "maximum context", "too long", "context window")
+#: Words of a "prompt does not fit the context window" error: vLLM/OpenAI ("maximum context length"),
+#: llama.cpp's server (400 "exceeds the available context size", type ``exceed_context_size_error``),
+#: llama-cpp-python's server (500 "Requested tokens (N) exceed context window of M").
+_CONTEXT_MARKERS = ("context length", "context_length", "maximum context", "too long", "context window",
+                    "context size", "exceed_context_size")
 
 
 class OpenAIJudge(Judge):
@@ -98,18 +103,26 @@ class OpenAIJudge(Judge):
     takes_seed = True
 
     def _request(self, messages: list[dict[str, str]], model_cls: type[BaseModel],
-                 seed: int | None = None) -> dict[str, Any]:
+                 seed: int | None = None, max_tokens: int | None = None) -> dict[str, Any]:
         request = {"model": self.model, "messages": messages, "response_model": model_cls, "max_retries": 0,
-                   "max_tokens": self.max_tokens, "temperature": self.temperature}
+                   "max_tokens": max_tokens or self.max_tokens, "temperature": self.temperature}
         return request | ({"seed": seed} if seed is not None else {})
 
-    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
-        return self._resilience.call(lambda: self._send_once(messages, model_cls, seed), _is_transient, _gave_up,
-                                     probe=self._healthy)
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None,
+              max_tokens: int | None = None) -> Attempt:
+        budget = max_tokens or self.max_tokens
+        attempt = self._resilience.call(lambda: self._send_once(messages, model_cls, seed, budget), _is_transient,
+                                        _gave_up, probe=self._healthy)
+        attempt.max_tokens = budget
+        return attempt
 
-    async def _asend(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
-        return await self._resilience.acall(lambda: self._asend_once(client, messages, model_cls),
-                                            _is_transient, _gave_up, probe=lambda: self._ahealthy(client))
+    async def _asend(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel],
+                     max_tokens: int | None = None) -> Attempt:
+        budget = max_tokens or self.max_tokens
+        attempt = await self._resilience.acall(lambda: self._asend_once(client, messages, model_cls, budget),
+                                               _is_transient, _gave_up, probe=lambda: self._ahealthy(client))
+        attempt.max_tokens = budget
+        return attempt
 
     def _healthy(self) -> bool:
         """One tiny request (no schema, 1 output token): does the server answer? (the breaker's probe)"""
@@ -128,20 +141,22 @@ class OpenAIJudge(Judge):
             return not is_transient(e)
         return True
 
-    def _send_once(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None) -> Attempt:
+    def _send_once(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None,
+                   max_tokens: int | None = None) -> Attempt:
         self._last.clear()
         try:
-            self._client.chat.completions.create(**self._request(messages, model_cls, seed))
+            self._client.chat.completions.create(**self._request(messages, model_cls, seed, max_tokens))
         except Exception as e:
             return self._failed(e, self._last)
         return _attempt_from_completion(self._last[-1])
 
-    async def _asend_once(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
+    async def _asend_once(self, client: Any, messages: list[dict[str, str]], model_cls: type[BaseModel],
+                          max_tokens: int) -> Attempt:
         # The body instructor's JSON_SCHEMA mode sends (response_format built once per label
         # model), posted as is: instructor's per-call model preparation and the openai client's
         # parameter transform cost more CPU than the rest of a label together. The judge
         # validates every reply itself (parse_reply), as on the sync path.
-        body = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                 "temperature": self.temperature, "response_format": _wire_response_format(model_cls)}
         try:
             completion = await client.post("/chat/completions", cast_to=ChatCompletion, body=body)
@@ -150,15 +165,26 @@ class OpenAIJudge(Judge):
         return _attempt_from_completion(completion)
 
     def _failed(self, e: Exception, replies: list[Any]) -> Attempt:
-        """The attempt of a request that raised (re-raises what is not a judge-side problem)."""
+        """The attempt of a request that raised (re-raises what is not a judge-side problem).
+
+        Raises:
+            JobTimeoutException: RQ's job timeout fired during the request (the openai
+                client wraps it in a connection error; it is re-raised, never retried).
+        """
+        reraise_deadline(e)
         if isinstance(e, openai.BadRequestError):
             return self._bad_request(e)
+        if isinstance(e, openai.APIStatusError) and _context_overflow(e):
+            return self._bad_request(e)  # llama-cpp-python's server answers an overflow with a 500
         if isinstance(e, (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError)):
             return Attempt(error_status=Status.judge_error, error=_describe(e), transient=is_transient(e))
         if not isinstance(e, InstructorError):
+            if replies:  # a 200 reply that is no chat completion (HTML page, no choices): judged from its body
+                return _attempt_from_completion(replies[-1])
             raise e
         cause = _root_cause(e)
-        if isinstance(cause, openai.BadRequestError):
+        if isinstance(cause, openai.BadRequestError) or (
+                isinstance(cause, openai.APIStatusError) and _context_overflow(cause)):
             return self._bad_request(cause)
         if isinstance(cause, openai.OpenAIError):
             return Attempt(error_status=Status.judge_error, error=_describe(cause), transient=is_transient(cause))
@@ -167,22 +193,27 @@ class OpenAIJudge(Judge):
         # a reply arrived but did not validate: the judge classifies it from the raw text
         return _attempt_from_completion(replies[-1])
 
-    def label_many(self, items: list[EvalSample | Document]) -> list[JudgeResult]:
+    def label_many(self, items: list[EvalSample | Document],
+                   deadline: float | None = None) -> list[JudgeResult | None]:
         """Label items with up to ``concurrency`` requests in flight; results in input order.
 
         Each item runs the same attempt loop as :meth:`label` (one request per
         attempt, same messages every attempt). Safe to call from several threads
         (calls are serialized); not from inside a running event loop.
 
+        Args:
+            deadline: ``time.monotonic()`` at which unfinished items are given up (their
+                requests cancelled); such an item gets None instead of a result.
+
         Raises:
             Exception: what an item's labeling raised that is not a judge-side problem
                 (a bug), after every other item has finished.
         """
         if len(items) <= 1 or self.concurrency == 1:
-            return [self.label(item) for item in items]
+            return super().label_many(items, deadline)
         with self._aio_lock:
             loop, client = self._event_loop()
-            return loop.run_until_complete(self._label_all(client, items))
+            return loop.run_until_complete(self._label_all(client, items, deadline))
 
     def _event_loop(self) -> tuple[asyncio.AbstractEventLoop, Any]:
         """This process's event loop and async client (rebuilt after a fork)."""
@@ -199,7 +230,8 @@ class OpenAIJudge(Judge):
                 loop.close()
             self._aio = None
 
-    async def _label_all(self, client: Any, items: list[EvalSample | Document]) -> list[JudgeResult]:
+    async def _label_all(self, client: Any, items: list[EvalSample | Document],
+                         deadline: float | None = None) -> list[JudgeResult | None]:
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(item: EvalSample | Document) -> JudgeResult:
@@ -208,20 +240,25 @@ class OpenAIJudge(Judge):
                 try:
                     request = next(steps)
                     while True:
-                        request = steps.send(await self._asend(client, *request))
+                        request = steps.send(await self._asend(client, *request, **request.options))
                 except StopIteration as done:
                     return done.value
 
-        results = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+        tasks = [asyncio.ensure_future(one(item)) for item in items]
+        if deadline is not None:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for t in tasks:
+                t.cancel()  # no-op for the finished ones
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:  # every request has ended: raising leaves nothing running on the loop
-            if isinstance(r, BaseException):
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                 raise r
-        return list(results)
+        return [None if isinstance(r, asyncio.CancelledError) else r for r in results]
 
-    def _bad_request(self, e: openai.BadRequestError) -> Attempt:
+    def _bad_request(self, e: openai.APIStatusError) -> Attempt:
         msg = _message(e)
-        status = Status.input_too_long if any(m in msg.lower() for m in _CONTEXT_MARKERS) else Status.judge_error
-        return Attempt(error_status=status, error=f"judge server refused the request (400): {msg}")
+        status = Status.input_too_long if _context_overflow(e) else Status.judge_error
+        return Attempt(error_status=status, error=f"judge server refused the request ({e.status_code}): {msg}")
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"base_url": self.base_url}
@@ -243,7 +280,13 @@ def _gave_up(message: str) -> Attempt:
 
 def _attempt_from_completion(completion: Any) -> Attempt:
     """The attempt of one reply. Content only in a reasoning field (vLLM reasoning parsers:
-    ``reasoning_content``/``reasoning``) is ``format_error``, its text kept as the raw reply."""
+    ``reasoning_content``/``reasoning``) is ``format_error``, its text kept as the raw reply.
+    A 200 reply that is no chat completion (an HTML page, no ``choices``) is ``judge_error``
+    naming what is wrong, its body kept as the raw reply."""
+    malformed = _malformed(completion)
+    if malformed:
+        return Attempt(text=_body_text(completion), error_status=Status.judge_error,
+                       error=f"judge server: HTTP 200 reply is not a chat completion ({malformed})")
     choice = completion.choices[0]
     usage = getattr(completion, "usage", None)
     text = choice.message.content or ""
@@ -258,6 +301,51 @@ def _attempt_from_completion(completion: Any) -> Attempt:
         error="content only in the reasoning field (the server's reasoning parser kept the reply there); "
               "raw text is the reasoning" if only_reasoning else None,
     )
+
+
+#: Characters of a malformed reply body kept as its raw text.
+_RAW_BODY_CHARS = 4000
+
+
+def _malformed(completion: Any) -> str | None:
+    """What makes a 200 reply unusable, or None for a chat completion with a message."""
+    if isinstance(completion, (str, bytes)):
+        return "the body is not JSON" + (" (an HTML page)" if "<html" in str(completion)[:500].lower() else "")
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list):
+        return "no 'choices' list"
+    if not choices:
+        return "'choices' is empty"
+    if getattr(choices[0], "message", None) is None:
+        return "the first choice has no 'message'"
+    return None
+
+
+def _body_text(completion: Any) -> str:
+    if isinstance(completion, bytes):
+        completion = completion.decode("utf-8", "replace")
+    if not isinstance(completion, str):
+        dump = getattr(completion, "model_dump_json", None)
+        completion = dump() if dump else repr(completion)
+    return completion[:_RAW_BODY_CHARS]
+
+
+def _context_overflow(e: Exception) -> bool:
+    """Whether a 4xx/5xx error says the prompt does not fit the judge's context window."""
+    msg = f"{_message(e)} {getattr(e, 'body', '')}".lower()
+    return any(m in msg for m in _CONTEXT_MARKERS)
+
+
+def reraise_deadline(e: BaseException) -> None:
+    """Re-raise RQ's ``JobTimeoutException`` when it caused ``e`` (the openai client turns any
+    exception during a request, the job timeout's too, into a connection error)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if type(cur).__name__ == "JobTimeoutException":
+            raise cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
 
 
 def _root_cause(e: BaseException) -> BaseException:

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.errors import ConfigError
-from service.judge.base import Attempt, Judge, JudgeResult
+from service.judge.base import Attempt, Judge, JudgeResult, Request
 from service.samples import Document, EvalSample, Status
 
 #: Structured-outputs backend asked of vLLM (supports compact JSON).
@@ -127,15 +127,17 @@ class VLLMJudge(Judge):
             self._llm = vllm.LLM(**engine_kwargs(self.model, sampling_params, self.engine))
         return self._llm, self._sampling
 
-    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
-        return self._generate([(messages, model_cls)])[0]
+    def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel],
+              max_tokens: int | None = None) -> Attempt:
+        return self._generate([Request(messages, model_cls, max_tokens=max_tokens)])[0]
 
     def _generate(self, requests: list[tuple[list[dict[str, str]], type[BaseModel]]]) -> list[Attempt]:
         """One ``LLM.chat`` call for all requests; one attempt each, in order."""
         llm, sampling = self._load()
-        params = [make_sampling_params(sampling, sampling_kwargs(cls.model_json_schema(), max_tokens=self.max_tokens,
+        budgets = [getattr(r, "options", {}).get("max_tokens") or self.max_tokens for r in requests]
+        params = [make_sampling_params(sampling, sampling_kwargs(cls.model_json_schema(), max_tokens=budget,
                                                                  temperature=self.temperature))
-                  for _, cls in requests]
+                  for (_, cls), budget in zip(requests, budgets)]
         try:
             outputs = llm.chat([m for m, _ in requests], sampling_params=params, use_tqdm=False)
         except (ValueError, RuntimeError) as e:
@@ -144,12 +146,16 @@ class VLLMJudge(Judge):
                 status = Status.input_too_long if too_long else Status.judge_error
                 return [Attempt(error_status=status, error=f"vllm judge: {e}")]
             return [self._generate([r])[0] for r in requests]  # find the request that failed
-        return [attempt_from_output(o) for o in outputs]
+        attempts = [attempt_from_output(o) for o in outputs]
+        for attempt, budget in zip(attempts, budgets):
+            attempt.max_tokens = budget
+        return attempts
 
-    def label_many(self, items: list[EvalSample | Document]) -> list[JudgeResult]:
+    def label_many(self, items: list[EvalSample | Document], deadline: float | None = None) -> list[JudgeResult]:
         """Label items in batches: every item's next attempt goes in one ``LLM.chat`` call.
 
-        Same attempt loop as :meth:`label` per item; results in input order.
+        Same attempt loop as :meth:`label` per item; results in input order. ``deadline``
+        is not used: one batch cannot be cut short.
         """
         steps = [self.label_steps(item) for item in items]
         results: list[JudgeResult | None] = [None] * len(items)
