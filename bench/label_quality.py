@@ -147,7 +147,7 @@ def print_lobo(kind: str, lobo: dict) -> None:
 
 def print_offline(kind: str, record: dict) -> None:
     axes = record["axes"]
-    names = list(next(iter(axes.values()))["labelers"])
+    names = list(dict.fromkeys(n for m in axes.values() for n in m["labelers"]))
     print(f"\n### {kind}: in distribution — held-out n={record['split']['n_heldout']}, pool n={record['split']['n_pool']} "
           f"(gold: {', '.join(Path(p).name for p in record['gold']['path'])}); κ [95% CI], alt-test ω / ρ "
           f"(ε {record['gate']['alt_test']['epsilon']})\n")
@@ -156,6 +156,9 @@ def print_offline(kind: str, record: dict) -> None:
     for axis, m in axes.items():
         cells = []
         for n in names:
+            if n not in m["labelers"]:
+                cells.append("—")
+                continue
             s = _single(m["labelers"][n], m["kind"])
             alt = m["alt_test"].get(n) or {}
             ci = s.get("cohen_kappa_ci") or [None, None]
