@@ -148,7 +148,8 @@ def print_lobo(kind: str, lobo: dict) -> None:
 def print_offline(kind: str, record: dict) -> None:
     axes = record["axes"]
     names = list(dict.fromkeys(n for m in axes.values() for n in m["labelers"]))
-    print(f"\n### {kind}: in distribution — held-out n={record['split']['n_heldout']}, pool n={record['split']['n_pool']} "
+    split = record["split"]
+    print(f"\n### {kind}: in distribution — held-out n={split['n_heldout']}, pool n={split['n_pool']} "
           f"(gold: {', '.join(Path(p).name for p in record['gold']['path'])}); κ [95% CI], alt-test ω / ρ "
           f"(ε {record['gate']['alt_test']['epsilon']})\n")
     print("| axis | n | " + " | ".join(names) + " | selected (gate) | 1-NN baseline κ | annotators κ |")

@@ -2,7 +2,8 @@
 
 The record has the shape of a ``slicelab calibrate`` record (per axis metrics, alt-test,
 selection, verdicts, leave-one-benchmark-out), with ``judge`` set to None: the judge was
-not measured, so it is left out of the choice and an axis it labels is ``ungated``. :func:`bundled_record` builds one from the bundled gold sets (v1 and v2) and
+not measured, so it is left out of the choice and an axis it labels is ``ungated``.
+:func:`bundled_record` builds one from the bundled gold sets (v1 and v2) and
 keeps it under ``$SLICELAB_HOME/calibrations/``: a labeling run with no calibration of
 its own uses it to pick, per axis, a labeler without an LLM that passed the gate.
 """
@@ -79,14 +80,18 @@ def calibrate_offline(gold_paths: list[str | Path], *, split_seed: int = 0, hold
 def bundled_record(kind: str, *, n_boot: int = 1000) -> dict[str, Any]:
     """The record of the labelers without an LLM on the bundled gold sets of ``kind``, built on first use.
 
-    Stored as ``$SLICELAB_HOME/calibrations/bundled-<kind>-<gold digest>/record.json``; later
-    calls read it back (a new gold file or gate gives a new digest, so a new record).
+    Stored as ``$SLICELAB_HOME/calibrations/bundled-<kind>-<digest>/record.json``; later calls
+    read it back. The digest covers the gold files, the gate file and the code version, so new
+    gold, thresholds or labeler code give a new record.
     """
     import hashlib
     import json
 
+    from service.store import code_version
+
     paths = BUNDLED_ALL[kind]
-    digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in paths) + GATE_FILE.read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in paths) + GATE_FILE.read_bytes()
+                            + code_version().encode()).hexdigest()
     record_id = f"{BUNDLED_PREFIX}-{kind}-{digest[:12]}"
     path = calibrations_dir() / record_id / "record.json"
     if path.is_file():

@@ -782,7 +782,8 @@ def render_html(record: dict) -> str:
 
     # leave-one-benchmark-out
     if "leave_one_benchmark_out" in record:
-        p.append('<section id="lobo"><h2>Leave-one-benchmark-out: what to expect on a benchmark with no gold items</h2>')
+        p.append('<section id="lobo"><h2>Leave-one-benchmark-out: what to expect on a benchmark with no gold items'
+                 "</h2>")
         intro, expect = _lobo_text(record)
         p.append(f"<p>{_e(intro)}</p>")
         if expect:
@@ -803,7 +804,8 @@ def render_html(record: dict) -> str:
     else:
         lnotes = Notes()
         p.append('<p class="muted">Cohen\'s kappa vs gold with its 95% bootstrap CI, and accuracy, on the same '
-                 "held-out items (operation axes: primary operation); seconds per label under each name; the alternative "
+                 "held-out items (operation axes: primary operation); seconds per label under each name; "
+                 "the alternative "
                  "annotator test (Calderon, Reichart &amp; Dror, ACL 2025): winning rate ω (passes at ≥ 0.5) and "
                  "advantage probability ρ (ranks labelers). "
                  "The selected labeler per axis is highlighted. Annotator A vs annotator B is the ceiling.</p>")

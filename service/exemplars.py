@@ -85,13 +85,13 @@ def item_text(item: EvalSample | Document) -> str:
     item of a benchmark the pool never saw shares with the pool.
     """
     from service.answer_shape import shape_markers
-    from service.op_cues import category_of, cue_markers
+    from service.op_cues import background_markers, category_of, cue_markers
 
     base = baseline_text(item)
     if isinstance(item, EvalSample):
         marks = shape_markers(item.question, item.reference_answer)
         cues = cue_markers(item.question, category_of(item.id, item.extra))
-        return f"{marks} {cues}\n{base}"
+        return f"{marks} {cues} {background_markers(item.question)}\n{base}"
     return f"{cue_markers(item.text[:SIMILARITY_CHARS])}\n{base}"
 
 

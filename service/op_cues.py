@@ -56,6 +56,47 @@ CUES: dict[str, re.Pattern[str]] = {op: re.compile(p, re.I) for op, p in {
     "pattern_induction": r"\bsequence\b|\bpattern\b|\bnext term\b|\bterms? of\b|\brecursive(ly)?\b",
 }.items()}
 
+#: background_condition id → pattern of cues of the world a question is set in (case-sensitive where names matter).
+BACKGROUND_CUES: dict[str, re.Pattern[str]] = {bg: re.compile(p) for bg, p in {
+    # money (\$5 in LaTeX, $5 in plain text, never the $1$ of inline math), units, people, places
+    "everyday_world": r"\\\$\s?\d|(?<![\\$])\$\d[\d,]*(?:\.\d+)?(?![\d.,]*\$)|"
+                      r"(?i:\b(dollars?|cents?|buys?|sells?|store|shop|pays?|costs?|minutes?|hours?|miles?|"
+                      r"pounds?|feet|inches|friends?|family|school|students?|teacher|each week|every day)\b)",
+    "pure_math": r"\\frac|\\sqrt|\\\(|\$[^$\n]{0,80}[\^_=][^$\n]{0,80}\$|(?i:\b(polynomial|integers?|real numbers?|"
+                 r"function|equation|triangle|circle|prime|digits?|polygon|angles?|sphere|cube|radius|volume|"
+                 r"probability|dice)\b)",
+    "formal_symbolic": r"\b(True|False)\b (and|or)\b|\bnot \(|(?i:\b(deductively|premises?|parenthes[ie]s|boolean|"
+                       r"svg path|dyck)\b)",
+    "language_linguistics": r"(?i:\b(sentence|antecedent|pronoun|adjective order|translation|humorous edit|sarcastic|"
+                            r"alphabetically)\b)",
+    "arts_media_sports": r"(?i:\b(movies?|films?|artists?|bands?|songs?|albums?|basketball|soccer|football|hockey|"
+                         r"baseball|tennis|golf)\b)|\b(NBA|NFL|NHL|MLB)\b",
+    "natural_science": r"(?i:\b(physics|chemical|molecules?|atoms?|species|velocity|energy|gravity|organisms?)\b)",
+}.items()}
+
+
+def cued_background(text: str) -> str:
+    """The background_condition whose cues ``text`` holds most (ties: the order of :data:`BACKGROUND_CUES`).
+
+    Mathematics cues count double in text with LaTeX or inline math (``$``, ``\\``): there,
+    invented objects and units in a puzzle are still pure mathematics. With no cue at all:
+    ``everyday_world``.
+    """
+    scores = {bg: len(p.findall(text)) for bg, p in BACKGROUND_CUES.items()}
+    if "$" in text or "\\" in text:
+        scores["pure_math"] *= 2
+    best = max(scores, key=lambda bg: scores[bg])
+    return best if scores[best] > 0 else "everyday_world"
+
+
+def background_markers(text: str) -> str:
+    """Marker tokens (``xbg<background>``, once per cue found) for the background cues in ``text``."""
+    marks = []
+    for bg, pattern in BACKGROUND_CUES.items():
+        marks += [f"xbg{bg.replace('_', '')}"] * min(3, len(pattern.findall(text)))
+    return " ".join(marks)
+
+
 #: MATH ``subject`` (lower case, spaces or underscores) → the operations it is about.
 CATEGORY_OPS: dict[str, tuple[str, ...]] = {
     "algebra": ("algebraic_manipulation",),

@@ -3,7 +3,8 @@
 - ``shape``: ``task_type`` and ``output_constraint`` from the answer-shape rules
   (:mod:`service.answer_shape`);
 - ``cues``: the operation axes (``solving_operations``, ``demonstrated_operations``)
-  from operation cues and benchmark categories (:mod:`service.op_cues`).
+  from operation cues and benchmark categories, and ``background_condition`` from
+  background cues (:mod:`service.op_cues`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from service.answer_shape import answer_shape
 from service.labelers import Labeler
-from service.op_cues import category_of, cued_operations, shows_work
+from service.op_cues import category_of, cued_background, cued_operations, shows_work
 from service.samples import Document, EvalSample
 
 #: The axes the shape labeler labels (evaluation items only).
@@ -47,11 +48,12 @@ class ShapeLabeler(Labeler):
 
 
 class CueLabeler(Labeler):
-    """Labels the operation axes by :func:`service.op_cues.cued_operations`.
+    """Labels the operation axes by :func:`service.op_cues.cued_operations` (and background by cues).
 
     Evaluation items: ``solving_operations`` from the question's cues and the benchmark's
     category (MATH ``subject``); with no cue, ``arithmetic`` when the question holds a
-    number. Documents: ``demonstrated_operations`` from the first 4,000 characters, only
+    number; ``background_condition`` by :func:`service.op_cues.cued_background`.
+    Documents: ``demonstrated_operations`` from the first 4,000 characters, only
     when the document carries out a solution (:func:`service.op_cues.shows_work`), else an
     empty list (documents rarely demonstrate operations). Confidence: 1.0.
     """
@@ -60,10 +62,12 @@ class CueLabeler(Labeler):
     model = "operation-cue-rules"
 
     def predict(self, item: EvalSample | Document) -> tuple[dict[str, Any], dict[str, float]]:
-        """``({operation axis: [ids]}, {axis: 1.0})``."""
+        """``({operation axis: [ids], background_condition (eval)}, {axis: 1.0})``."""
         if isinstance(item, EvalSample):
             ops = cued_operations(item.question, category_of(item.id, item.extra))
-            return {"solving_operations": ops or ["arithmetic"]}, {"solving_operations": 1.0}
+            labels = {"solving_operations": ops or ["arithmetic"],
+                      "background_condition": cued_background(item.question)}
+            return labels, {a: 1.0 for a in labels}
         text = item.text[:4000]
         ops = cued_operations(text, default=None) if shows_work(text) else []
         return {"demonstrated_operations": ops}, {"demonstrated_operations": 1.0}
