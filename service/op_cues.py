@@ -108,7 +108,8 @@ CATEGORY_OPS: dict[str, tuple[str, ...]] = {
     "counting_&_probability": ("counting_combinatorics", "probability_statistics"),
     "geometry": ("geometry_measurement",),
 }
-_ID_SUBJECT = re.compile(r"(?:^|[:/])test/([a-z_]+)/\d+\.json")
+_ID_SUBJECT = re.compile(r"(?:^|[-:/_])(intermediate_algebra|counting_and_probability|number_theory|precalculus|"
+                         r"prealgebra|algebra|geometry)(?=[-/]\d)")
 
 
 #: Weight of one cue match per operation (arithmetic cues are common in every word problem: half weight).
@@ -148,7 +149,8 @@ def shows_work(text: str) -> bool:
 
 
 def category_of(item_id: str, extra: dict | None = None) -> str | None:
-    """The benchmark's own category of an item: ``extra["subject"]`` or the subject folder in a MATH id."""
+    """The benchmark's own category of an item: ``extra["subject"]``, or a MATH subject in its id
+    (``test/number_theory/12.json``, ``mathtrain-number_theory-7073``)."""
     subject = (extra or {}).get("subject")
     if isinstance(subject, str) and subject.strip():
         return re.sub(r"\s+", "_", subject.strip().lower())

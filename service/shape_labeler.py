@@ -53,7 +53,8 @@ class CueLabeler(Labeler):
     Evaluation items: ``solving_operations`` from the question's cues and the benchmark's
     category (MATH ``subject``); with no cue, ``arithmetic`` when the question holds a
     number; ``background_condition`` by :func:`service.op_cues.cued_background`.
-    Documents: ``demonstrated_operations`` from the first 4,000 characters, only
+    Documents: ``demonstrated_operations`` from the first 4,000 characters and a MATH subject
+    in the document id (``arithmetic`` for a worked solution with numbers and no other cue), only
     when the document carries out a solution (:func:`service.op_cues.shows_work`), else an
     empty list (documents rarely demonstrate operations). Confidence: 1.0.
     """
@@ -69,7 +70,7 @@ class CueLabeler(Labeler):
                       "background_condition": cued_background(item.question)}
             return labels, {a: 1.0 for a in labels}
         text = item.text[:4000]
-        ops = cued_operations(text, default=None) if shows_work(text) else []
+        ops = cued_operations(text, category_of(item.id, item.extra)) if shows_work(text) else []
         return {"demonstrated_operations": ops}, {"demonstrated_operations": 1.0}
 
     def config(self) -> dict[str, Any]:

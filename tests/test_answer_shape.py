@@ -147,3 +147,34 @@ def test_no_item_is_labeled_by_a_labeler_whose_pool_holds_it(gold, monkeypatch):
     record = offline.calibrate_offline(BUNDLED_ALL["eval"], n_boot=20, lobo=True)
     assert record["split"]["n_heldout"] + record["split"]["n_pool"] == 170
     assert len(seen) >= 170 * 4 and all(item not in pool for pool, item in seen)
+
+
+def test_worked_problems_get_their_operations_and_a_manifest_filter_selects_them():
+    """Real MATH/GSM8K train solutions in the bundled document gold: the cue labeler gives the operation
+    they carry out, and the sampling filter selects documents by it."""
+    import pandas as pd
+
+    from service.sampling import matches
+
+    docs = load_gold(BUNDLED_ALL["document"])
+    lab = CueLabeler()
+    worked = {i: d for i, d in docs.items.items() if docs.sources[i].endswith("_problem_solution")}
+    ops = {i: lab.predict(d)[0]["demonstrated_operations"] for i, d in worked.items()}
+    assert ops["mathdoc-mathtrain-counting_and_probability-733"] == ["probability_statistics",
+                                                                     "counting_combinatorics"]
+    gsm = [i for i in worked if docs.sources[i].startswith("gsm8k")]
+    assert sum(ops[i][0] == "arithmetic" for i in gsm) >= len(gsm) - 1
+    assert {o[0] for o in ops.values()} >= {"probability_statistics", "arithmetic", "number_theory",
+                                           "algebraic_manipulation", "geometry_measurement"}
+    gold_primary = {i: (docs.labels[GOLD][i]["demonstrated_operations"] or ["-"])[0] for i in worked}
+    agree = sum(ops[i][0] == gold_primary[i] for i in worked) / len(worked)
+    assert agree >= 0.6  # measured 17 of 24 (0.71)
+    table = pd.DataFrame({"id": list(ops), "demonstrated_operations": list(ops.values()),
+                          "domain": "mathematics", "document_format": "problem_solution",
+                          "reasoning_depth": "multi_step", "education_level": "secondary"})
+    picked = table[matches(table, {"demonstrated_operations": ["counting_combinatorics"]})]["id"]
+    assert "mathdoc-mathtrain-counting_and_probability-733" in set(picked)
+    assert not set(picked) & set(gsm)
+    # documents that carry out no solution get no operation
+    web = [d for i, d in docs.items.items() if docs.sources[i].startswith("c4_en")]
+    assert sum(bool(lab.predict(d)[0]["demonstrated_operations"]) for d in web) <= len(web) // 4
