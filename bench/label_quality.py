@@ -1,16 +1,26 @@
-"""Label quality on a CPU: every labeler on every axis of the bundled gold sets.
+"""Label quality on a CPU: every labeler on every axis of the bundled gold sets (v1 + v2).
 
-Runs ``slicelab calibrate`` twice per gold set — the embedded LLM judge zero-shot
-and with k nearest exemplars in the prompt — each also measuring the k-NN,
-student and cascade labelers on the same held-out items, then prints one
-axis × labeler table per gold set: Cohen's kappa with its 95% bootstrap
-interval, accuracy, and seconds per label, with the machine it ran on. With
-``--self-consistency K`` the few-shot run also measures the self-consistent
-judge (``judge_sc``: K samples at ``--sc-temperature``, majority vote per axis;
-Wang et al. 2023, ICLR), which costs K judge calls per item.
+By default no LLM is run: the labelers without one (``shape``, ``knn``,
+``student``) are measured on the held-out split of the merged bundled gold sets
+of each kind, and the script prints, per kind,
 
-    python bench/label_quality.py [--kinds eval,document] [--k 3] [--workers 2] [--limit N]
-                                  [--self-consistency K [--sc-temperature T]]
+1. **leave-one-benchmark-out** (the headline: what to expect on a benchmark with
+   no gold items): every item labeled from pools of the other benchmarks only,
+   Cohen's kappa with its 95% bootstrap interval per labeler and axis, beside the
+   1-NN nearest-exemplar baseline, and per held-out benchmark;
+2. the in-distribution axis × labeler table: Cohen's kappa [95% CI], the
+   alternative annotator test's winning rate ω and advantage probability ρ
+   (Calderon, Reichart & Dror, ACL 2025; ε from ``calibration/gate.yaml``), the
+   selected labeler and its gate verdict, the 1-NN baseline and the annotators' κ;
+3. seconds per label, and the machine.
+
+``--judge`` also runs ``slicelab calibrate`` with the embedded LLM judge
+(zero-shot and with ``--k`` exemplars) on each gold file, as before; with
+``--self-consistency K`` the few-shot run also measures the self-consistent judge
+(Wang et al. 2023, ICLR).
+
+    python bench/label_quality.py [--kinds eval,document] [--judge [--k 3] [--workers 2] [--limit N]
+                                  [--self-consistency K [--sc-temperature T]]]
 
 Figures are printed and written to ``--out`` (JSON); nothing is asserted.
 """
@@ -29,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calibration.gold import BUNDLED  # noqa: E402
+from calibration.gold import BUNDLED, BUNDLED_ALL  # noqa: E402
+from calibration.offline import calibrate_offline  # noqa: E402
 from calibration.run import run_calibration, table  # noqa: E402
 from service.defaults import SC_TEMPERATURE  # noqa: E402
 from service.judge import judge_spec  # noqa: E402
@@ -108,37 +119,115 @@ def print_table(kind: str, rows: dict, few: dict) -> None:
     if lobo:
         print(f"\nleave-one-benchmark-out (pool = other sources of {', '.join(lobo['sources'])}):")
         for axis in rows:
-            print(f"  {axis}: knn κ {fmt(lobo['knn'][axis]['kappa'])}, student κ {fmt(lobo['student'][axis]['kappa'])}")
+            print(f"  {axis}: " + ", ".join(f"{n} κ {fmt(lobo[n][axis]['kappa'])}" for n in lobo if n != "sources"))
+
+
+AXIS_NAMES = {"solving_operations": "primary operation", "demonstrated_operations": "primary demonstrated operation"}
+
+
+def _ci(s: dict | None) -> str:
+    if not s or s.get("kappa") is None:
+        return "—"
+    return f"{fmt(s['kappa'])} [{fmt(s['kappa_ci_low'])}, {fmt(s['kappa_ci_high'])}]"
+
+
+def print_lobo(kind: str, lobo: dict) -> None:
+    names = [n for n in lobo if n != "sources"]
+    print(f"\n### {kind}: leave-one-benchmark-out — each of {', '.join(lobo['sources'])} labeled from pools "
+          "of the others only; Cohen's kappa [95% CI]\n")
+    print("| axis | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for axis in lobo[names[0]]:
+        print(f"| {AXIS_NAMES.get(axis, axis)} | " + " | ".join(_ci(lobo[n][axis]) for n in names) + " |")
+    print("\nper held-out benchmark (κ): " + "; ".join(
+        f"{src}: " + ", ".join(f"{AXIS_NAMES.get(a, a)} " + "/".join(
+            f"{n} {fmt((lobo[n][a]['by_source'].get(src) or {}).get('kappa'))}" for n in names)
+            for a in lobo[names[0]]) for src in lobo["sources"]))
+
+
+def print_offline(kind: str, record: dict) -> None:
+    axes = record["axes"]
+    names = list(dict.fromkeys(n for m in axes.values() for n in m["labelers"]))
+    split = record["split"]
+    print(f"\n### {kind}: in distribution — held-out n={split['n_heldout']}, pool n={split['n_pool']} "
+          f"(gold: {', '.join(Path(p).name for p in record['gold']['path'])}); κ [95% CI], alt-test ω / ρ "
+          f"(ε {record['gate']['alt_test']['epsilon']})\n")
+    print("| axis | n | " + " | ".join(names) + " | selected (gate) | 1-NN baseline κ | annotators κ |")
+    print("|---" * (len(names) + 5) + "|")
+    for axis, m in axes.items():
+        cells = []
+        for n in names:
+            if n not in m["labelers"]:
+                cells.append("—")
+                continue
+            s = _single(m["labelers"][n], m["kind"])
+            alt = m["alt_test"].get(n) or {}
+            ci = s.get("cohen_kappa_ci") or [None, None]
+            cells.append(f"{fmt(s.get('cohen_kappa'))} [{fmt(ci[0])}, {fmt(ci[1])}], "
+                         f"ω {fmt(alt.get('winning_rate'))} ρ {fmt(alt.get('advantage_probability'))}")
+        ann = _single(m.get("annotators") or {}, m["kind"])
+        print(f"| {AXIS_NAMES.get(axis, axis)} | {m['n']} | " + " | ".join(cells)
+              + f" | {m['selected']} ({m['verdict']['verdict']}) | {fmt(_baseline(record, axis))}"
+              f" | {fmt(ann.get('cohen_kappa'))} |")
+    spl = record["labelers"]["seconds_per_label"]
+    print("\nseconds per label: " + ", ".join(f"{n} {v:.6f}" for n, v in spl.items()))
+
+
+def _single(m: dict, kind: str) -> dict:
+    return (m.get("primary", m) if kind == "operations" else m) or {}
+
+
+def offline(kind: str, n_boot: int) -> dict:
+    t0 = time.perf_counter()
+    record = calibrate_offline(BUNDLED_ALL[kind], n_boot=n_boot)
+    wall = round(time.perf_counter() - t0, 1)
+    print_lobo(kind, record["leave_one_benchmark_out"])
+    print_offline(kind, record)
+    print(f"wall time {wall} s (both tables, {n_boot} bootstrap resamples)")
+    return {"record": record, "wall_s": wall}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kinds", default="eval,document")
-    ap.add_argument("--k", type=int, default=3, help="exemplars in the few-shot judge's prompt")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the kappa intervals")
+    ap.add_argument("--judge", action="store_true", help="also run the embedded LLM judge (slow: minutes per item set)")
+    ap.add_argument("--k", type=int, default=3, help="with --judge: exemplars in the few-shot judge's prompt")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None, help="held-out items per gold set (default: all)")
+    ap.add_argument("--limit", type=int, default=None, help="with --judge: held-out items per gold set (default: all)")
     ap.add_argument("--self-consistency", type=int, default=0, metavar="K",
-                    help="also measure the self-consistent few-shot judge with K samples (default 0: off)")
+                    help="with --judge: also measure the self-consistent few-shot judge with K samples")
     ap.add_argument("--sc-temperature", type=float, default=SC_TEMPERATURE,
                     help="sampling temperature of the self-consistent judge's samples")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "label_quality.json")
     args = ap.parse_args()
     os.environ.setdefault("SLICELAB_HOME", tempfile.mkdtemp(prefix="slicelab-bench-"))
-    redis_url, origin = resolve_redis_url(Path(os.environ["SLICELAB_HOME"]) / "redis")
-    print(f"machine: {machine()}; Redis: {origin}; embedded judge; SLICELAB_HOME={os.environ['SLICELAB_HOME']}")
-    results = {"machine": machine(), "k": args.k, "self_consistency": args.self_consistency,
-               "sc_temperature": args.sc_temperature if args.self_consistency else None, "kinds": {}}
+    print(f"machine: {machine()}; SLICELAB_HOME={os.environ['SLICELAB_HOME']}")
+    results = {"machine": machine(), "kinds": {}}
     for kind in args.kinds.split(","):
-        zero = run(kind, 0, args.workers, args.limit, redis_url)
-        few = run(kind, args.k, args.workers, args.limit, redis_url, args.self_consistency, args.sc_temperature)
-        rows = merged_table(zero, few, args.k)
-        print_table(kind, rows, few)
-        results["kinds"][kind] = {"axes": rows, "wall_s": {"zero_shot": zero["wall_s"], "few_shot": few["wall_s"]},
-                                  "records": [zero["record"]["id"], few["record"]["id"]],
-                                  "output_tokens_per_label": {"zero_shot": zero["record"].get("output_tokens_per_label"),
-                                                              "few_shot": few["record"].get("output_tokens_per_label")}}
+        res = offline(kind, args.n_boot)
+        r = res["record"]
+        results["kinds"][kind] = {"wall_s": res["wall_s"], "split": r["split"], "gold": r["gold"],
+                                  "leave_one_benchmark_out": r["leave_one_benchmark_out"],
+                                  "axes": {a: {"selected": m["selected"], "verdict": m["verdict"]["verdict"],
+                                               "labelers": {n: _single(x, m["kind"]) | {"alt_test": m["alt_test"].get(n)}
+                                                            for n, x in m["labelers"].items()},
+                                               "nearest_exemplar_1nn_kappa": _baseline(r, a)}
+                                           for a, m in r["axes"].items()},
+                                  "seconds_per_label": r["labelers"]["seconds_per_label"]}
+    if args.judge:
+        redis_url, origin = resolve_redis_url(Path(os.environ["SLICELAB_HOME"]) / "redis")
+        print(f"\nembedded LLM judge; Redis: {origin}")
+        results["judge"] = {"k": args.k, "self_consistency": args.self_consistency, "kinds": {}}
+        for kind in args.kinds.split(","):
+            zero = run(kind, 0, args.workers, args.limit, redis_url)
+            few = run(kind, args.k, args.workers, args.limit, redis_url, args.self_consistency, args.sc_temperature)
+            rows = merged_table(zero, few, args.k)
+            print_table(kind, rows, few)
+            results["judge"]["kinds"][kind] = {"axes": rows, "records": [zero["record"]["id"], few["record"]["id"]],
+                                               "wall_s": {"zero_shot": zero["wall_s"], "few_shot": few["wall_s"]}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, allow_nan=False))
+    args.out.write_text(json.dumps(results, indent=2, allow_nan=False, default=str))
     print(f"\nwritten to {args.out}")
 
 

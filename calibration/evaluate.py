@@ -10,7 +10,10 @@ For every taxonomy axis of the gold set's kind:
   (nominal; ordinal for ordered axes; on the primary operation for operation axes);
 - ``coverage``: judge accuracy vs coverage at confidence thresholds (confidence =
   the modal label's share over ``samples`` judge runs per item);
-- ``verdict``: the gate's pass/fail for the axis.
+- ``alt_test``: per labeler, the alternative annotator test against the two
+  annotators (winning rate ω, advantage probability ρ; Calderon et al., ACL 2025);
+- ``verdict``: the gate's pass/fail for the axis (kappa bound, alt-test, both or
+  either, as ``gate.yaml``'s ``require`` says).
 
 Judge failures (no labels) are counted as the invalid class, never dropped.
 """
@@ -20,7 +23,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from calibration.gate import GateConfig, verdict
+from calibration.alt_test import alt_test
+from calibration.gate import GateConfig, combine, verdict
 from calibration.gold import GOLD, GoldSet
 from calibration.metrics import (
     INVALID,
@@ -69,7 +73,9 @@ def evaluate(
 
     Returns:
         axis name → ``{"kind", "n", "judge", "labelers", "selected", "annotators", "baselines",
-        "krippendorff_alpha", "coverage", "verdict", "judge_verdict", "labeler_verdicts"}``: ``labelers`` maps every
+        "krippendorff_alpha", "coverage", "alt_test", "verdict", "judge_verdict", "labeler_verdicts"}``:
+        ``alt_test`` maps every labeler to its alternative annotator test
+        (:func:`calibration.alt_test.alt_test` as a dict; None with fewer than two annotators); ``labelers`` maps every
         labeler (the judge included) to its metrics; ``selected`` is the labeler with the best
         lower 95% bound of Cohen's kappa (primary operation for operation axes; ties go to the
         cheaper labeler, see ``COST_ORDER``); ``verdict`` gates the selected labeler, ``judge_verdict``
@@ -100,7 +106,10 @@ def evaluate(
         result["judge"] = metric(truth, preds["judge"])
         result["labelers"] = {"judge": result["judge"]}
         for name, labels in (other_labelers or {}).items():
-            result["labelers"][name] = metric(truth, [(labels.get(i) or {}).get(axis.name) for i in items])
+            predicted = [(labels.get(i) or {}).get(axis.name) for i in items]
+            if items and all(p is None for p in predicted):
+                continue  # a labeler of other axes (e.g. shape): not a candidate here
+            result["labelers"][name] = metric(truth, predicted)
         result["baselines"] = {"majority": metric(truth, preds["majority"]),
                                "nearest_exemplar": metric(truth, preds["nearest_exemplar"])}
         if a_name and b_name:
@@ -122,13 +131,40 @@ def evaluate(
         correct = [_key(axis, judged[i][0]) == _key(axis, gl[i].get(axis.name)) for i in items]
         result["coverage"] = coverage_curve(correct, [judged[i][1] for i in items], COVERAGE_THRESHOLDS)
         threshold = gate.threshold(axis.name)
+        predicted = {"judge": dict(zip(items, preds["judge"]))}
+        predicted |= {n: {i: (labels.get(i) or {}).get(axis.name) for i in items}
+                      for n, labels in (other_labelers or {}).items() if n in result["labelers"]}
+        result["alt_test"] = _alt_tests(gold, axis, items, predicted, gate)
+
+        def gated_verdict(name: str) -> dict[str, Any]:
+            return combine(verdict(_gated(result["labelers"][name], axis.kind), threshold),
+                           result["alt_test"].get(name), gate.require)
+
         result["selected"] = select_labeler(result["labelers"], axis.kind)
-        result["verdict"] = verdict(_gated(result["labelers"][result["selected"]], axis.kind), threshold)
-        result["judge_verdict"] = verdict(_gated(result["judge"], axis.kind), threshold)
-        result["labeler_verdicts"] = {n: verdict(_gated(m, axis.kind), threshold)["verdict"]
-                                      for n, m in result["labelers"].items()}
+        result["verdict"] = gated_verdict(result["selected"])
+        result["judge_verdict"] = gated_verdict("judge")
+        result["labeler_verdicts"] = {n: gated_verdict(n)["verdict"] for n in result["labelers"]}
         out[axis.name] = result
     return out
+
+
+def _alt_tests(gold: GoldSet, axis: AxisDef, items: list[str], predicted: dict[str, dict[str, Any]],
+               gate: GateConfig) -> dict[str, dict[str, Any] | None]:
+    """The alternative annotator test of every labeler on one axis (None: fewer than two annotators).
+
+    Annotators are the gold set's independent annotators (never the adjudicated ``gold`` row);
+    operation axes compare primary operations. Scoring is accuracy against the remaining annotators.
+    """
+    if len(gold.annotators) < 2:
+        return {n: None for n in predicted}
+    humans: dict[str, dict[str, Any]] = {}
+    for a in gold.annotators:
+        values = {i: _alpha_value(axis, (gold.labels[a].get(i) or {}).get(axis.name)) for i in items}
+        humans[a] = {i: v for i, v in values.items() if v is not None}
+    rule = gate.alt_test
+    return {n: alt_test({i: _alpha_value(axis, p.get(i)) for i in items}, humans, epsilon=rule.epsilon,
+                        q=rule.q, min_items_per_annotator=rule.min_items).to_dict()
+            for n, p in predicted.items()}
 
 
 def _gated(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -142,7 +178,7 @@ def _kappa_low(metrics: dict[str, Any], kind: str) -> float:
 
 #: Labelers from cheapest to dearest: ties in the selection go to the cheaper one
 #: (``judge_sc``, the self-consistent judge, makes k judge calls per item).
-COST_ORDER = ("knn", "student", "cascade", "judge", "judge_sc")
+COST_ORDER = ("shape", "cues", "knn", "student", "cascade", "judge", "judge_sc")
 
 
 def select_labeler(labelers: dict[str, dict[str, Any]], kind: str) -> str:

@@ -23,11 +23,26 @@ class Threshold(BaseModel):
     min_n: int
 
 
+class AltTestRule(BaseModel):
+    """Settings of the alternative annotator test (:mod:`calibration.alt_test`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epsilon: float = 0.2
+    q: float = 0.05
+    min_items: int = 30
+
+
+#: What an axis must show to pass: the kappa threshold, the alt-test, both, or either.
+Require = Literal["kappa", "alt_test", "both", "either"]
+
+
 class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: int
     default: Threshold
     axes: dict[str, Threshold] = {}
+    require: Require = "kappa"
+    alt_test: AltTestRule = AltTestRule()
 
     def threshold(self, axis: str) -> Threshold:
         return self.axes.get(axis, self.default)
@@ -66,3 +81,27 @@ def verdict(metrics: dict[str, Any], threshold: Threshold) -> dict[str, Any]:
     if value < threshold.bound:
         return base | {"verdict": "fail", "reason": f"{threshold.metric} {value:.3f} < {threshold.bound:.2f}"}
     return base | {"verdict": "pass", "reason": f"{threshold.metric} {value:.3f} >= {threshold.bound:.2f}"}
+
+
+def combine(kappa_verdict: dict[str, Any], alt: dict[str, Any] | None, require: str) -> dict[str, Any]:
+    """One axis's verdict from the kappa threshold and the alt-test, as ``require`` says.
+
+    Args:
+        kappa_verdict: :func:`verdict` output.
+        alt: :meth:`calibration.alt_test.AltTestResult.to_dict` output, or None when not run.
+        require: ``kappa`` (the alt-test is reported only), ``alt_test``, ``both`` or ``either``.
+
+    Returns:
+        ``kappa_verdict`` with ``verdict`` and ``reason`` set by the rule, plus ``require`` and
+        ``alt_test`` (pass/fail/None).
+    """
+    k_ok = kappa_verdict["verdict"] == "pass"
+    a_ok = bool(alt and alt.get("passed"))
+    alt_word = None if alt is None else ("pass" if a_ok else "fail")
+    ok = {"kappa": k_ok, "alt_test": a_ok, "both": k_ok and a_ok, "either": k_ok or a_ok}[require]
+    reason = kappa_verdict["reason"]
+    if require != "kappa":
+        alt_reason = (alt or {}).get("reason") or "alt-test not run"
+        reason = f"{reason}; alt-test: {alt_reason} (requires {require})"
+    return kappa_verdict | {"verdict": "pass" if ok else "fail", "reason": reason, "require": require,
+                            "alt_test": alt_word}

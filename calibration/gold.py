@@ -23,6 +23,9 @@ from service.taxonomy import Kind, Taxonomy, load_taxonomy
 
 GOLD_DIR = Path(__file__).resolve().parent / "gold"
 BUNDLED = {"eval": GOLD_DIR / "eval_gold_v1.jsonl", "document": GOLD_DIR / "doc_gold_v1.jsonl"}
+#: Every bundled round per kind (v1, then v2: MATH-500 across subjects, GSM8K, AIME 2025; math and science documents).
+BUNDLED_ALL = {"eval": [GOLD_DIR / "eval_gold_v1.jsonl", GOLD_DIR / "eval_gold_v2.jsonl"],
+               "document": [GOLD_DIR / "doc_gold_v1.jsonl", GOLD_DIR / "doc_gold_v2.jsonl"]}
 GOLD = "gold"
 
 
@@ -71,8 +74,8 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_gold(path: str | Path, taxonomy: Taxonomy | None = None) -> GoldSet:
-    """Load and validate a gold set.
+def load_gold(path: str | Path | list[str | Path], taxonomy: Taxonomy | None = None) -> GoldSet:
+    """Load and validate a gold set (a list of paths: the sets merged, see :func:`merge_gold`).
 
     Every check runs here, before any judge call: a bad file fails at once, never after labeling.
 
@@ -84,6 +87,8 @@ def load_gold(path: str | Path, taxonomy: Taxonomy | None = None) -> GoldSet:
         TaxonomyError: the file mixes kinds, has no ``gold`` rows, or (eval) holds no wrong item
             (``correct: false`` with a ``model_output``), so failure_mode cannot be measured.
     """
+    if isinstance(path, (list, tuple)):
+        return merge_gold([load_gold(p, taxonomy) for p in path])
     path = Path(path)
     tax = taxonomy or load_taxonomy()
     items: dict[str, EvalSample | Document] = {}
@@ -118,6 +123,34 @@ def load_gold(path: str | Path, taxonomy: Taxonomy | None = None) -> GoldSet:
         raise TaxonomyError(f"{path}: no wrong item (a row with correct: false and a model_output), so the "
                             "failure_mode axis cannot be measured; add wrong items with their failure_mode")
     return GoldSet(path, file_sha256(path), kind, items, labels, sources)
+
+
+def merge_gold(sets: list[GoldSet]) -> GoldSet:
+    """Several gold sets of one kind as one (e.g. two annotation rounds).
+
+    The merged ``path`` is the first set's, ``sha256`` hashes the sets' digests in order.
+
+    Raises:
+        TaxonomyError: the sets hold different kinds, or share an item id.
+    """
+    if not sets:
+        raise TaxonomyError("no gold sets to merge")
+    kinds = {g.kind for g in sets}
+    if len(kinds) > 1:
+        raise TaxonomyError(f"cannot merge gold sets of different kinds: {sorted(kinds)}")
+    items: dict[str, EvalSample | Document] = {}
+    labels: dict[str, dict[str, dict[str, Any]]] = {}
+    sources: dict[str, str] = {}
+    for g in sets:
+        shared = sorted(set(items) & set(g.items))
+        if shared:
+            raise TaxonomyError(f"{g.path}: item ids also in an earlier gold set: {shared[:5]}")
+        items |= g.items
+        sources |= g.sources
+        for annotator, by_item in g.labels.items():
+            labels.setdefault(annotator, {}).update(by_item)
+    digest = hashlib.sha256("".join(g.sha256 for g in sets).encode()).hexdigest()
+    return GoldSet(sets[0].path, digest, sets[0].kind, items, labels, sources)
 
 
 def _item(row: dict, kind: Kind, path: Path, line_no: int) -> EvalSample | Document:

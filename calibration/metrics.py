@@ -97,6 +97,25 @@ def _kappa(y1: np.ndarray, y2: np.ndarray, codes: list[int]) -> float | None:
     return _finite_or_none(value)
 
 
+def _kappa_fast(y1: np.ndarray, y2: np.ndarray, n_codes: int) -> float | None:
+    """Cohen's kappa of integer codes in ``[0, n_codes)`` from their confusion matrix (for bootstrap resamples).
+
+    Cohen 1960, "A coefficient of agreement for nominal scales": ``(p_o - p_e) / (1 - p_e)``,
+    ``p_o`` the observed agreement, ``p_e`` the agreement expected from the two marginals; the
+    same value as :func:`sklearn.metrics.cohen_kappa_score` (unweighted), without its input
+    validation (about 100 times faster on a few hundred items). ``None`` when ``p_e == 1``.
+    """
+    n = len(y1)
+    if n == 0:
+        return None
+    confusion = np.bincount(y1 * n_codes + y2, minlength=n_codes * n_codes).reshape(n_codes, n_codes) / n
+    p_o = float(np.trace(confusion))
+    p_e = float(confusion.sum(axis=1) @ confusion.sum(axis=0))
+    if p_e >= 1.0 - 1e-12:
+        return None
+    return (p_o - p_e) / (1.0 - p_e)
+
+
 # --------------------------------------------------------------------------- intervals
 
 
@@ -323,7 +342,7 @@ def _single_label_metrics(
         undefined["cohen_kappa_ci"] = "fewer than 2 items"
     else:
         interval = bootstrap_ci(
-            lambda idx: _kappa(t_codes[idx], p_codes[idx], all_codes),
+            lambda idx: _kappa_fast(t_codes[idx], p_codes[idx], len(all_codes)),
             n,
             n_boot=n_boot,
             seed=seed,

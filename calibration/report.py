@@ -404,15 +404,19 @@ def _summary_rows(record: dict) -> list[list[Cell]]:
     return rows
 
 
-def _labeler_cell(metrics: dict | None, kind: str | None, selected: bool) -> Cell:
-    """κ [95% CI] and accuracy of one labeler on one axis (primary operation on operation axes)."""
+def _labeler_cell(metrics: dict | None, kind: str | None, selected: bool, alt: dict | None = None) -> Cell:
+    """κ [95% CI], accuracy and the alt-test (winning rate ω, advantage probability ρ) of one labeler on one axis
+    (primary operation on operation axes)."""
     m = None if metrics is None else (metrics.get("primary", metrics) if kind == "operations" else metrics)
     if m is None:
         return Cell("not measured", "this labeler was not measured on this axis", num=False)
     kappa = _with_ci(m, "cohen_kappa")
     acc = _value(m, "accuracy")
     notes = [c.note for c in (kappa, acc) if c.note]
-    return Cell(f"κ {kappa.text}\nacc. {acc.text}", "; ".join(dict.fromkeys(notes)) or None, mark=selected)
+    text = f"κ {kappa.text}\nacc. {acc.text}"
+    if alt:
+        text += f"\nalt-test ω {_num(alt.get('winning_rate'))}, ρ {_num(alt.get('advantage_probability'))}"
+    return Cell(text, "; ".join(dict.fromkeys(notes)) or None, mark=selected)
 
 
 def _labelers_table(record: dict) -> tuple[list[str], list[list[Cell]]] | None:
@@ -431,7 +435,8 @@ def _labelers_table(record: dict) -> tuple[list[str], list[list[Cell]]] | None:
         sel = _selected(record, axis, m)
         labs = _labelers(m)
         row = [Cell(_axis_title(axis, m), num=False), Cell(str(m.get("n", "—")))]
-        row += [_labeler_cell(labs.get(n), m.get("kind"), n == sel) for n in names]
+        alt = m.get("alt_test") or {}
+        row += [_labeler_cell(labs.get(n), m.get("kind"), n == sel, alt.get(n)) for n in names]
         ann = _single(m, "annotators")
         row.append(_with_ci(ann, "cohen_kappa", why=NO_ANNOTATORS) if ann is not None
                    else Cell("—", NO_ANNOTATORS))
@@ -775,26 +780,10 @@ def render_html(record: dict) -> str:
                  " (operation axes: on the primary operation).</p>")
     p.append("</div></section>")
 
-    # labelers per axis
-    p.append('<section id="labelers"><h2>Labelers per axis</h2>')
-    table = _labelers_table(record)
-    if table is None:
-        p.append('<p class="muted">This record predates per-axis labeler selection: only the LLM judge was '
-                 "measured (see the per-axis agreement below).</p>")
-    else:
-        lnotes = Notes()
-        p.append('<p class="muted">Cohen\'s kappa vs gold with its 95% bootstrap CI, and accuracy, on the same '
-                 "held-out items (operation axes: primary operation); seconds per label under each name. "
-                 "The selected labeler per axis is highlighted. Annotator A vs annotator B is the ceiling.</p>")
-        p.append(_table_html(*table, lnotes, cls="labelers"))
-        if sentence := _cascade_sentence(record):
-            p.append(f'<p class="muted">{_e(sentence)}</p>')
-        p.append(_notes_html(lnotes))
-    p.append("</section>")
-
     # leave-one-benchmark-out
     if "leave_one_benchmark_out" in record:
-        p.append('<section id="lobo"><h2>Leave-one-benchmark-out</h2>')
+        p.append('<section id="lobo"><h2>Leave-one-benchmark-out: what to expect on a benchmark with no gold items'
+                 "</h2>")
         intro, expect = _lobo_text(record)
         p.append(f"<p>{_e(intro)}</p>")
         if expect:
@@ -805,6 +794,26 @@ def render_html(record: dict) -> str:
             p.append(_table_html(*table, lnotes, cls="lobo"))
             p.append(_notes_html(lnotes))
         p.append("</section>")
+
+    # labelers per axis
+    p.append('<section id="labelers"><h2>Labelers per axis</h2>')
+    table = _labelers_table(record)
+    if table is None:
+        p.append('<p class="muted">This record predates per-axis labeler selection: only the LLM judge was '
+                 "measured (see the per-axis agreement below).</p>")
+    else:
+        lnotes = Notes()
+        p.append('<p class="muted">Cohen\'s kappa vs gold with its 95% bootstrap CI, and accuracy, on the same '
+                 "held-out items (operation axes: primary operation); seconds per label under each name; "
+                 "the alternative "
+                 "annotator test (Calderon, Reichart &amp; Dror, ACL 2025): winning rate ω (passes at ≥ 0.5) and "
+                 "advantage probability ρ (ranks labelers). "
+                 "The selected labeler per axis is highlighted. Annotator A vs annotator B is the ceiling.</p>")
+        p.append(_table_html(*table, lnotes, cls="labelers"))
+        if sentence := _cascade_sentence(record):
+            p.append(f'<p class="muted">{_e(sentence)}</p>')
+        p.append(_notes_html(lnotes))
+    p.append("</section>")
 
     # header
     p.append('<section id="run"><h2>Run</h2><table class="meta"><tbody>')
@@ -935,22 +944,9 @@ def render_markdown(record: dict) -> str:
         if flag := _flag(ln, lines):
             line += f" **{flag[1]}**"
         p.append(line)
-    p += ["", "## Labelers per axis", ""]
-    table = _labelers_table(record)
-    if table is None:
-        p.append("This record predates per-axis labeler selection: only the LLM judge was measured.")
-    else:
-        lnotes = Notes()
-        p += ["Cohen's kappa vs gold [95% CI]; accuracy; seconds per label in the header; the selected labeler "
-              "in **bold** (selected). Annotator A vs B is the ceiling. Operation axes: primary operation.", "",
-              _table_md(*table, lnotes)]
-        if sentence := _cascade_sentence(record):
-            p += ["", sentence]
-        if lnotes.reasons:
-            p += ["", _notes_md(lnotes)]
     if "leave_one_benchmark_out" in record:
         intro, expect = _lobo_text(record)
-        p += ["", "## Leave-one-benchmark-out", "", intro]
+        p += ["", "## Leave-one-benchmark-out: what to expect on a benchmark with no gold items", "", intro]
         if expect:
             p += ["", *(f"- {x}" for x in expect)]
         table = _lobo_table(record)
@@ -959,6 +955,21 @@ def render_markdown(record: dict) -> str:
             p += ["", _table_md(*table, lnotes)]
             if lnotes.reasons:
                 p += ["", _notes_md(lnotes)]
+    p += ["", "## Labelers per axis", ""]
+    table = _labelers_table(record)
+    if table is None:
+        p.append("This record predates per-axis labeler selection: only the LLM judge was measured.")
+    else:
+        lnotes = Notes()
+        p += ["Cohen's kappa vs gold [95% CI]; accuracy; alternative annotator test (Calderon, Reichart & Dror, "
+              "ACL 2025): winning rate ω (passes at ≥ 0.5) and advantage probability ρ; seconds per label in the "
+              "header; the selected labeler in **bold** (selected). Annotator A vs B is the ceiling. Operation "
+              "axes: primary operation.", "",
+              _table_md(*table, lnotes)]
+        if sentence := _cascade_sentence(record):
+            p += ["", sentence]
+        if lnotes.reasons:
+            p += ["", _notes_md(lnotes)]
     p += ["", "## Run", "", "| field | value |", "|---|---|"]
     p += [f"| {_md(k)} | {_md(v)} |" for k, v in _meta_rows(record)]
     p += ["", "## Per-axis agreement (held-out split)", "",

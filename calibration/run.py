@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -114,8 +115,8 @@ def run_calibration(
     pool_items = [pool_set.items[i] for i in pool]
     pool_labels = {i: pool_set.labels[GOLD][i] for i in pool}
     cheap, timing = {}, {"judge": _seconds_per_label(df)}
-    for name, cls in (("knn", KNNLabeler), ("student", StudentLabeler)):
-        labeler = cls(pool_items, pool_labels, taxonomy)
+    for name, make in cheap_labelers(gold.kind).items():
+        labeler = make(pool_items, pool_labels, taxonomy)
         t0 = time.perf_counter()
         cheap[name] = {i: labeler.predict(gold.items[i]) for i in heldout}
         timing[name] = round((time.perf_counter() - t0) / max(1, len(heldout)), 5)
@@ -123,9 +124,8 @@ def run_calibration(
                    if any(judge_labels.get(i, [None])) else None for i in heldout}
     cascade, to_judge = _cascade(cheap["knn"], modal_judge, cascade_threshold, axes)
     timing["cascade"] = round(timing["knn"] + (timing["judge"] or 0.0) * to_judge["any_axis"], 5)
-    others = {"knn": {i: lab for i, (lab, _) in cheap["knn"].items()},
-              "student": {i: lab for i, (lab, _) in cheap["student"].items()},
-              "cascade": cascade}
+    others = {name: {i: lab for i, (lab, _) in by_item.items()} for name, by_item in cheap.items()}
+    others["cascade"] = cascade
     sc_info = None
     if sc_labeler is not None:
         df_sc = collect(plans[1])
@@ -217,35 +217,73 @@ def _cascade(cheap: dict[str, tuple[dict, dict]], judge: dict[str, dict | None],
     return out, {**{a: round(c / n, 4) for a, c in sent.items()}, "any_axis": round(any_sent / n, 4)}
 
 
-def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, Any]:
-    """k-NN and student metrics when every item is labeled from pools of other sources only.
+def cheap_labelers(kind: str) -> dict[str, Callable[..., Any]]:
+    """Labelers without an LLM measured beside the judge, by name: ``make(pool_items, pool_labels, taxonomy)``.
 
-    What to expect on a benchmark no exemplar comes from. Per labeler and axis: n,
-    accuracy, Cohen's kappa and its interval, over all items (each labeled once, its
-    own source held out).
+    k-NN and student learn from the pool; ``shape`` (evaluation items only) reads the
+    answer shape and ``cues`` the operation cues, both ignoring the pool.
+    """
+    from service.shape_labeler import CueLabeler, ShapeLabeler
+
+    makers: dict[str, Callable[..., Any]] = {"knn": KNNLabeler, "student": StudentLabeler,
+                                             "cues": lambda items, labels, taxonomy: CueLabeler(taxonomy)}
+    if kind == "eval":
+        makers["shape"] = lambda items, labels, taxonomy: ShapeLabeler(taxonomy)
+    return makers
+
+
+def benchmark_family(source: str) -> str:
+    """The benchmark a gold source belongs to: a trailing year is dropped (``aime2025`` → ``aime``)."""
+    return re.sub(r"(?<=\D)(19|20)\d\d$", "", source or "")
+
+
+def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, Any]:
+    """Metrics of the labelers without an LLM when every item is labeled from pools of other benchmarks only.
+
+    What to expect on a benchmark no gold item comes from. Sources of one benchmark
+    (:func:`benchmark_family`) are held out together. Per labeler and axis: n, accuracy,
+    Cohen's kappa and its bootstrap interval over all items (each labeled once, its own
+    benchmark held out), and ``by_source``: the same per held-out benchmark (interval
+    from ``min(n_boot, 100)`` resamples). ``nearest_exemplar`` is the 1-NN baseline
+    (gold labels of the most similar pool item, TF-IDF cosine).
     """
     from calibration.evaluate import _metric_fn
+    from service.exemplars import ExemplarIndex
 
     gl = gold.labels[GOLD]
-    preds: dict[str, dict[str, dict]] = {"knn": {}, "student": {}}
-    sources = sorted(set(gold.sources.values()))
+    makers = cheap_labelers(gold.kind)
+    preds: dict[str, dict[str, dict]] = {name: {} for name in [*makers, "nearest_exemplar"]}
+    family = {i: benchmark_family(gold.sources[i]) for i in gold.items}
+    sources = sorted(set(family.values()))
     for source in sources:
-        test = [i for i in gold.items if gold.sources[i] == source]
-        train = [i for i in gold.items if gold.sources[i] != source]
+        test = [i for i in gold.items if family[i] == source]
+        train = [i for i in gold.items if family[i] != source]
         if not train or not test:
             continue
-        for name, cls in (("knn", KNNLabeler), ("student", StudentLabeler)):
-            labeler = cls([gold.items[i] for i in train], {i: gl[i] for i in train}, taxonomy)
+        pool_items, pool_labels = [gold.items[i] for i in train], {i: gl[i] for i in train}
+        for name, make in makers.items():
+            labeler = make(pool_items, pool_labels, taxonomy)
             for i in test:
                 preds[name][i] = labeler.predict(gold.items[i])[0]
+        index = ExemplarIndex(pool_items, pool_labels)
+        for i in test:
+            preds["nearest_exemplar"][i] = index.nearest_labels(gold.items[i])
     out: dict[str, Any] = {"sources": sources}
     for name, by_item in preds.items():
         out[name] = {}
         for axis in taxonomy.axes(gold.kind):
             items = [i for i in by_item if gl[i].get(axis.name) is not None or axis.kind == "operations"]
-            m = _metric_fn(axis, n_boot, 0)([gl[i].get(axis.name) for i in items],
-                                              [by_item[i].get(axis.name) for i in items])
-            out[name][axis.name] = summary(m, axis.kind)
+            metric = _metric_fn(axis, n_boot, 0)
+            row = summary(metric([gl[i].get(axis.name) for i in items], [by_item[i].get(axis.name) for i in items]),
+                          axis.kind)
+            row["by_source"] = {}
+            for source in sources:
+                part = [i for i in items if family[i] == source]
+                if part:
+                    m = _metric_fn(axis, min(n_boot, 100), 0)([gl[i].get(axis.name) for i in part],
+                                                              [by_item[i].get(axis.name) for i in part])
+                    row["by_source"][source] = summary(m, axis.kind)
+            out[name][axis.name] = row
     return out
 
 

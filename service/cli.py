@@ -119,6 +119,7 @@ def label_benchmark(
     from itertools import islice
 
     from calibration.records import latest_for_config
+    from calibration.selection import used_selection
     from service.judge import judge_spec, make_judge, per_axis_spec
     from service.judge.resilience import probe_judge
     from service.output import check_output
@@ -135,6 +136,10 @@ def label_benchmark(
                           max_attempts=max_attempts, concurrency=judge_concurrency if judge_url else None)
         chunk_size = chunk_size or label_chunk_size(spec)
         record = latest_for_config(make_judge(spec).config_hash(), "eval")
+        if record is None and labeler == "selected" and not self_consistency and spec["backend"] == "embedded":
+            from calibration.offline import bundled_record
+
+            record = bundled_record("eval")  # what the bundled gold sets show to be best per axis
         use = "judge"
         if self_consistency:
             spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
@@ -147,10 +152,12 @@ def label_benchmark(
                               f"k={self_consistency}, temperature {sc_temperature} (run `slicelab calibrate "
                               f"--self-consistency {self_consistency} --sc-temperature {sc_temperature}`)")
                 record = None
-        elif labeler == "selected" and record is not None and record.get("selection") \
-                and set(record["selection"].values()) != {"judge"}:
-            use = "selected"
-            spec = per_axis_spec(spec, record)
+        elif labeler == "selected" and record is not None and record.get("selection"):
+            _print_selection(record)
+            chosen = used_selection(record)
+            if set(chosen.values()) != {"judge"}:
+                use = "selected"
+                spec = per_axis_spec(spec, record | {"selection": chosen})
         config_hash = make_judge(spec).config_hash()
         probe_judge(spec)
         mapping = FieldMapping(id_field=id_field, question_field=text_field, reference_field=reference_field,
@@ -264,12 +271,32 @@ def _local_workers(url: str, queue: str, n: int, run_dir: Path):
                         threads_per_worker=max(1, (os.cpu_count() or 1) // n))
 
 
+def _print_selection(record: dict) -> None:
+    """The labeler each axis will use (only where it passed the gate), with its kappa and verdict."""
+    from calibration.selection import gated_selection
+
+    out = _wide_console()
+    out.print(f"labelers from calibration {record['id']}: a labeler is used only where it passed the gate",
+              soft_wrap=True)
+    t = Table()
+    for col in ("axis", "labeler", "κ [95% CI]", "n", "gate"):
+        t.add_column(col, no_wrap=True)
+    for axis, row in gated_selection(record).items():
+        note = "" if row["labeler"] == row["selected"] else f" ({row['selected']} failed)"
+        style = "green" if row["gate"] == "pass" else "red"
+        t.add_row(axis, row["labeler"] + note,
+                  f"{_fmt(row['kappa'])} [{_fmt(row['kappa_ci_low'])}, {_fmt(row['kappa_ci_high'])}]",
+                  str(row["n"] if row["n"] is not None else "—"), f"[{style}]{row['gate']}[/{style}]")
+    out.print(t)
+
+
 def _gate(df, record: dict | None, kind: str, *, use: str):
     """Attach each axis's calibration verdict (of the labelers actually used) to every row.
 
     ``use``: ``selected`` (per axis, the record's selection), ``judge`` or ``judge_sc``
     (that labeler on every axis).
     """
+    from calibration.selection import gated_selection, used_verdicts
     from service.slices import apply_gate
     from service.taxonomy import load_taxonomy
 
@@ -277,11 +304,11 @@ def _gate(df, record: dict | None, kind: str, *, use: str):
         console.print("no calibration record for this judge configuration: every axis is [yellow]ungated[/yellow] "
                       "(run `slicelab calibrate`)")
         return apply_gate(df, None, load_taxonomy(), kind)
-    verdicts = {"selected": record["verdicts"], "judge_sc": record.get("judge_sc_verdicts")}.get(use) \
+    verdicts = {"selected": used_verdicts(record), "judge_sc": record.get("judge_sc_verdicts")}.get(use) \
         or record.get("judge_verdicts", record["verdicts"])
     if use == "selected":
         console.print(f"calibration {record['id']}: per axis " + ", ".join(
-            f"{a} {record['selection'][a]} ({v})" for a, v in verdicts.items()))
+            f"{a} {row['labeler']} ({row['gate']})" for a, row in gated_selection(record).items()))
     else:
         console.print(f"calibration {record['id']}: {use} on every axis: " + ", ".join(
             f"{a} {v}" for a, v in verdicts.items()))

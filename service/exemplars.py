@@ -61,8 +61,8 @@ def answer_shape(reference: str) -> str:
     return "sequence" if len(ref.split()) > 3 else "phrase"
 
 
-def item_text(item: EvalSample | Document) -> str:
-    """The text similarity and the classifiers work on.
+def baseline_text(item: EvalSample | Document) -> str:
+    """The text of the nearest-exemplar baseline and of prompt exemplars' similarity.
 
     Evaluation samples: marker tokens for benchmark, task, reference-answer shape
     and listed options, then question and reference. Documents: source and URL
@@ -73,6 +73,26 @@ def item_text(item: EvalSample | Document) -> str:
         marks = f"xbench{_tok(item.benchmark)} xtask{_tok(item.task)} xref{answer_shape(item.reference_answer)} {options}"
         return f"{marks}\n{item.question}\n{item.reference_answer}"[:SIMILARITY_CHARS]
     return f"xsrc{_tok(item.source)}\n{item.text}"[:SIMILARITY_CHARS]
+
+
+def item_text(item: EvalSample | Document) -> str:
+    """The text the k-NN and student labelers work on: :func:`baseline_text` plus cross-benchmark markers.
+
+    Evaluation samples also carry the answer-shape markers of
+    :func:`service.answer_shape.shape_markers` (task type, output constraint, rule)
+    and the operation cues and category markers of :func:`service.op_cues.cue_markers`;
+    documents carry the operation cues of their start. These markers are what an
+    item of a benchmark the pool never saw shares with the pool.
+    """
+    from service.answer_shape import shape_markers
+    from service.op_cues import background_markers, category_of, cue_markers
+
+    base = baseline_text(item)
+    if isinstance(item, EvalSample):
+        marks = shape_markers(item.question, item.reference_answer)
+        cues = cue_markers(item.question, category_of(item.id, item.extra))
+        return f"{marks} {cues} {background_markers(item.question)}\n{base}"
+    return f"{cue_markers(item.text[:SIMILARITY_CHARS])}\n{base}"
 
 
 def _tok(value: str) -> str:
@@ -108,12 +128,12 @@ class ExemplarIndex:
         self.labels = labels
         self.ids = [i.id for i in self.items]
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-        self.matrix = self.vectorizer.fit_transform([item_text(i) for i in self.items])
+        self.matrix = self.vectorizer.fit_transform([baseline_text(i) for i in self.items])
 
     def nearest(self, item: EvalSample | Document, k: int) -> list[Exemplar]:
         """The ``k`` most similar pool items, most similar first, never ``item`` itself
         (by id, ignoring a repeated-sample suffix)."""
-        sims = linear_kernel(self.vectorizer.transform([item_text(item)]), self.matrix).ravel()
+        sims = linear_kernel(self.vectorizer.transform([baseline_text(item)]), self.matrix).ravel()
         order = np.argsort(-sims, kind="stable")
         out = []
         own = base_id(item.id)

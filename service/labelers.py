@@ -4,8 +4,8 @@
   cosine); per axis, ``k`` and the weighting (uniform or by similarity) are
   chosen by leave-one-out accuracy on the pool.
 - :class:`StudentLabeler` — a classifier per axis trained on the pool
-  (TF-IDF word 1-2-grams + character 2-5-grams, logistic regression;
-  one-vs-rest for the non-primary operations).
+  (TF-IDF word 1-2-grams + character 2-5-grams + operation-cue scores, logistic
+  regression; one-vs-rest for the non-primary operations).
 - :class:`CascadeLabeler` — per axis, a cheap labeler's answer when its
   confidence clears a threshold, the LLM judge's otherwise (one judge call per
   item at most).
@@ -232,13 +232,15 @@ class StudentLabeler(_PoolLabeler):
         self.char = (TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, max_features=50000)
                      if self.settings["char"] else None)
         blocks = [self.word.fit_transform(texts)] + ([self.char.fit_transform(texts)] if self.char else [])
-        X = hstack(blocks).tocsr()
+        X_words = hstack(blocks).tocsr()
+        X_ops = hstack([X_words, cue_features(self.items)]).tocsr()  # cue scores help the operation axes only
         C, cw = self.settings["C"], self.settings["class_weight"]
         self.models: dict[str, Any] = {}
         self.secondary: dict[str, dict[str, Any]] = {}
         for axis in self.taxonomy.axes(self.kind):
             rows = [j for j, i in enumerate(self.ids) if _target(axis, self.labels[i]) is not None]
             y = [_target(axis, self.labels[self.ids[j]]) for j in rows]
+            X = X_ops if axis.kind == "operations" else X_words
             self.models[axis.name] = _fit(X[rows], y, C, cw)
             if axis.kind == "operations":
                 self.secondary[axis.name] = {}
@@ -249,12 +251,14 @@ class StudentLabeler(_PoolLabeler):
 
     def _features(self, item):
         t = [item_text(item)]
-        return hstack([self.word.transform(t)] + ([self.char.transform(t)] if self.char else [])).tocsr()
+        words = hstack([self.word.transform(t)] + ([self.char.transform(t)] if self.char else [])).tocsr()
+        return words, hstack([words, cue_features([item])]).tocsr()
 
     def predict(self, item):
-        x = self._features(item)
+        x_words, x_ops = self._features(item)
         labels, conf = {}, {}
         for axis in _axes_for(self.taxonomy, item):
+            x = x_ops if axis.kind == "operations" else x_words
             best, p = _predict(self.models[axis.name], x)
             extra = []
             if axis.kind == "operations":
@@ -270,10 +274,33 @@ class StudentLabeler(_PoolLabeler):
                                                 for k, v in self.settings.items()}}
 
 
+def cue_features(items: list[EvalSample | Document]):
+    """Sparse ``(len(items), n_operations)`` block: ``log(1 + score)`` of each operation's cues.
+
+    Scores from :func:`service.op_cues.op_scores` (evaluation items: the question and the
+    benchmark category; documents: the first 4,000 characters). Dense numeric cues let the
+    classifier weigh them against the words, which TF-IDF marker tokens cannot.
+    """
+    from scipy.sparse import csr_matrix
+
+    from service.op_cues import CUES, category_of, op_scores
+
+    rows = []
+    for item in items:
+        if isinstance(item, EvalSample):
+            scores = op_scores(item.question, category_of(item.id, item.extra))
+        else:
+            scores = op_scores(item.text[:4000])
+        rows.append([scores[op] for op in CUES])
+    return csr_matrix(np.log1p(np.asarray(rows, dtype=float)))
+
+
 def _fit(X, y: list, C: float, class_weight: str | None = None):
     classes = sorted(set(y), key=str)
     if len(classes) == 1:
         return ("constant", classes[0])
+    if len(classes) == 2:  # liblinear (it also penalises the intercept): much faster for two classes, sparse features
+        return LogisticRegression(C=C, max_iter=3000, class_weight=class_weight, solver="liblinear").fit(X, y)
     return LogisticRegression(C=C, max_iter=3000, class_weight=class_weight).fit(X, y)
 
 
@@ -309,7 +336,7 @@ class CombinedLabeler(Labeler):
             labels[axis] = r.labels[axis]
             by_axis[axis] = name
             conf[axis] = r.extra.get("confidence_by_axis", {}).get(axis)
-        judged = [r for r in results.values() if r.backend not in ("knn", "student")]
+        judged = [r for r in results.values() if r.backend not in ("knn", "student", "shape", "cues")]
         main = judged[0] if judged else next(iter(results.values()))
         complete = set(labels) == set(pick)
         status = Status.labeled if complete else main.status

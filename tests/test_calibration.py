@@ -162,3 +162,46 @@ def test_calibration_exemplars_come_from_the_pool_only(tmp_path, redis_url, judg
     # exemplars are shown in the prompt, before the item
     prompt = judge_server.requests[0]["messages"][1]["content"]
     assert prompt.count("Example labels:") == 3 and prompt.index("Example labels:") < prompt.index("Question:")
+
+
+def test_bundled_record_is_built_once_and_a_run_uses_only_labelers_that_passed(tmp_path, monkeypatch):
+    from calibration.offline import bundled_record
+    from calibration.selection import gated_selection, used_selection
+
+    monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
+    record = bundled_record("eval", n_boot=100)
+    assert record["judge"] is None and record["split"]["n_heldout"] + record["split"]["n_pool"] == 170
+    assert (tmp_path / "calibrations" / record["id"] / "record.json").is_file()
+    assert bundled_record("eval", n_boot=100)["created_at"] == record["created_at"]  # read back, not rebuilt
+    rows = gated_selection(record)
+    for axis, row in rows.items():
+        if record["verdicts"][axis] == "pass":
+            assert row["labeler"] == record["selection"][axis] != "judge" and row["gate"] == "pass"
+            assert row["kappa_ci_low"] >= 0.60
+        else:  # the embedded judge labels it, and the judge was never measured here
+            assert (row["labeler"], row["gate"]) == ("judge", "ungated")
+    assert used_selection(record)["task_type"] == "shape"
+    assert used_selection(record)["failure_mode"] == "judge"  # 40 held-out items, no labeler passes
+    for axis, m in record["axes"].items():
+        assert set(m["alt_test"]) == set(m["labelers"])
+        assert all(a is None or 0 <= a["advantage_probability"] <= 1 for a in m["alt_test"].values())
+
+
+def test_gate_can_require_the_alt_test(tmp_path, eval_gold):
+    from calibration.gate import combine
+
+    k_pass = {"verdict": "pass", "reason": "cohen_kappa_ci_low 0.700 >= 0.60"}
+    alt_fail = {"passed": False, "reason": "winning rate 0.00 < 0.5"}
+    assert combine(k_pass, alt_fail, "kappa")["verdict"] == "pass"
+    assert combine(k_pass, alt_fail, "either")["verdict"] == "pass"
+    both = combine(k_pass, alt_fail, "both")
+    assert both["verdict"] == "fail" and "winning rate 0.00" in both["reason"] and both["alt_test"] == "fail"
+    assert combine(k_pass | {"verdict": "fail"}, {"passed": True, "reason": "ω 1"}, "alt_test")["verdict"] == "pass"
+    gate = yaml.safe_load((__import__("calibration.gate", fromlist=["GATE_FILE"]).GATE_FILE).read_text())
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump(gate | {"require": "both", "alt_test": {"epsilon": 0.1, "q": 0.05, "min_items": 30}}))
+    loaded = load_gate(path)
+    assert loaded.require == "both" and loaded.alt_test.epsilon == 0.1
+    path.write_text(yaml.safe_dump(gate | {"require": "sometimes"}))
+    with pytest.raises(Exception, match="require"):
+        load_gate(path)

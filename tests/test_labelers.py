@@ -137,7 +137,8 @@ def test_calibration_selects_per_axis_and_labeling_runs_use_and_record_it(tmp_pa
     cal = run_cli("calibrate", "--gold", str(BUNDLED["eval"]), *judge, "--json", str(table), env=env)
     assert cal.returncode == 0, cal.stderr
     got = json.loads(table.read_text())["axes"]
-    assert set(got["task_type"]["labelers"]) == {"judge", "knn", "student", "cascade"}
+    assert set(got["task_type"]["labelers"]) == {"judge", "knn", "student", "cascade", "shape"}
+    assert "cues" in got["solving_operations"]["labelers"] and "cues" not in got["task_type"]["labelers"]
     row = got["task_type"]["labelers"]["student"]
     assert set(row) == {"n", "accuracy", "kappa", "kappa_ci_low", "kappa_ci_high", "macro_f1", "seconds_per_label"}
     # the constant test judge is at chance: every axis selects a cheaper labeler
@@ -155,19 +156,51 @@ def test_calibration_selects_per_axis_and_labeling_runs_use_and_record_it(tmp_pa
     assert lab.returncode == 0, lab.stderr
     df = read_table(out)
     assert set(df["status"]) == {"labeled"}
+    assert "a labeler is used only where it passed the gate" in lab.stdout
+    used = 0
     for axis in ("background_condition", "task_type", "solving_operations", "output_constraint"):
-        expected = "knn" if record["selection"][axis] == "knn" else record["selection"][axis]
+        if record["verdicts"][axis] != "pass":  # a labeler that failed the gate never labels: the judge does
+            assert set(df[f"labeler_{axis}"]) == {"judge"}
+            assert set(df[f"gate_{axis}"]) == {record["judge_verdicts"][axis]} == {"fail"}
+            continue
+        used += 1
+        expected = record["selection"][axis]
         if expected == "cascade":
             assert set(df[f"labeler_{axis}"]) <= {"knn", "judge"}
         else:
             assert set(df[f"labeler_{axis}"]) == {expected}
-        assert set(df[f"gate_{axis}"]) == {record["verdicts"][axis]}
+        assert set(df[f"gate_{axis}"]) == {"pass"}
+    assert used >= 1  # the student passes task_type on the bundled pool
     # told otherwise: the judge on every axis, gated by the judge's own verdicts
     out2 = tmp_path / "judge.parquet"
     lab = run_cli("label-benchmark", str(inp), "-o", str(out2), *judge, "--labeler", "judge", env=env)
     assert lab.returncode == 0, lab.stderr
     df2 = read_table(out2)
     assert set(df2["labeler_task_type"]) == {"judge"} and set(df2["gate_task_type"]) == {"fail"}
+
+
+def test_after_a_toy_calibration_that_fails_every_axis_the_judge_labels_every_axis(tmp_path, redis_url,
+                                                                                  judge_server):
+    env = {"SLICELAB_HOME": str(tmp_path / "home"), "REDIS_URL": redis_url}
+    judge = ["--judge-url", judge_server.base_url, "--judge-model", "test-judge"]
+    cal = run_cli("calibrate", "--gold", str(BUNDLED["eval"]), *judge, "--limit", "12", env=env)
+    assert cal.returncode == 0, cal.stderr
+    record = json.loads(next((tmp_path / "home" / "calibrations").glob("cal-*/record.json")).read_text())
+    assert set(record["verdicts"].values()) == {"fail"}  # 12 held-out items < min_n 30
+    assert all(v != "judge" for v in record["selection"].values())  # cheap labelers had the best kappa
+    inp = tmp_path / "bench.jsonl"
+    inp.write_text("".join(json.dumps({"id": s.id, "question": s.question, "answer": s.reference_answer}) + "\n"
+                           for s in make_samples(4)))
+    out = tmp_path / "labels.parquet"
+    n_requests = len(judge_server.requests)
+    lab = run_cli("label-benchmark", str(inp), "-o", str(out), *judge, env=env)
+    assert lab.returncode == 0, lab.stderr
+    df = read_table(out)
+    for axis in ("background_condition", "task_type", "solving_operations", "output_constraint"):
+        assert set(df[f"labeler_{axis}"]) == {"judge"}
+        assert set(df[f"gate_{axis}"]) == {"fail"}
+        assert record["selection"][axis] + " failed" in lab.stdout  # the table names the labeler not used
+    assert len(judge_server.requests) > n_requests  # the judge labeled the items
 
 
 def test_with_exemplars_file_every_item_is_evaluated_and_never_its_own_exemplar(tmp_path, redis_url,

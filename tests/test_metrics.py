@@ -406,3 +406,18 @@ def test_coverage_curve():
     ]
     with pytest.raises(ValueError):
         coverage_curve([True], [0.1, 0.2], [0.5])
+
+
+def test_fast_bootstrap_kappa_equals_sklearn():
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score
+
+    from calibration.metrics import _kappa_fast
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        k = int(rng.integers(2, 7))
+        a, b = rng.integers(0, k, 40), rng.integers(0, k, 40)
+        b[:20] = a[:20]
+        assert _kappa_fast(a, b, k) == pytest.approx(cohen_kappa_score(a, b, labels=list(range(k))))
+    assert _kappa_fast(np.zeros(5, int), np.zeros(5, int), 3) is None

@@ -169,6 +169,10 @@ def _per_axis(spec: dict[str, Any]):
             labelers["student"] = StudentLabeler(items, labels, pool_settings=settings)
         if "cascade" in names:
             labelers["cascade"] = CascadeLabeler(labelers["knn"], judge, spec["cascade_threshold"])
+    if names & {"shape", "cues"}:
+        from service.shape_labeler import CueLabeler, ShapeLabeler
+
+        labelers |= {"shape": ShapeLabeler(), "cues": CueLabeler()}
     return PerAxisLabeler(labelers, spec["selection"])
 
 
