@@ -39,12 +39,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calibration.gold import BUNDLED, BUNDLED_ALL  # noqa: E402
-from calibration.offline import calibrate_offline  # noqa: E402
-from calibration.run import run_calibration, table  # noqa: E402
-from service.defaults import SC_TEMPERATURE  # noqa: E402
-from service.judge import judge_spec  # noqa: E402
-from service.redis_conn import resolve_redis_url  # noqa: E402
+from slicelab.calibration.gold import BUNDLED, BUNDLED_ALL  # noqa: E402
+from slicelab.calibration.offline import calibrate_offline  # noqa: E402
+from slicelab.calibration.run import run_calibration, table  # noqa: E402
+from slicelab.service.defaults import SC_TEMPERATURE  # noqa: E402
+from slicelab.service.judge import judge_spec  # noqa: E402
+from slicelab.service.redis_conn import resolve_redis_url  # noqa: E402
 
 
 def machine() -> str:

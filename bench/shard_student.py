@@ -83,8 +83,8 @@ def build_shard(path: Path, n_rows: int, texts: list[str], seed: int = 0, chunk:
 def train_student(home: Path) -> str:
     """Train and save a student on the bundled document gold set; return its hash."""
     os.environ["SLICELAB_HOME"] = str(home)
-    from calibration.gold import BUNDLED as GOLD_FILES, GOLD, load_gold
-    from service.student import ShardStudent, save_student
+    from slicelab.calibration.gold import BUNDLED as GOLD_FILES, GOLD, load_gold
+    from slicelab.service.student import ShardStudent, save_student
 
     gold = load_gold(GOLD_FILES["document"])
     ids = list(gold.items)
@@ -100,7 +100,7 @@ def run_label_shard(shard: Path, out: Path, digest: str, workers: int, max_token
     A command killed by a signal from outside (rc < 0) is run once more: the run resumes where it
     stopped (the label-phase rate then covers the rows of the second invocation); ``resumed`` says so.
     """
-    cmd = [sys.executable, "-m", "service.cli", "label-shard", str(shard), "-o", str(out), "--judge-sample", "0",
+    cmd = [sys.executable, "-m", "slicelab.service.cli", "label-shard", str(shard), "-o", str(out), "--judge-sample", "0",
            "--student", digest, "--workers", str(workers), "--max-doc-tokens", str(max_tokens),
            "--rows-per-job", "20000", "--queue", f"bench-shards-{uuid.uuid4().hex[:6]}"]
     env = os.environ | {"SLICELAB_HOME": str(home), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

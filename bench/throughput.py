@@ -213,7 +213,7 @@ def children_cpu_s() -> float:
 
 def direct(server: SimServer, items: list, concurrency: int) -> dict:
     """``label_many`` in this process: labels/s and CPU per label."""
-    from service.judge.openai_backend import OpenAIJudge
+    from slicelab.service.judge.openai_backend import OpenAIJudge
 
     judge = OpenAIJudge(base_url=server.base_url, model="sim", concurrency=concurrency, transport_retries=0)
     judge.label_many(items[:concurrency])  # warm: client, connections, templates
@@ -237,7 +237,7 @@ def pipeline(server: SimServer, inp: Path, out_dir: Path, workers: int, concurre
         Redis.from_url(redis_url).flushdb()
     server.get("reset")
     out = out_dir / "labels.parquet"
-    cmd = [sys.executable, "-m", "service.cli", "label-benchmark", str(inp), "-o", str(out), "--workers", str(workers),
+    cmd = [sys.executable, "-m", "slicelab.service.cli", "label-benchmark", str(inp), "-o", str(out), "--workers", str(workers),
            "--judge-url", server.base_url, "--judge-model", "sim", "--judge-concurrency", str(concurrency)]
     cpu0, t0 = children_cpu_s(), time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env=os.environ | {"REDIS_URL": redis_url}, capture_output=True, text=True)
@@ -261,8 +261,8 @@ def pipeline(server: SimServer, inp: Path, out_dir: Path, workers: int, concurre
 
 def embedded(limit: int) -> dict:
     """The embedded judge on the first ``limit`` bundled BBH items, without and with prefix reuse."""
-    from service.judge.embedded import EmbeddedJudge, _llama
-    from service.readers import read_eval_samples
+    from slicelab.service.judge.embedded import EmbeddedJudge, _llama
+    from slicelab.service.readers import read_eval_samples
 
     items = [s for s in read_eval_samples(BBH) if not hasattr(s, "reason")][:limit]
     out = {}
@@ -305,7 +305,7 @@ def main() -> None:
     if args.serve:
         return serve(args.serve, args.latency, args.cap)
 
-    from service.readers import read_eval_samples
+    from slicelab.service.readers import read_eval_samples
 
     redis_url = f"{args.redis_host}/{args.redis_db}"
     limit = args.cap / args.latency

@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from calibration.alt_test import alt_test
-from calibration.gate import GateConfig, combine, verdict
-from calibration.gold import GOLD, GoldSet
-from calibration.metrics import (
+from slicelab.calibration.alt_test import alt_test
+from slicelab.calibration.gate import GateConfig, combine, verdict
+from slicelab.calibration.gold import GOLD, GoldSet
+from slicelab.calibration.metrics import (
     INVALID,
     NONE_CLASS,
     coverage_curve,
@@ -34,9 +34,9 @@ from calibration.metrics import (
     operation_set_metrics,
     single_label_metrics,
 )
-from service.exemplars import ExemplarIndex
-from service.labelers import modal
-from service.taxonomy import AxisDef, Taxonomy
+from slicelab.service.exemplars import ExemplarIndex
+from slicelab.service.labelers import modal
+from slicelab.service.taxonomy import AxisDef, Taxonomy
 
 #: Confidence thresholds of the accuracy-vs-coverage curve.
 COVERAGE_THRESHOLDS = [0.0, 0.5, 0.6, 0.8, 1.0]

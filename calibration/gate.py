@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from service.errors import ConfigError
+from slicelab.service.errors import ConfigError
 
 GATE_FILE = Path(__file__).resolve().parent / "gate.yaml"
 Metric = Literal["cohen_kappa_ci_low", "cohen_kappa", "accuracy_ci_low", "accuracy", "macro_f1"]

@@ -17,9 +17,9 @@ from typing import Any
 
 from sklearn.model_selection import train_test_split
 
-from service.errors import RecordError, TaxonomyError
-from service.samples import Document, EvalSample
-from service.taxonomy import Kind, Taxonomy, load_taxonomy
+from slicelab.service.errors import RecordError, TaxonomyError
+from slicelab.service.samples import Document, EvalSample
+from slicelab.service.taxonomy import Kind, Taxonomy, load_taxonomy
 
 GOLD_DIR = Path(__file__).resolve().parent / "gold"
 BUNDLED = {"eval": GOLD_DIR / "eval_gold_v1.jsonl", "document": GOLD_DIR / "doc_gold_v1.jsonl"}

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calibration.evaluate import _gated, evaluate, select_labeler
-from calibration.gate import GATE_FILE, combine, load_gate, verdict
-from calibration.gold import BUNDLED_ALL, GOLD, load_gold
-from calibration.records import calibrations_dir, save_record
-from calibration.run import cheap_labelers, leave_one_benchmark_out
-from service.taxonomy import load_taxonomy
+from slicelab.calibration.evaluate import _gated, evaluate, select_labeler
+from slicelab.calibration.gate import GATE_FILE, combine, load_gate, verdict
+from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
+from slicelab.calibration.records import calibrations_dir, save_record
+from slicelab.calibration.run import cheap_labelers, leave_one_benchmark_out
+from slicelab.service.taxonomy import load_taxonomy
 
 #: Id prefix of records built from the bundled gold sets (one per kind and gold digest).
 BUNDLED_PREFIX = "bundled"
@@ -87,7 +87,7 @@ def bundled_record(kind: str, *, n_boot: int = 1000) -> dict[str, Any]:
     import hashlib
     import json
 
-    from service.store import code_version
+    from slicelab.service.store import code_version
 
     paths = BUNDLED_ALL[kind]
     digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in paths) + GATE_FILE.read_bytes()

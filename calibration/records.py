@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError
+from slicelab.service.errors import ConfigError
 
 
 def home() -> Path:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration.gate import metric_value
-from service.reports import png_data_uri
-from calibration.review import disagreements, format_label
+from slicelab.calibration.gate import metric_value
+from slicelab.service.reports import png_data_uri
+from slicelab.calibration.review import disagreements, format_label
 
 #: Most items listed under "worst disagreements".
 MAX_DISAGREEMENTS = 30

@@ -22,10 +22,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from calibration.gold import GOLD, load_gold
-from calibration.metrics import INVALID, NONE_CLASS
-from service.errors import ConfigError, RecordError
-from service.taxonomy import AxisDef, load_taxonomy
+from slicelab.calibration.gold import GOLD, load_gold
+from slicelab.calibration.metrics import INVALID, NONE_CLASS
+from slicelab.service.errors import ConfigError, RecordError
+from slicelab.service.taxonomy import AxisDef, load_taxonomy
 
 #: Columns of the review CSV, in order.
 COLUMNS = ["item_id", "axis", "gold_label", "judge_label", "confidence", "text", "decision", "corrected_label"]

@@ -10,18 +10,18 @@ from typing import Any, Callable
 
 from redis import Redis
 
-from calibration.evaluate import evaluate, modal
-from calibration.gate import GATE_FILE, load_gate
-from calibration.gold import GOLD, load_gold
-from calibration.records import calibrations_dir, save_record
-from service import defaults
-from service.errors import ConfigError
-from service.exemplars import base_id, sample_id
-from service.judge import make_judge, self_consistency_entry
-from service.labelers import KNNLabeler, StudentLabeler
-from service.runner import LocalWorkers, collect, execute, prepare_run
-from service.samples import EvalSample
-from service.taxonomy import load_taxonomy
+from slicelab.calibration.evaluate import evaluate, modal
+from slicelab.calibration.gate import GATE_FILE, load_gate
+from slicelab.calibration.gold import GOLD, load_gold
+from slicelab.calibration.records import calibrations_dir, save_record
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
+from slicelab.service.exemplars import base_id, sample_id
+from slicelab.service.judge import make_judge, self_consistency_entry
+from slicelab.service.labelers import KNNLabeler, StudentLabeler
+from slicelab.service.runner import LocalWorkers, collect, execute, prepare_run
+from slicelab.service.samples import EvalSample
+from slicelab.service.taxonomy import load_taxonomy
 
 #: Cascade: the k-NN label is kept when its vote share is at least this, else the judge decides.
 CASCADE_THRESHOLD = 0.8
@@ -176,7 +176,7 @@ def _label_through_queue(plans: list, redis_url: str, *, workers: int, threads_p
                          on_progress: Callable[[int], None] | None) -> None:
     """Label the pending chunks of each run plan: in this process when ``inline``, else through the queue."""
     if inline:  # inside an RQ job already (the REST API): label here instead of waiting on other workers
-        from workers.tasks import label_chunk
+        from slicelab.workers.tasks import label_chunk
 
         for plan in plans:
             for c in plan.pending:
@@ -223,7 +223,7 @@ def cheap_labelers(kind: str) -> dict[str, Callable[..., Any]]:
     k-NN and student learn from the pool; ``shape`` (evaluation items only) reads the
     answer shape and ``cues`` the operation cues, both ignoring the pool.
     """
-    from service.shape_labeler import CueLabeler, ShapeLabeler
+    from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
 
     makers: dict[str, Callable[..., Any]] = {"knn": KNNLabeler, "student": StudentLabeler,
                                              "cues": lambda items, labels, taxonomy: CueLabeler(taxonomy)}
@@ -247,8 +247,8 @@ def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, A
     from ``min(n_boot, 100)`` resamples). ``nearest_exemplar`` is the 1-NN baseline
     (gold labels of the most similar pool item, TF-IDF cosine).
     """
-    from calibration.evaluate import _metric_fn
-    from service.exemplars import ExemplarIndex
+    from slicelab.calibration.evaluate import _metric_fn
+    from slicelab.service.exemplars import ExemplarIndex
 
     gl = gold.labels[GOLD]
     makers = cheap_labelers(gold.kind)

@@ -26,7 +26,7 @@ def _cli_app() -> typer.Typer:
         from slicelab.service.cli import app
     except ImportError:  # a source tree without the installed namespace
         sys.path.insert(0, str(ROOT))
-        from service.cli import app
+        from slicelab.service.cli import app
     return app
 
 

@@ -33,12 +33,12 @@ from redis import Redis
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from calibration.records import calibrations_dir, home, latest_for_config, load_record
-from service import __version__, defaults
-from service.api_limits import BodyLimit, judge_concurrency, label_within
-from service.errors import ConfigError, SlicelabError
-from service.judge import judge_spec, make_judge
-from service.samples import Document, EvalSample
+from slicelab.calibration.records import calibrations_dir, home, latest_for_config, load_record
+from slicelab.service import __version__, defaults
+from slicelab.service.api_limits import BodyLimit, judge_concurrency, label_within
+from slicelab.service.errors import ConfigError, SlicelabError
+from slicelab.service.judge import judge_spec, make_judge
+from slicelab.service.samples import Document, EvalSample
 
 SCOPES = ("tag", "jobs", "calibrations", "metrics")
 PROBLEM = "application/problem+json"
@@ -129,7 +129,7 @@ class CalibrationRequest(BaseModel):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI application. See the module docstring for auth and errors."""
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.taxonomy import load_taxonomy
 
     cfg = settings or Settings.from_env()
     taxonomy = load_taxonomy()
@@ -321,8 +321,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return problem(409, "Job not finished", f"job {job_id} is {state['state']}: {state['progress']}")
         out = Path(job["folder"]) / f"results.{format}"
         if not out.exists():
-            from service.output import write_table
-            from service.runner import RunPlan, collect
+            from slicelab.service.output import write_table
+            from slicelab.service.runner import RunPlan, collect
 
             store = _store(job)
             m = store.manifest()
@@ -334,7 +334,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.delete("/v1/jobs/{job_id}", tags=["jobs"])
     def cancel_job(job_id: str, _: str = Depends(require("jobs"))) -> dict:
         """Cancel a job: its queued chunks are removed from the queue; finished parts stay on disk."""
-        from service.rest_jobs import cancel
+        from slicelab.service.rest_jobs import cancel
 
         _job(jobs_dir, job_id)  # 404 for an unknown job
         with _job_lock(jobs_dir, job_id):
@@ -348,14 +348,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Calibrate the configured judge on a gold set (runs on a worker); returns the RQ job id."""
         from rq import Queue
 
-        from calibration.gold import BUNDLED, load_gold
+        from slicelab.calibration.gold import BUNDLED, load_gold
 
         gold = BUNDLED[req.gold] if req.gold in BUNDLED else safe_path(cfg.data_root, req.gold)
         load_gold(gold)  # a bad gold file is refused now (422), not after the judge has worked
         spec = judge_spec(judge_url=cfg.judge.get("base_url"), judge_model=cfg.judge.get("model"),
                           exemplars_k=req.exemplars_k, exemplars_gold=str(gold) if req.exemplars_k else None)
         rq_job = Queue(cfg.queue, connection=_answering(redis())).enqueue(
-            "workers.tasks.calibrate", str(gold), spec, {"limit": req.limit, "lobo": req.leave_one_benchmark_out},
+            "slicelab.workers.tasks.calibrate", str(gold), spec, {"limit": req.limit, "lobo": req.leave_one_benchmark_out},
             job_timeout=6 * 3600,
             result_ttl=defaults.RESULT_TTL_S)
         return {"task_id": rq_job.id, "state": "queued",
@@ -382,7 +382,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/calibrations/{cal_id}/report", tags=["calibrations"], response_class=HTMLResponse)
     def calibration_report(cal_id: str, _: str = Depends(require("calibrations"))):
         """The self-contained HTML calibration report."""
-        from calibration.report import write_report
+        from slicelab.calibration.report import write_report
 
         record = _record(cal_id)
         paths = write_report(record, calibrations_dir() / record["id"])
@@ -476,13 +476,13 @@ def _job(jobs_dir: Path, job_id: str) -> dict:
 
 
 def _save_job(jobs_dir: Path, job: dict) -> None:
-    from service.store import atomic_write
+    from slicelab.service.store import atomic_write
 
     atomic_write(_job_path(jobs_dir, job["id"]), json.dumps(job, indent=2).encode())
 
 
 def _store(job: dict):
-    from service.store import RunStore
+    from slicelab.service.store import RunStore
 
     return RunStore(Path(job["run_dir"]))
 
@@ -503,9 +503,9 @@ def _plan_and_enqueue(cfg: Settings, jobs_dir: Path, folder: Path, job_id: str, 
                       chunk_size: int, conn: Redis) -> dict:
     from itertools import islice
 
-    from service.readers import read_eval_samples
-    from service.rest_jobs import start_engine
-    from service.runner import prepare_run
+    from slicelab.service.readers import read_eval_samples
+    from slicelab.service.rest_jobs import start_engine
+    from slicelab.service.runner import prepare_run
 
     items = read_eval_samples(path)
     if limit:
@@ -523,7 +523,7 @@ def _plan_and_enqueue(cfg: Settings, jobs_dir: Path, folder: Path, job_id: str, 
 
 
 def _job_state(job: dict, redis, jobs_dir: Path) -> dict:
-    from service.rest_jobs import advance
+    from slicelab.service.rest_jobs import advance
 
     with _job_lock(jobs_dir, job["id"]):
         job = _job(jobs_dir, job["id"])  # read again under the lock: another request may have advanced it

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from starlette.exceptions import HTTPException
 
-from service import defaults
+from slicelab.service import defaults
 
 PROBLEM = "application/problem+json"
 #: Bytes of an over-limit body read (and dropped) before the 413 goes out, so the client reads it.

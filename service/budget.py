@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from service.errors import ConfigError
+from slicelab.service.errors import ConfigError
 
 
 @dataclass

@@ -23,7 +23,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from service.samples import EvalSample
+from slicelab.service.samples import EvalSample
 
 #: Phrases after which a final answer is conventionally stated.
 _ANSWER_PATTERNS = [

@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service import defaults
-from service.errors import SlicelabError
+from slicelab.service import defaults
+from slicelab.service.errors import SlicelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect the label taxonomy.")
@@ -41,7 +41,7 @@ def taxonomy_show(
     as_json: bool = typer.Option(False, "--json", help="print the generated JSON schemas"),
 ) -> None:
     """Print the taxonomy: axes, label ids and meanings, version and content hash."""
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.taxonomy import load_taxonomy
 
     t = load_taxonomy()
     kinds = ["eval", "document"] if kind == "all" else [kind]
@@ -74,15 +74,15 @@ def worker(
     """
     from redis import Redis
 
-    from service.engine.worker import run_worker
-    from service.redis_conn import redact_url, resolve_redis_url
+    from slicelab.service.engine.worker import run_worker
+    from slicelab.service.redis_conn import redact_url, resolve_redis_url
 
     try:
         url, _ = resolve_redis_url(allow_embedded=False)
     except SlicelabError as e:
         _fail(e)
     console.print(f"worker on {redact_url(url)}, queue {', '.join(queue)}")
-    import workers.tasks  # noqa: F401 - imported now, not inside the first job's time limit
+    import slicelab.workers.tasks  # noqa: F401 - imported now, not inside the first job's time limit
 
     run_worker(Redis.from_url(url), list(queue), name=name, burst=burst)
 
@@ -118,15 +118,15 @@ def label_benchmark(
     """Label every sample of a benchmark file through RQ workers; write one row per sample."""
     from itertools import islice
 
-    from calibration.records import latest_for_config
-    from calibration.selection import used_selection
-    from service.judge import judge_spec, make_judge, per_axis_spec
-    from service.judge.resilience import probe_judge
-    from service.output import check_output
-    from service.readers import FieldMapping, read_eval_samples
-    from service.redis_conn import resolve_redis_url
-    from service.runner import prepare_run
-    from service.throughput import label_chunk_size
+    from slicelab.calibration.records import latest_for_config
+    from slicelab.calibration.selection import used_selection
+    from slicelab.service.judge import judge_spec, make_judge, per_axis_spec
+    from slicelab.service.judge.resilience import probe_judge
+    from slicelab.service.output import check_output
+    from slicelab.service.readers import FieldMapping, read_eval_samples
+    from slicelab.service.redis_conn import resolve_redis_url
+    from slicelab.service.runner import prepare_run
+    from slicelab.service.throughput import label_chunk_size
 
     try:
         fmt = check_output(output, fmt, input)
@@ -137,7 +137,7 @@ def label_benchmark(
         chunk_size = chunk_size or label_chunk_size(spec)
         record = latest_for_config(make_judge(spec).config_hash(), "eval")
         if record is None and labeler == "selected" and not self_consistency and spec["backend"] == "embedded":
-            from calibration.offline import bundled_record
+            from slicelab.calibration.offline import bundled_record
 
             record = bundled_record("eval")  # what the bundled gold sets show to be best per axis
         use = "judge"
@@ -184,11 +184,11 @@ def resume(
     queue: str = typer.Option(defaults.QUEUE_NAME, help="RQ queue name"),
 ) -> None:
     """Finish a run from its folder alone: label the chunks without a marker, then write the output."""
-    from calibration.records import load_record
-    from service.judge.resilience import probe_judge
-    from service.output import check_output
-    from service.redis_conn import resolve_redis_url
-    from service.runner import resume_plan
+    from slicelab.calibration.records import load_record
+    from slicelab.service.judge.resilience import probe_judge
+    from slicelab.service.output import check_output
+    from slicelab.service.redis_conn import resolve_redis_url
+    from slicelab.service.runner import resume_plan
 
     try:
         plan = resume_plan(run_dir)
@@ -212,11 +212,11 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     """Label a prepared run's pending chunks on RQ workers and write its output (label-benchmark, resume)."""
     from redis import Redis
 
-    from service.engine import run_queue
-    from service.output import write_table
-    from service.redis_conn import redact_url
-    from service.runner import collect, execute
-    from service.throughput import describe as describe_throughput, run_stats
+    from slicelab.service.engine import run_queue
+    from slicelab.service.output import write_table
+    from slicelab.service.redis_conn import redact_url
+    from slicelab.service.runner import collect, execute
+    from slicelab.service.throughput import describe as describe_throughput, run_stats
 
     def show(line: str) -> None:  # e.g. the judge is paused or Redis is down: on the bar and in the log
         bar.update(task, description=escape(f"labeling {line}".strip()))
@@ -263,7 +263,7 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
 
 def _local_workers(url: str, queue: str, n: int, run_dir: Path):
     """``n`` local worker processes serving ``queue`` (the run's own queue), or None for ``n == 0``."""
-    from service.engine import LocalWorkers
+    from slicelab.service.engine import LocalWorkers
 
     if not n:
         return None
@@ -273,7 +273,7 @@ def _local_workers(url: str, queue: str, n: int, run_dir: Path):
 
 def _print_selection(record: dict) -> None:
     """The labeler each axis will use (only where it passed the gate), with its kappa and verdict."""
-    from calibration.selection import gated_selection
+    from slicelab.calibration.selection import gated_selection
 
     out = _wide_console()
     out.print(f"labelers from calibration {record['id']}: a labeler is used only where it passed the gate",
@@ -296,9 +296,9 @@ def _gate(df, record: dict | None, kind: str, *, use: str):
     ``use``: ``selected`` (per axis, the record's selection), ``judge`` or ``judge_sc``
     (that labeler on every axis).
     """
-    from calibration.selection import gated_selection, used_verdicts
-    from service.slices import apply_gate
-    from service.taxonomy import load_taxonomy
+    from slicelab.calibration.selection import gated_selection, used_verdicts
+    from slicelab.service.slices import apply_gate
+    from slicelab.service.taxonomy import load_taxonomy
 
     if record is None:
         console.print("no calibration record for this judge configuration: every axis is [yellow]ungated[/yellow] "
@@ -327,8 +327,8 @@ def slices(
     k: str = typer.Option("1,5,10", "--k", help="with --results: pass@k values, comma-separated (only k <= generations per item are reported)"),
 ) -> None:
     """Group labeled samples into capability slices with pass rates, using only calibrated axes."""
-    from service.output import read_table
-    from service.slices import slice_table
+    from slicelab.service.output import read_table
+    from slicelab.service.slices import slice_table
 
     if results:
         meta = _slices_with_results(labels, results, run, output, allow_ungated, min_support, report_dir, k)
@@ -339,7 +339,7 @@ def slices(
         payload = {**meta, "slices": json.loads(table.to_json(orient="records"))}
         output.write_text(json.dumps(payload, indent=2))
         if report_dir:
-            from service.reports import write_report
+            from slicelab.service.reports import write_report
 
             write_report("slices", {"meta": meta, "slices": payload["slices"]}, report_dir / "slices")
     if meta["axes_excluded"]:
@@ -389,8 +389,8 @@ def calibration_report(
                                            help="folder for report.html/.json/.md (default: the record's folder)"),
 ) -> None:
     """Write the calibration report (self-contained HTML, JSON, Markdown) and print the paths."""
-    from calibration.records import calibrations_dir, load_record
-    from calibration.report import write_report
+    from slicelab.calibration.records import calibrations_dir, load_record
+    from slicelab.calibration.report import write_report
 
     try:
         record = load_record(record_id)
@@ -407,8 +407,8 @@ def calibration_export_disagreements(
     output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="review CSV to write"),
 ) -> None:
     """Write one CSV row per (item, axis) where the judge disagrees with gold, for review."""
-    from calibration.records import load_record
-    from calibration.review import export_disagreements
+    from slicelab.calibration.records import load_record
+    from slicelab.calibration.review import export_disagreements
 
     try:
         n = export_disagreements(load_record(record_id), output)
@@ -426,7 +426,7 @@ def calibration_import_review(
                                           help="new gold file (default: next version beside --gold, e.g. _v2)"),
 ) -> None:
     """Apply 'gold wrong' corrections from a reviewed CSV; write a NEW gold-set version (the old one is kept)."""
-    from calibration.review import import_review
+    from slicelab.calibration.review import import_review
 
     try:
         path = import_review(review, gold, output)
@@ -457,13 +457,13 @@ def calibrate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write per axis and labeler: n, accuracy, kappa, kappa_ci_low, kappa_ci_high, macro_f1, seconds_per_label"),
 ) -> None:
     """Run the judge on a gold set's held-out split, measure agreement per axis, gate, and store a record."""
-    from calibration.gold import load_gold
-    from calibration.run import run_calibration
-    from service.judge import judge_spec
-    from service.redis_conn import resolve_redis_url
-    from calibration.records import calibrations_dir
+    from slicelab.calibration.gold import load_gold
+    from slicelab.calibration.run import run_calibration
+    from slicelab.service.judge import judge_spec
+    from slicelab.service.redis_conn import resolve_redis_url
+    from slicelab.calibration.records import calibrations_dir
 
-    from service.output import check_writable
+    from slicelab.service.output import check_writable
 
     try:
         kind = load_gold(gold).kind
@@ -473,7 +473,7 @@ def calibrate(
                           temperature=temperature, exemplars_gold=str(exemplars or gold) if exemplars_k else None,
                           exemplars_k=exemplars_k, split_seed=split_seed,
                           holdout_frac=0.0 if exemplars else holdout_frac)
-        from service.judge.resilience import probe_judge
+        from slicelab.service.judge.resilience import probe_judge
 
         probe_judge(spec)  # a judge that cannot serve structured outputs stops here, before any work
         url, origin = resolve_redis_url(calibrations_dir() / "redis")
@@ -492,7 +492,7 @@ def calibrate(
         _fail(e)
     _print_calibration(record, kind)
     if json_out:
-        from calibration.run import table as labeler_table
+        from slicelab.calibration.run import table as labeler_table
 
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"id": record["id"], "kind": kind, "axes": labeler_table(record)},
@@ -505,7 +505,7 @@ def _fmt(x, digits=2) -> str:
 
 
 def _print_calibration(record: dict, kind: str) -> None:
-    from calibration.run import table as labeler_table
+    from slicelab.calibration.run import table as labeler_table
 
     out = _wide_console()
     out.print(f"calibration [bold]{record['id']}[/bold] ({kind}; judge {record['judge']['backend']} "
@@ -553,8 +553,8 @@ def _print_calibration(record: dict, kind: str) -> None:
 def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[str]], output: Path,
                          allow_ungated: bool, min_support: int, report_dir: Optional[Path], k: str) -> dict:
     """``slices --results``: per-run slice statistics written to ``output`` (and a report)."""
-    from service.passk import parse_ks
-    from service.slice_stats import slice_stats
+    from slicelab.service.passk import parse_ks
+    from slicelab.service.slice_stats import slice_stats
 
     try:
         ks = parse_ks(k)
@@ -566,7 +566,7 @@ def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(payload, indent=2))
     if report_dir:
-        from service.reports import write_report
+        from slicelab.service.reports import write_report
 
         write_report("slices", {"meta": meta, "slices": payload["slices"]}, report_dir / "slices")
     Console().print(f"{table['slice_id'].nunique()} slices x {len(meta['runs'])} runs over "
@@ -584,9 +584,9 @@ def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[
 def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[str], run_field: Optional[str],
                          skip_bad_rows: bool, generation_field: Optional[str] = None, aggregate_repeats: bool = False):
     """The labeled table and the results table; bad result rows raise, or are collected with ``skip_bad_rows``."""
-    from service.errors import ConfigError
-    from service.output import read_table
-    from service.results import load_results
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.output import read_table
+    from slicelab.service.results import load_results
 
     try:
         lab = read_table(labels)
@@ -603,9 +603,9 @@ def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[s
 def _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                 min_support, alpha, generation_field=None, aggregate_repeats=False, n_examples=3, k=None,
                 metric="pass@1"):
-    from service.comparison import compare
-    from service.errors import ConfigError
-    from service.passk import parse_ks
+    from slicelab.service.comparison import compare
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.passk import parse_ks
 
     if metric not in ("pass@1", "pass@k"):
         raise ConfigError(f"--metric {metric!r}: allowed pass@1, pass@k")
@@ -637,7 +637,7 @@ def _loop_console() -> Console:
 
 def _check_report_outputs(output: Optional[Path], stem: Optional[Path]) -> None:
     """Refuse, before any work, a JSON output or report location that cannot be written."""
-    from service.output import check_writable
+    from slicelab.service.output import check_writable
 
     if output is not None:
         check_writable(output, "-o")
@@ -682,7 +682,7 @@ def _print_comparison(cmp) -> None:
     fm = cmp.failure_modes
     out.print(f"  newly failing: {fm['n_newly_failing']} — " + ", ".join(
         f"{k} {v} ({fm['shares'][k]:.0%})" for k, v in sorted(fm["counts"].items(), key=lambda x: -x[1])))
-    from service.setup import compare_setups
+    from slicelab.service.setup import compare_setups
 
     for d in compare_setups(cmp.meta.get("setup") or {}, cmp.baseline, cmp.candidate)["differs"]:
         out.print(f"[yellow]  evaluation set-up differs: {d['field']} {json.dumps(d['baseline'])} (baseline) vs "
@@ -736,7 +736,7 @@ def compare_runs(
     metric: str = typer.Option("pass@1", "--metric", help=_METRIC_HELP),
 ) -> None:
     """Per-slice change from a baseline run to a candidate: exact McNemar, Benjamini-Hochberg, spread, failure modes."""
-    from service.reports import write_report
+    from slicelab.service.reports import write_report
 
     try:
         _check_report_outputs(output, _report_stem(output, report_dir, "compare"))
@@ -781,9 +781,9 @@ def diagnose_runs(
     metric: str = typer.Option("pass@1", "--metric", help=_METRIC_HELP),
 ) -> None:
     """Compare two runs, evaluate the mapping rules in order, and write the verdict with its evidence."""
-    from service.mapping import DEFAULT_RULES, diagnose, load_rules
-    from service.reports import write_report
-    from service.training_lint import lint_training_config
+    from slicelab.service.mapping import DEFAULT_RULES, diagnose, load_rules
+    from slicelab.service.reports import write_report
+    from slicelab.service.training_lint import lint_training_config
 
     try:
         _check_report_outputs(output, _report_stem(output, report_dir, "diagnosis"))
@@ -843,10 +843,10 @@ def sample_docs(
     dedupe_against: Optional[Path] = typer.Option(None, "--dedupe-against", exists=True, dir_okay=False, help="evaluation file; documents or pool items containing >= 25%% of the word 13-grams of one of its questions are dropped"),
 ) -> None:
     """Select labeled documents (--docs) or instruction-pool items (--pool) for a diagnosis's weak slices."""
-    from service.diagnosis_file import load_diagnosis
-    from service.errors import ConfigError
-    from service.output import check_writable
-    from service.sampling import build_manifest, load_documents, write_manifest
+    from slicelab.service.diagnosis_file import load_diagnosis
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.output import check_writable
+    from slicelab.service.sampling import build_manifest, load_documents, write_manifest
 
     try:
         if (docs is None) == (pool is None):
@@ -856,8 +856,8 @@ def sample_docs(
         diag = load_diagnosis(diagnosis)
         stem = output.with_suffix("")
         if pool is not None:
-            from service.pool_report import print_summary, write_pool_outputs
-            from service.pool_sampling import sample_pool
+            from slicelab.service.pool_report import print_summary, write_pool_outputs
+            from slicelab.service.pool_sampling import sample_pool
 
             check_writable(output, "-o", Path(f"{stem}.mixture.json"), Path(f"{stem}.report.md"),
                            Path(f"{stem}.report.html"))
@@ -872,7 +872,7 @@ def sample_docs(
         table, source = load_documents(docs)
         leakage = None
         if dedupe_against is not None:
-            from service.leakage import check_leakage
+            from slicelab.service.leakage import check_leakage
 
             if "text" not in table:
                 raise ConfigError(f"--dedupe-against: --docs {docs} has no 'text' column to compare")
@@ -910,7 +910,7 @@ def serve(
     """Run the REST service (API keys from SLICELAB_API_KEYS; jobs run on `slicelab worker`s)."""
     import uvicorn
 
-    from service.api import Settings, create_app
+    from slicelab.service.api import Settings, create_app
 
     try:
         settings = Settings.from_env()
@@ -953,19 +953,19 @@ def label_shard(
     from redis import Redis
     from rich.progress import SpinnerColumn
 
-    from service.engine import run_queue
-    from service.redis_conn import redact_url, resolve_redis_url
-    from service.shard_runner import (ShardOptions, ensure_index, judge_jobs, label_jobs, plan_shard_run,
+    from slicelab.service.engine import run_queue
+    from slicelab.service.redis_conn import redact_url, resolve_redis_url
+    from slicelab.service.shard_runner import (ShardOptions, ensure_index, judge_jobs, label_jobs, plan_shard_run,
                                       retry_judge_errors, run_jobs, summarize, train_stage, trim_memory,
                                       use_saved_student)
 
-    from service.output import check_writable_dir
+    from slicelab.service.output import check_writable_dir
 
     try:
         check_writable_dir(output, "-o")
         spec, config_hash = {"backend": "none"}, ""
         if judge_sample or route_below is not None:  # a run that never asks the judge builds none
-            from service.judge import judge_spec, make_judge
+            from slicelab.service.judge import judge_spec, make_judge
 
             spec = judge_spec(judge_url=judge_url, judge_model=judge_model, max_tokens=max_tokens,
                               max_attempts=max_attempts)
@@ -1087,9 +1087,9 @@ def student_eval(
     as_json: bool = typer.Option(False, "--json", help="print the measurements as JSON on stdout"),
 ) -> None:
     """Re-measure a saved student against a document gold set, with the gate's verdict per axis."""
-    from calibration.gate import GATE_FILE, load_gate
-    from calibration.gold import BUNDLED, GOLD, load_gold
-    from service.student import load_student, measure
+    from slicelab.calibration.gate import GATE_FILE, load_gate
+    from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
+    from slicelab.service.student import load_student, measure
 
     try:
         model, meta = load_student(student_hash)
@@ -1121,7 +1121,7 @@ def student_eval(
 @student_app.command("list")
 def student_list() -> None:
     """Saved students, newest first: hash, when, training size, axes that passed the gate."""
-    from service.student import list_students, students_dir
+    from slicelab.service.student import list_students, students_dir
 
     table = Table(title=f"students in {students_dir()}", title_justify="left")
     for col in ("hash", "created", "trained on", "axes passed"):
@@ -1136,7 +1136,7 @@ def _sigterm_as_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-from service.cli_training import register as _register_training  # noqa: E402 - commands defined after app
+from slicelab.service.cli_training import register as _register_training  # noqa: E402 - commands defined after app
 
 _register_training(app)
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from service.errors import SlicelabError
+from slicelab.service.errors import SlicelabError
 
 
 def lint_training_config_cmd(
@@ -17,7 +17,7 @@ def lint_training_config_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the findings as JSON"),
 ) -> None:
     """Flag pad == EOS, a chat template without EOS, and EOS kept out of the loss. Exit 1 when an error is found."""
-    from service.training_lint import lint_training_config
+    from slicelab.service.training_lint import lint_training_config
 
     try:
         lint = lint_training_config(directory)

@@ -30,15 +30,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, false_discovery_control, norm
 
-from calibration.metrics import wilson_interval
-from service.checks import UNCLASSIFIED, classify_output, failure_excerpt
-from service.errors import ConfigError
-from service.evidence import N_EXAMPLES, calibration_state, examples, join_report, run_profile
-from service.localisation import heterogeneity, loss_rate_tests
-from service.passk import compare_pass_at_k
-from service.slice_stats import KEYS, check_runs, slice_index
-from service.slices import MIN_SUPPORT, SLICE_AXES
-from service.termination import length_capped
+from slicelab.calibration.metrics import wilson_interval
+from slicelab.service.checks import UNCLASSIFIED, classify_output, failure_excerpt
+from slicelab.service.errors import ConfigError
+from slicelab.service.evidence import N_EXAMPLES, calibration_state, examples, join_report, run_profile
+from slicelab.service.localisation import heterogeneity, loss_rate_tests
+from slicelab.service.passk import compare_pass_at_k
+from slicelab.service.slice_stats import KEYS, check_runs, slice_index
+from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES
+from slicelab.service.termination import length_capped
 
 #: Family-wise false discovery rate for the Benjamini–Hochberg step.
 ALPHA = 0.05

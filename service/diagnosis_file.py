@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.errors import ConfigError
-from service.mapping import DocFilter, TargetedSampling, Upsample
+from slicelab.service.errors import ConfigError
+from slicelab.service.mapping import DocFilter, TargetedSampling, Upsample
 
 #: Verdicts a diagnosis may carry.
 VERDICTS = ("data_intervention", "non_data", "insufficient_evidence", "broad_regression", "unexplained_regression")

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.errors import ConfigError
-from service.slices import SLICE_AXES, axis_verdicts
+from slicelab.service.errors import ConfigError
+from slicelab.service.slices import SLICE_AXES, axis_verdicts
 
 #: Characters of an output's end shown in an example.
 TAIL_CHARS = 300

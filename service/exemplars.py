@@ -17,8 +17,8 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import linear_kernel
 
-from service.prompts import clip_head
-from service.samples import Document, EvalSample
+from slicelab.service.prompts import clip_head
+from slicelab.service.samples import Document, EvalSample
 
 #: Characters of an exemplar's text shown in the prompt.
 EXEMPLAR_CHARS = 400
@@ -84,8 +84,8 @@ def item_text(item: EvalSample | Document) -> str:
     documents carry the operation cues of their start. These markers are what an
     item of a benchmark the pool never saw shares with the pool.
     """
-    from service.answer_shape import shape_markers
-    from service.op_cues import background_markers, category_of, cue_markers
+    from slicelab.service.answer_shape import shape_markers
+    from slicelab.service.op_cues import background_markers, category_of, cue_markers
 
     base = baseline_text(item)
     if isinstance(item, EvalSample):

@@ -22,15 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service.errors import RecordError
-from service.setup import SetupCollector, generation_kwargs, inspect_setup, lm_eval_task_setup
+from slicelab.service.errors import RecordError
+from slicelab.service.setup import SetupCollector, generation_kwargs, inspect_setup, lm_eval_task_setup
 
 
 def harness_rows(path: Path, adapter: str, setup: SetupCollector
                  ) -> Iterator[tuple[int | None, dict[str, Any], RecordError | None]]:
     """``(line, row, error)`` for every sample of an lm-eval samples file or an Inspect log; set-up into ``setup``."""
-    from service.readers import read_eval_samples
-    from service.samples import Rejected
+    from slicelab.service.readers import read_eval_samples
+    from slicelab.service.samples import Rejected
 
     raw, run_setup, metric_opts = _context(path, adapter)
     for item in read_eval_samples(path, fmt=adapter):
@@ -59,7 +59,7 @@ def harness_rows(path: Path, adapter: str, setup: SetupCollector
 
 
 def _finish(v: str | None) -> str | None:
-    from service.results import _finish as norm
+    from slicelab.service.results import _finish as norm
 
     return norm(v)
 
@@ -74,7 +74,7 @@ def _context(path: Path, adapter: str) -> tuple[dict[int, dict], dict[str, Any],
         samples = log.get("samples") if isinstance(log, dict) else None
         raw = {i: s for i, s in enumerate(samples or [], start=1) if isinstance(s, dict)}
         return raw, inspect_setup(log), {}
-    from service.readers import _LM_EVAL_NAME
+    from slicelab.service.readers import _LM_EVAL_NAME
 
     raw: dict[int, dict] = {}
     with path.open("rb") as fh:

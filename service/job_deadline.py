@@ -21,8 +21,8 @@ import os
 import time
 from typing import Any
 
-from service import defaults
-from service.errors import ConfigError
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
 
 #: Environment variable: the chunk job timeout in seconds, instead of the sized one.
 JOB_TIMEOUT_ENV = "SLICELAB_JOB_TIMEOUT_S"
@@ -52,7 +52,7 @@ def chunk_job_timeout(judge: dict[str, Any], n_items: int, env: dict[str, str] |
         return max(1, math.ceil(value))
     if judge.get("backend") != "openai":
         return defaults.JOB_TIMEOUT_S
-    from service.judge.resilience import settings_from_env
+    from slicelab.service.judge.resilience import settings_from_env
 
     breaker = settings_from_env(env)
     tries = int(judge.get("transport_retries", 2)) + 1
@@ -80,8 +80,8 @@ def timed_out_error(timeout_s: float | None) -> str:
 
 def timed_out_result(judge: Any, timeout_s: float | None):
     """A ``judge_error`` :class:`~service.judge.base.JudgeResult` for an item cut off by the job deadline."""
-    from service.judge.base import JudgeResult
-    from service.samples import Status
+    from slicelab.service.judge.base import JudgeResult
+    from slicelab.service.samples import Status
 
     return JudgeResult(status=Status.judge_error, labels=None, raw_texts=[], finish_reason=None, prompt_tokens=0,
                        completion_tokens=0, attempts=0, model=getattr(judge, "model", ""),

@@ -34,9 +34,9 @@ from typing import Any, Iterable
 
 from redis import Redis
 
-from service import defaults
-from service.judge.base import Judge, JudgeResult
-from service.samples import Document, EvalSample, Status
+from slicelab.service import defaults
+from slicelab.service.judge.base import Judge, JudgeResult
+from slicelab.service.samples import Document, EvalSample, Status
 
 #: Prefix of every cache key in Redis.
 KEY_PREFIX = "slicelab:label:"

@@ -32,10 +32,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import linear_kernel
 
-from service.exemplars import base_id, item_text
-from service.judge.base import JudgeResult, apply_failure_rules
-from service.samples import Document, EvalSample, Status
-from service.taxonomy import AxisDef, Kind, Taxonomy, load_taxonomy
+from slicelab.service.exemplars import base_id, item_text
+from slicelab.service.judge.base import JudgeResult, apply_failure_rules
+from slicelab.service.samples import Document, EvalSample, Status
+from slicelab.service.taxonomy import AxisDef, Kind, Taxonomy, load_taxonomy
 
 #: Class standing for "no operation" (an empty operation list) inside classifiers.
 NONE_OP = "__none__"
@@ -283,7 +283,7 @@ def cue_features(items: list[EvalSample | Document]):
     """
     from scipy.sparse import csr_matrix
 
-    from service.op_cues import CUES, category_of, op_scores
+    from slicelab.service.op_cues import CUES, category_of, op_scores
 
     rows = []
     for item in items:

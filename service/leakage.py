@@ -126,9 +126,9 @@ def eval_index(path: str | Path, n: int = NGRAM, min_share: float = MIN_SHARE) -
         ConfigError: the file has no readable evaluation item.
         InputFormatError: the file is missing or its format is unknown.
     """
-    from service.errors import ConfigError
-    from service.readers import read_eval_samples
-    from service.samples import Rejected
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.readers import read_eval_samples
+    from slicelab.service.samples import Rejected
 
     index = EvalNgramIndex(((s.id, s.question) for s in read_eval_samples(path) if not isinstance(s, Rejected)),
                            n, min_share)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.errors import RecordError
+from slicelab.service.errors import RecordError
 
 #: ``failure_mode_source`` of a wrong multiple-choice sample: the harness scored option
 #: log-likelihoods, so there is no generated text whose failure mode a judge could name.

@@ -36,15 +36,15 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from prompts import PROMPTS_DIR
-from service.checks import FAILURE_DETAILS
-from service.comparison import Comparison, jsonable
-from service.errors import ConfigError
-from service.setup import apply_setup_check, compare_setups
-from service.slices import MIN_SUPPORT
-from service.taxonomy import Taxonomy, load_taxonomy
-from service.training_lint import attach_findings
-from service.verdicts import fallback_verdict, localisation_summary
+from slicelab.prompts import PROMPTS_DIR
+from slicelab.service.checks import FAILURE_DETAILS
+from slicelab.service.comparison import Comparison, jsonable
+from slicelab.service.errors import ConfigError
+from slicelab.service.setup import apply_setup_check, compare_setups
+from slicelab.service.slices import MIN_SUPPORT
+from slicelab.service.taxonomy import Taxonomy, load_taxonomy
+from slicelab.service.training_lint import attach_findings
+from slicelab.service.verdicts import fallback_verdict, localisation_summary
 
 DEFAULT_RULES = PROMPTS_DIR / "mapping-rules-v1.yaml"
 #: What a non-data verdict may tell the user to check, with what each means.

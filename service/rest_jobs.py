@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 from redis import Redis
 
-from service.defaults import QUEUE_NAME
-from service.engine import REDIS_DOWN, Engine, liveness
-from service.errors import ConfigError
-from service.runner import chunk_work
-from service.store import RunStore
+from slicelab.service.defaults import QUEUE_NAME
+from slicelab.service.engine import REDIS_DOWN, Engine, liveness
+from slicelab.service.errors import ConfigError
+from slicelab.service.runner import chunk_work
+from slicelab.service.store import RunStore
 
 
 def start_engine(job: dict[str, Any], store: RunStore, conn: Redis) -> None:

@@ -52,9 +52,9 @@ from typing import Any
 
 import pandas as pd
 
-from service.errors import ConfigError, InputFormatError, RecordError
-from service.samples import id_text
-from service.setup import SetupCollector, parse_sampling, setup_from_fields
+from slicelab.service.errors import ConfigError, InputFormatError, RecordError
+from slicelab.service.samples import id_text
+from slicelab.service.setup import SetupCollector, parse_sampling, setup_from_fields
 
 #: Columns of a results table, in order.
 COLUMNS = ("sample_id", "run", "correct", "output", "extracted_answer", "finish_reason", "n_samples",
@@ -166,7 +166,7 @@ def _aggregate(group: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
 
 def detect_adapter(path: Path) -> str:
     """Which adapter reads ``path`` (one of :data:`ADAPTERS`), from its name and first record."""
-    from service.readers import detect_format
+    from slicelab.service.readers import detect_format
 
     try:
         fmt = detect_format(path)
@@ -189,7 +189,7 @@ def _rows(path: Path, id_field: str | None, run_field: str | None, generation_fi
           setup: SetupCollector) -> Iterator[tuple[int | None, dict[str, Any], RecordError | None]]:
     adapter = detect_adapter(path)
     if adapter in ("lm_eval", "inspect"):
-        from service.harness_results import harness_rows
+        from slicelab.service.harness_results import harness_rows
 
         yield from harness_rows(path, adapter, setup)
         return

@@ -20,15 +20,15 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from service import defaults
-from service.engine import MAX_REQUEUES, Engine, LocalWorkers, Work, wait
-from service.errors import ConfigError
-from service.job_deadline import chunk_job_timeout
-from service.judge.resilience import paused_workers
-from service.output import empty_table, rejected_row
-from service.samples import Document, EvalSample, Rejected, Status
-from service.store import RunStore, code_version, file_sha256, run_key
-from service.taxonomy import Kind, load_taxonomy
+from slicelab.service import defaults
+from slicelab.service.engine import MAX_REQUEUES, Engine, LocalWorkers, Work, wait
+from slicelab.service.errors import ConfigError
+from slicelab.service.job_deadline import chunk_job_timeout
+from slicelab.service.judge.resilience import paused_workers
+from slicelab.service.output import empty_table, rejected_row
+from slicelab.service.samples import Document, EvalSample, Rejected, Status
+from slicelab.service.store import RunStore, code_version, file_sha256, run_key
+from slicelab.service.taxonomy import Kind, load_taxonomy
 
 #: Times a chunk is re-enqueued after its job failed or its worker died.
 MAX_CHUNK_REQUEUES = MAX_REQUEUES
@@ -157,7 +157,7 @@ def enqueue_chunk(queue: Queue, store: RunStore, chunk: int) -> Job:
     offsets = m.get("chunk_offsets") or []
     n_items = offsets[chunk + 1] - offsets[chunk] if chunk + 1 < len(offsets) else m.get("chunk_size", 1)
     return queue.enqueue(
-        "workers.tasks.label_chunk", str(store.root), chunk,
+        "slicelab.workers.tasks.label_chunk", str(store.root), chunk,
         job_id=f"slicelab-{store.root.name}-{chunk:05d}-{uuid.uuid4().hex[:8]}",
         job_timeout=chunk_job_timeout(m["judge"], n_items), result_ttl=defaults.RESULT_TTL_S, failure_ttl=defaults.RESULT_TTL_S,
         description=f"label chunk {chunk} of run {store.root.name}",

@@ -26,9 +26,9 @@ from typing import Any
 
 import pandas as pd
 
-from service.budget import Candidate, require_data_intervention, require_gates, select_within_budget, token_shares, write_jsonl
-from service.errors import ConfigError
-from service.taxonomy import Taxonomy, load_taxonomy
+from slicelab.service.budget import Candidate, require_data_intervention, require_gates, select_within_budget, token_shares, write_jsonl
+from slicelab.service.errors import ConfigError
+from slicelab.service.taxonomy import Taxonomy, load_taxonomy
 
 #: Tokens per whitespace-separated word in the token estimate.
 TOKENS_PER_WORD = 1.3
@@ -54,7 +54,7 @@ def load_documents(path: str | Path) -> tuple[pd.DataFrame, str]:
     Raises:
         ConfigError: a label column is missing, or there is neither ``tokens`` nor ``text``.
     """
-    from service.output import read_table
+    from slicelab.service.output import read_table
 
     path = Path(path)
     if not path.is_file():

@@ -31,7 +31,7 @@ import json
 import re
 from typing import Any
 
-from service.errors import ConfigError
+from slicelab.service.errors import ConfigError
 
 #: Set-up fields, with what each means.
 SETUP_FIELDS = {

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.answer_shape import answer_shape
-from service.labelers import Labeler
-from service.op_cues import category_of, cued_background, cued_operations, shows_work
-from service.samples import Document, EvalSample
+from slicelab.service.answer_shape import answer_shape
+from slicelab.service.labelers import Labeler
+from slicelab.service.op_cues import category_of, cued_background, cued_operations, shows_work
+from slicelab.service.samples import Document, EvalSample
 
 #: The axes the shape labeler labels (evaluation items only).
 SHAPE_AXES = ("task_type", "output_constraint")

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from service import defaults
-from service.shards import content_hash, iter_batches
+from slicelab.service import defaults
+from slicelab.service.shards import content_hash, iter_batches
 
 #: Bits of a row key that hold the row number (rows per shard < 2**40).
 ROW_BITS = 40

@@ -35,11 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.samples import Document, Status
-from service.shard_index import NOT_FOUND, DedupIndex, row_key, split_key
-from service.shard_store import RangeJob, ShardRunStore
-from service.shards import ShardRow, estimate_tokens, iter_batches, truncate
-from service.taxonomy import Taxonomy, load_taxonomy
+from slicelab.service.samples import Document, Status
+from slicelab.service.shard_index import NOT_FOUND, DedupIndex, row_key, split_key
+from slicelab.service.shard_store import RangeJob, ShardRunStore
+from slicelab.service.shards import ShardRow, estimate_tokens, iter_batches, truncate
+from slicelab.service.taxonomy import Taxonomy, load_taxonomy
 
 
 def _axis_fields(taxonomy: Taxonomy) -> list[pa.Field]:
@@ -99,14 +99,14 @@ def _judge_values(r) -> dict[str, Any]:
 
 
 def _make_judge(spec: dict[str, Any]):
-    from service.judge import make_judge  # imported on first use: a student-only worker stays light
+    from slicelab.service.judge import make_judge  # imported on first use: a student-only worker stays light
 
     return make_judge(spec)
 
 
 def _call_judge(judge, doc: Document):
     """``judge.label(doc)``; an exception becomes a ``judge_error`` result instead of losing the row."""
-    from service.judge import JudgeResult
+    from slicelab.service.judge import JudgeResult
 
     try:
         return judge.label(doc)
@@ -162,7 +162,7 @@ def _judge_labels_for(store: ShardRunStore, job: RangeJob) -> dict[int, dict[str
 
 def label_tables(store: ShardRunStore, job: RangeJob) -> Iterator[pa.Table]:
     """Every row of a range, labeled; yield one final-part table (:func:`output_schema`) per batch."""
-    from service.student import load_student
+    from slicelab.service.student import load_student
 
     m = store.manifest()
     o = m["options"]

@@ -34,18 +34,18 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from service import defaults
-from service.errors import ConfigError
-from service.engine import Engine, LocalWorkers, Work, wait
-from service.samples import Status
-from service.shard_index import DedupIndex, build_index, split_key
-from service.shard_labeling import judge_schema
-from service.shard_store import RangeJob, ShardRunStore, trim_memory  # noqa: F401 (re-exported for the CLI)
-from service.shards import content_hash, shard_info
-from service.store import atomic_write, code_version, run_key
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
+from slicelab.service.engine import Engine, LocalWorkers, Work, wait
+from slicelab.service.samples import Status
+from slicelab.service.shard_index import DedupIndex, build_index, split_key
+from slicelab.service.shard_labeling import judge_schema
+from slicelab.service.shard_store import RangeJob, ShardRunStore, trim_memory  # noqa: F401 (re-exported for the CLI)
+from slicelab.service.shards import content_hash, shard_info
+from slicelab.service.store import atomic_write, code_version, run_key
 
 #: Task run by each job kind.
-TASKS = {"judge": "workers.shard_tasks.judge_range", "label": "workers.shard_tasks.label_range"}
+TASKS = {"judge": "slicelab.workers.shard_tasks.judge_range", "label": "slicelab.workers.shard_tasks.label_range"}
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def run_jobs(store: ShardRunStore, jobs: list[RangeJob], connection: Redis, *,
 
 def collect_judge_labels(store: ShardRunStore):
     """Merge the judge parts into ``judge-labels.parquet`` (sorted by row key); return it as a pandas DataFrame."""
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.taxonomy import load_taxonomy
 
     schema = judge_schema(load_taxonomy())
     parts = store.done_parts("judge")
@@ -244,9 +244,9 @@ def train_stage(store: ShardRunStore) -> dict[str, Any]:
         "n_train", "n_heldout", "n_gold_excluded"}``; ``hash`` is None when fewer than 2 judged
         documents could train a student (then no axis uses the student).
     """
-    from calibration.gate import GATE_FILE, load_gate
-    from calibration.gold import BUNDLED, GOLD, load_gold
-    from service.student import ShardStudent, StudentSettings, measure, save_student
+    from slicelab.calibration.gate import GATE_FILE, load_gate
+    from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
+    from slicelab.service.student import ShardStudent, StudentSettings, measure, save_student
 
     m = store.manifest()
     o = m["options"]
@@ -306,7 +306,7 @@ def train_stage(store: ShardRunStore) -> dict[str, Any]:
 
 def use_saved_student(store: ShardRunStore, digest: str) -> dict[str, Any]:
     """Use a saved student (its recorded verdicts decide its axes); write and return ``student.json``."""
-    from service.student import load_student, students_dir
+    from slicelab.service.student import load_student, students_dir
 
     student, meta = load_student(digest)
     record = {"hash": digest, "folder": str(students_dir() / digest), "axes_student": list(meta.get("axes_passed", [])),

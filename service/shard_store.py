@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.errors import ConfigError
-from service.store import atomic_write, commit_part, temp_path
+from slicelab.service.errors import ConfigError
+from slicelab.service.store import atomic_write, commit_part, temp_path
 
 #: Job kinds: the judge phase (sample rows only) and the label phase (every row).
 JOB_KINDS = ("judge", "label")

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from service import defaults
-from service.errors import ConfigError, InputFormatError
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError, InputFormatError
 
 #: Shard formats and the name endings that select them (after a compression suffix).
 FORMAT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calibration.metrics import wilson_interval
-from service.errors import ConfigError
-from service.slices import MIN_SUPPORT, SLICE_AXES, axis_verdicts
+from slicelab.calibration.metrics import wilson_interval
+from slicelab.service.errors import ConfigError
+from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES, axis_verdicts
 
 #: Slice key kinds, coarse to fine is not implied; each is its own family of slices.
 KEYS = ("capability", "combination", "marginal")
@@ -175,7 +175,7 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     meta = {**index.meta, "runs": runs, "min_support": min_support,
             "n_results_unlabeled": {r: int((~res.loc[res["run"] == r, "sample_id"].isin(labeled_ids)).sum())
                                     for r in runs}}
-    from service.passk import mean_interval  # passk imports pass_at_k from here
+    from slicelab.service.passk import mean_interval  # passk imports pass_at_k from here
 
     multi = {r: int(res.loc[res["run"] == r, "n_samples"].max() or 1) for r in runs}
     top = max(multi.values(), default=1)

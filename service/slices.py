@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from calibration.metrics import wilson_interval
-from service.taxonomy import Taxonomy
+from slicelab.calibration.metrics import wilson_interval
+from slicelab.service.taxonomy import Taxonomy
 
 #: Slice key columns, in order; operation axes are keyed by their primary operation.
 SLICE_AXES = ("background_condition", "task_type", "primary_operation", "output_constraint")

@@ -26,8 +26,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-import service
-from service.samples import Document, EvalSample
+from slicelab import service
+from slicelab.service.samples import Document, EvalSample
 
 
 def code_version() -> str:

@@ -28,13 +28,13 @@ from typing import Any
 import joblib
 import numpy as np
 
-from calibration.gate import GateConfig, verdict
-from calibration.records import home
-from service import defaults
-from service.errors import ConfigError
-from service.features import HashedNgrams
-from service.shards import truncate
-from service.taxonomy import AxisDef, Taxonomy, load_taxonomy
+from slicelab.calibration.gate import GateConfig, verdict
+from slicelab.calibration.records import home
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
+from slicelab.service.features import HashedNgrams
+from slicelab.service.shards import truncate
+from slicelab.service.taxonomy import AxisDef, Taxonomy, load_taxonomy
 
 #: Bumped when the saved format changes (old students then refuse to load).
 STUDENT_FORMAT = 1
@@ -269,7 +269,7 @@ def axis_metrics(axis: AxisDef, truth: list[Any], pred: list[Any], *, n_boot: in
     Single-label axes: :func:`calibration.metrics.single_label_metrics`; operations:
     :func:`calibration.metrics.operation_set_metrics` (its ``primary`` part is what the gate reads).
     """
-    from calibration.metrics import operation_set_metrics, single_label_metrics
+    from slicelab.calibration.metrics import operation_set_metrics, single_label_metrics
 
     keep = [i for i, t in enumerate(truth) if t is not None]
     t, p = [truth[i] for i in keep], [pred[i] for i in keep]
@@ -305,7 +305,7 @@ def measure(student: ShardStudent, texts: list[str], truth: list[dict[str, Any]]
 
 def primary_or_none(ops: list[str] | None) -> str | None:
     """The primary operation of a list (``__none__`` for an empty list, None for None)."""
-    from calibration.metrics import NONE_CLASS
+    from slicelab.calibration.metrics import NONE_CLASS
 
     return None if ops is None else (ops[0] if ops else NONE_CLASS)
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from prompts import PROMPTS_DIR
-from service.errors import TaxonomyError, UnknownLabelError
+from slicelab.prompts import PROMPTS_DIR
+from slicelab.service.errors import TaxonomyError, UnknownLabelError
 
 #: The two kinds of item the taxonomy labels.
 Kind = Literal["eval", "document"]

@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from service import defaults
-from service.samples import Document, EvalSample, Status
-from service.store import RunStore
+from slicelab.service import defaults
+from slicelab.service.samples import Document, EvalSample, Status
+from slicelab.service.store import RunStore
 
 _PROBES = {
     "eval": [EvalSample(id="probe/a", benchmark="\x01", task="\x01", question="\x01", reference_answer="\x01"),

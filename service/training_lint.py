@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from service.errors import ConfigError
+from slicelab.service.errors import ConfigError
 
 #: Checks a termination verdict names; the lint is cited as its evidence.
 TERMINATION_CHECKS = ("eos_loss_mask", "stop_tokens")

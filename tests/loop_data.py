@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from service.pool_labels import label_items
-from service.readers import read_documents, read_eval_samples
-from service.taxonomy import load_taxonomy
+from slicelab.service.pool_labels import label_items
+from slicelab.service.readers import read_documents, read_eval_samples
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import DATA
 
 LOOP = DATA / "loop"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.alt_test import alt_test
+from slicelab.calibration.alt_test import alt_test
 
 # MT-Bench pairwise judgments from the paper's repository (github.com/nitaytech/AltTest,
 # data/mtbench/{human,llm}_annotations.json, commit 18428b1): 120 instances in sorted id

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from calibration.gold import BUNDLED_ALL, GOLD, load_gold
-from service.answer_shape import RULES, answer_shape
-from service.readers import read_eval_samples
-from service.samples import EvalSample
-from service.shape_labeler import CueLabeler, ShapeLabeler
-from service.taxonomy import load_taxonomy
+from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
+from slicelab.service.answer_shape import RULES, answer_shape
+from slicelab.service.readers import read_eval_samples
+from slicelab.service.samples import EvalSample
+from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
+from slicelab.service.taxonomy import load_taxonomy
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,9 +120,8 @@ def test_the_bundled_sample_holds_no_gold_item():
 
 def test_no_item_is_labeled_by_a_labeler_whose_pool_holds_it(gold, monkeypatch):
     """Held-out split and leave-one-benchmark-out: every prediction comes from a pool without the item."""
-    import calibration.offline as offline
-    import calibration.run as run
-
+    import slicelab.calibration.offline as offline
+    import slicelab.calibration.run as run
     seen: list[tuple[set, str]] = []
     real = run.cheap_labelers
 
@@ -154,7 +153,7 @@ def test_worked_problems_get_their_operations_and_a_manifest_filter_selects_them
     they carry out, and the sampling filter selects documents by it."""
     import pandas as pd
 
-    from service.sampling import matches
+    from slicelab.service.sampling import matches
 
     docs = load_gold(BUNDLED_ALL["document"])
     lab = CueLabeler()

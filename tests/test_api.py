@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from service.api import Settings, create_app, parse_keys
-from service.output import read_table
+from slicelab.service.api import Settings, create_app, parse_keys
+from slicelab.service.output import read_table
 from tests.conftest import ROOT, make_samples
 
 FULL = {"Authorization": "Bearer full-key"}
@@ -207,7 +207,7 @@ def test_tag_with_the_embedded_judge(tmp_path, redis_url, monkeypatch):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "labeled" and body["provenance"]["backend"] == "embedded"
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.taxonomy import load_taxonomy
 
     tax = load_taxonomy()
     assert body["labels"]["task_type"] in tax.axis("eval", "task_type").ids

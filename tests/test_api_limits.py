@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from service.api import Settings, create_app, parse_keys
+from slicelab.service.api import Settings, create_app, parse_keys
 from tests.conftest import make_samples
 
 KEY = {"Authorization": "Bearer full-key"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from calibration.gold import BUNDLED
-from service.results import load_results
+from slicelab.calibration.gold import BUNDLED
+from slicelab.service.results import load_results
 from tests.conftest import make_samples, run_cli
 from tests.loop_data import MATH_OUTPUTS, STRONG, WEAK, doc_labels, math_labels
 

@@ -6,13 +6,13 @@ import json
 import pytest
 import yaml
 
-from calibration.evaluate import evaluate, modal
-from calibration.gate import load_gate, verdict
-from calibration.gold import BUNDLED, GOLD, load_gold
-from service.errors import RecordError
-from service.exemplars import ExemplarIndex
-from service.output import read_table
-from service.taxonomy import load_taxonomy
+from slicelab.calibration.evaluate import evaluate, modal
+from slicelab.calibration.gate import load_gate, verdict
+from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
+from slicelab.service.errors import RecordError
+from slicelab.service.exemplars import ExemplarIndex
+from slicelab.service.output import read_table
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import make_samples, run_cli
 
 
@@ -144,8 +144,8 @@ def test_failing_calibration_gates_later_labels_out_of_slices(tmp_path, redis_ur
 
 
 def test_calibration_exemplars_come_from_the_pool_only(tmp_path, redis_url, judge_server, monkeypatch, eval_gold):
-    from calibration.run import run_calibration
-    from service.judge import judge_spec
+    from slicelab.calibration.run import run_calibration
+    from slicelab.service.judge import judge_spec
 
     monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
     spec = judge_spec(judge_url=judge_server.base_url, judge_model="test-judge", exemplars_k=3,
@@ -165,8 +165,8 @@ def test_calibration_exemplars_come_from_the_pool_only(tmp_path, redis_url, judg
 
 
 def test_bundled_record_is_built_once_and_a_run_uses_only_labelers_that_passed(tmp_path, monkeypatch):
-    from calibration.offline import bundled_record
-    from calibration.selection import gated_selection, used_selection
+    from slicelab.calibration.offline import bundled_record
+    from slicelab.calibration.selection import gated_selection, used_selection
 
     monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
     record = bundled_record("eval", n_boot=100)
@@ -188,7 +188,7 @@ def test_bundled_record_is_built_once_and_a_run_uses_only_labelers_that_passed(t
 
 
 def test_gate_can_require_the_alt_test(tmp_path, eval_gold):
-    from calibration.gate import combine
+    from slicelab.calibration.gate import combine
 
     k_pass = {"verdict": "pass", "reason": "cohen_kappa_ci_low 0.700 >= 0.60"}
     alt_fail = {"passed": False, "reason": "winning rate 0.00 < 0.5"}
@@ -197,7 +197,7 @@ def test_gate_can_require_the_alt_test(tmp_path, eval_gold):
     both = combine(k_pass, alt_fail, "both")
     assert both["verdict"] == "fail" and "winning rate 0.00" in both["reason"] and both["alt_test"] == "fail"
     assert combine(k_pass | {"verdict": "fail"}, {"passed": True, "reason": "ω 1"}, "alt_test")["verdict"] == "pass"
-    gate = yaml.safe_load((__import__("calibration.gate", fromlist=["GATE_FILE"]).GATE_FILE).read_text())
+    gate = yaml.safe_load((__import__("slicelab.calibration.gate", fromlist=["GATE_FILE"]).GATE_FILE).read_text())
     path = tmp_path / "gate.yaml"
     path.write_text(yaml.safe_dump(gate | {"require": "both", "alt_test": {"epsilon": 0.1, "q": 0.05, "min_items": 30}}))
     loaded = load_gate(path)

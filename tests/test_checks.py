@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.checks import deterministic_failure_mode, has_final_answer, repeats_at_end
-from service.samples import EvalSample
+from slicelab.service.checks import deterministic_failure_mode, has_final_answer, repeats_at_end
+from slicelab.service.samples import EvalSample
 
 
 def wrong(output, **kw):

@@ -8,10 +8,10 @@ import re
 import pandas as pd
 import pytest
 
-from service.comparison import UNCLASSIFIED, classify_failure, compare
-from service.errors import ConfigError
-from service.mapping import diagnose
-from service.results import load_results
+from slicelab.service.comparison import UNCLASSIFIED, classify_failure, compare
+from slicelab.service.errors import ConfigError
+from slicelab.service.mapping import diagnose
+from slicelab.service.results import load_results
 from tests.conftest import run_cli
 from tests.loop_data import COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, doc_labels, math_labels, truncated_bbh
 from tests.verdict_data import math_subject_candidate

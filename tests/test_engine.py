@@ -18,9 +18,9 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
-from service.api import Settings, create_app, parse_keys
-from service.engine import liveness
-from service.output import read_table
+from slicelab.service.api import Settings, create_app, parse_keys
+from slicelab.service.engine import liveness
+from slicelab.service.output import read_table
 from tests.conftest import ROOT, make_samples
 from tests.judge_server import JudgeServer
 from tests.test_queue import _kill_tree, cli, write_jsonl
@@ -40,7 +40,7 @@ def _wait_for(predicate, what: str, timeout_s: float = 90.0, every_s: float = 0.
 
 def _worker(queue: str, env: dict[str, str] | None = None, name: str | None = None) -> subprocess.Popen:
     """A ``slicelab worker`` subprocess on ``queue`` (REDIS_URL from the environment)."""
-    args = [sys.executable, "-m", "service.cli", "worker", "--queue", queue]
+    args = [sys.executable, "-m", "slicelab.service.cli", "worker", "--queue", queue]
     if name:
         args += ["--name", name]
     return subprocess.Popen(args, cwd=ROOT, env=os.environ | (env or {}), stdout=subprocess.PIPE,
@@ -211,7 +211,7 @@ def test_worker_stopped_normally_ends_without_a_traceback_and_leaves_no_heartbea
     assert not conn.exists(liveness.PREFIX + name)
     # stopped while it labels, it ends after the job, quietly too
     with JudgeServer(slow_s=1.0) as srv:
-        from service.runner import enqueue_chunk, prepare_run
+        from slicelab.service.runner import enqueue_chunk, prepare_run
 
         tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"quiet-{uuid.uuid4().hex[:6]}"
         tmp.mkdir()

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from service.evidence import LENGTH_BINS, run_profile, tail
-from service.results import load_results
+from slicelab.service.evidence import LENGTH_BINS, run_profile, tail
+from slicelab.service.results import load_results
 from tests.conftest import run_cli
 from tests.loop_data import BBH_OUTPUTS, COT, bbh_labels, truncated_bbh
 

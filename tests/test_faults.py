@@ -21,8 +21,8 @@ import pytest
 from redis import Redis
 from rq.registry import StartedJobRegistry
 
-from service.output import read_table
-from service.redis_conn import start_embedded, stop_embedded
+from slicelab.service.output import read_table
+from slicelab.service.redis_conn import start_embedded, stop_embedded
 from tests.conftest import make_samples, run_cli
 from tests.judge_server import JudgeServer
 from tests.test_queue import STATUSES, _kill_tree, cli, write_jsonl
@@ -166,8 +166,8 @@ def test_thousand_samples_survive_killed_worker_redis_restart_and_judge_outage(t
 
 
 def test_resume_needs_a_run_folder_and_can_write_another_output(tmp_path, redis_url, judge_server):
-    from service.errors import ConfigError
-    from service.runner import resume_plan
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.runner import resume_plan
 
     with pytest.raises(ConfigError, match="not a run folder"):
         resume_plan(tmp_path)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from service.errors import ConfigError
-from service.job_deadline import chunk_job_timeout, timed_out_error
-from service.output import read_table
+from slicelab.service.errors import ConfigError
+from slicelab.service.job_deadline import chunk_job_timeout, timed_out_error
+from slicelab.service.output import read_table
 from tests.conftest import make_samples, run_cli
 
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from service.readers import read_eval_samples
-from service.samples import EvalSample, Status
-from service.taxonomy import load_taxonomy
+from slicelab.service.readers import read_eval_samples
+from slicelab.service.samples import EvalSample, Status
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.embedded
@@ -17,7 +17,7 @@ BUNDLED = ROOT / "service" / "data" / "bbh_sample.jsonl"
 
 
 def test_bundled_gguf_is_found_without_importing_its_package():
-    from service.judge.embedded import find_bundled_gguf
+    from slicelab.service.judge.embedded import find_bundled_gguf
 
     path = find_bundled_gguf()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
@@ -25,7 +25,7 @@ def test_bundled_gguf_is_found_without_importing_its_package():
 
 
 def test_embedded_judge_labels_three_real_bbh_items_with_taxonomy_ids():
-    from service.judge.embedded import EmbeddedJudge
+    from slicelab.service.judge.embedded import EmbeddedJudge
 
     items = [s for s in read_eval_samples(BUNDLED) if isinstance(s, EvalSample)]
     picked = [items[0], items[1], items[10]]  # a correct one and two others, one scored wrong
@@ -48,7 +48,7 @@ def test_embedded_judge_labels_three_real_bbh_items_with_taxonomy_ids():
 
 
 def test_embedded_judge_reports_prompt_over_context_as_input_too_long():
-    from service.judge.embedded import EmbeddedJudge
+    from slicelab.service.judge.embedded import EmbeddedJudge
 
     judge = EmbeddedJudge(n_ctx=512, n_threads=2)
     s = EvalSample(id="long/1", benchmark="t", task="t", question="word " * 600, reference_answer="x")
@@ -57,8 +57,8 @@ def test_embedded_judge_reports_prompt_over_context_as_input_too_long():
 
 
 def test_missing_model_file_is_a_config_error(tmp_path):
-    from service.errors import ConfigError
-    from service.judge.embedded import EmbeddedJudge
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.judge.embedded import EmbeddedJudge
 
     with pytest.raises(ConfigError, match="model file not found"):
         EmbeddedJudge(model_path=tmp_path / "nope.gguf")
@@ -66,7 +66,7 @@ def test_missing_model_file_is_a_config_error(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python")
 def test_compact_grammar_removes_free_whitespace():
-    from service.judge.embedded import compact_grammar
+    from slicelab.service.judge.embedded import compact_grammar
 
     gbnf = compact_grammar(load_taxonomy().json_schema("eval"))
     assert 'space ::= ""' in gbnf.splitlines()

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from service.judge import parse_reply
-from service.judge.openai_backend import OpenAIJudge
-from service.output import read_table
-from service.samples import Status
-from service.taxonomy import load_taxonomy
+from slicelab.service.judge import parse_reply
+from slicelab.service.judge.openai_backend import OpenAIJudge
+from slicelab.service.output import read_table
+from slicelab.service.samples import Status
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import make_samples, run_cli
 
 GOOD = {"background_condition": "pure_math", "task_type": "numeric_answer",

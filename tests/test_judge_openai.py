@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from service.judge import judge_spec, make_judge, parse_reply
-from service.judge.openai_backend import OpenAIJudge
-from service.samples import EvalSample, Status
-from service.taxonomy import load_taxonomy
+from slicelab.service.judge import judge_spec, make_judge, parse_reply
+from slicelab.service.judge.openai_backend import OpenAIJudge
+from slicelab.service.samples import EvalSample, Status
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import make_samples
 
 

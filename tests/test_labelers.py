@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import pytest
 
-from calibration.evaluate import select_labeler
-from calibration.gold import BUNDLED, GOLD, load_gold
-from service.judge import judge_spec, make_judge, per_axis_spec
-from service.judge.base import Attempt, Judge
-from service.labelers import (KNN_KS, CascadeLabeler, KNNLabeler, Labeler, PerAxisLabeler, SelfConsistentJudge,
+from slicelab.calibration.evaluate import select_labeler
+from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
+from slicelab.service.judge import judge_spec, make_judge, per_axis_spec
+from slicelab.service.judge.base import Attempt, Judge
+from slicelab.service.labelers import (KNN_KS, CascadeLabeler, KNNLabeler, Labeler, PerAxisLabeler, SelfConsistentJudge,
                               StudentLabeler)
-from service.output import labeled_row
-from service.samples import Document
-from service.output import read_table
-from service.samples import Status
-from service.taxonomy import load_taxonomy
+from slicelab.service.output import labeled_row
+from slicelab.service.samples import Document
+from slicelab.service.output import read_table
+from slicelab.service.samples import Status
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import make_samples, run_cli
 
 
@@ -205,8 +205,8 @@ def test_after_a_toy_calibration_that_fails_every_axis_the_judge_labels_every_ax
 
 def test_with_exemplars_file_every_item_is_evaluated_and_never_its_own_exemplar(tmp_path, redis_url,
                                                                                 judge_server, monkeypatch):
-    from calibration.run import run_calibration
-    from service.judge import judge_spec
+    from slicelab.calibration.run import run_calibration
+    from slicelab.service.judge import judge_spec
 
     monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
     spec = judge_spec(judge_url=judge_server.base_url, judge_model="test-judge", exemplars_k=3,
@@ -343,7 +343,7 @@ def test_self_consistency_through_the_openai_backend_sends_k_requests_per_item(j
 
 def test_calibration_measures_the_self_consistent_judge_and_labeling_can_use_it(tmp_path, redis_url, judge_server,
                                                                                monkeypatch):
-    from calibration.run import run_calibration
+    from slicelab.calibration.run import run_calibration
 
     monkeypatch.setenv("SLICELAB_HOME", str(tmp_path))
     spec = judge_spec(judge_url=judge_server.base_url, judge_model="test-judge")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.lm_eval_log import MC_NO_OUTPUT
-from service.output import read_table
-from service.readers import detect_format, read_eval_samples
-from service.samples import EvalSample, Rejected
+from slicelab.service.lm_eval_log import MC_NO_OUTPUT
+from slicelab.service.output import read_table
+from slicelab.service.readers import detect_format, read_eval_samples
+from slicelab.service.samples import EvalSample, Rejected
 from tests.conftest import DATA, run_cli
 
 GSM8K = next((DATA / "lm_eval" / "gsm8k_tinyllama").glob("samples_*.jsonl"))

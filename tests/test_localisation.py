@@ -14,11 +14,11 @@ import pytest
 import yaml
 from scipy.stats import chi2_contingency, fisher_exact, norm
 
-from service.comparison import compare
-from service.errors import ConfigError
-from service.localisation import mde_paired
-from service.mapping import DEFAULT_RULES, diagnose, load_rules
-from service.results import load_results
+from slicelab.service.comparison import compare
+from slicelab.service.errors import ConfigError
+from slicelab.service.localisation import mde_paired
+from slicelab.service.mapping import DEFAULT_RULES, diagnose, load_rules
+from slicelab.service.results import load_results
 from tests.conftest import run_cli
 from tests.loop_data import BBH_OUTPUTS, COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, math_labels
 from tests.verdict_data import bbh_candidate

@@ -8,12 +8,12 @@ import json
 import pytest
 import yaml
 
-from service.comparison import compare
-from service.errors import ConfigError
-from service.mapping import CHECKS, DEFAULT_RULES, PREDICATES, NonDataThen, diagnose, load_rules
-from service.results import load_results
-from service.sampling import build_manifest, load_documents, matches
-from service.taxonomy import load_taxonomy
+from slicelab.service.comparison import compare
+from slicelab.service.errors import ConfigError
+from slicelab.service.mapping import CHECKS, DEFAULT_RULES, PREDICATES, NonDataThen, diagnose, load_rules
+from slicelab.service.results import load_results
+from slicelab.service.sampling import build_manifest, load_documents, matches
+from slicelab.service.taxonomy import load_taxonomy
 from tests.loop_data import LOOP, MATH_OUTPUTS, STRONG, WEAK, doc_labels, math_labels
 from tests.verdict_data import math_subject_candidate
 

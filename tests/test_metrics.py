@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from calibration.metrics import (
+from slicelab.calibration.metrics import (
     EMPTY_SPLIT,
     INVALID,
     NONE_CLASS,
@@ -412,7 +412,7 @@ def test_fast_bootstrap_kappa_equals_sklearn():
     import numpy as np
     from sklearn.metrics import cohen_kappa_score
 
-    from calibration.metrics import _kappa_fast
+    from slicelab.calibration.metrics import _kappa_fast
 
     rng = np.random.default_rng(3)
     for _ in range(200):

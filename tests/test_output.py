@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ConfigError
-from service.output import check_output
+from slicelab.service.errors import ConfigError
+from slicelab.service.output import check_output
 
 
 @pytest.mark.parametrize("name,fmt,expected", [
@@ -32,8 +32,8 @@ def test_bad_output_names_are_refused_naming_the_option(tmp_path: Path, name: st
 
 def test_ids_stay_strings_through_jsonl_output_and_join_results(tmp_path: Path, redis_url, judge_server):
     """ids "001".."003" come back as "001".."003" (not 1..3) from every output format, so results join."""
-    from service.output import read_table
-    from service.results import load_results
+    from slicelab.service.output import read_table
+    from slicelab.service.results import load_results
     from tests.conftest import run_cli
 
     inp = tmp_path / "in.jsonl"
@@ -54,6 +54,6 @@ def test_ids_stay_strings_through_jsonl_output_and_join_results(tmp_path: Path, 
 
 
 def test_numeric_ids_read_the_same_from_every_format():
-    from service.samples import id_text
+    from slicelab.service.samples import id_text
 
     assert [id_text(v) for v in ("001", 1, 1.0, 2.5, "x/1")] == ["001", "1", "1", "2.5", "x/1"]

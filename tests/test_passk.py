@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
-from service.comparison import compare
-from service.errors import ConfigError
-from service.mapping import diagnose
-from service.passk import item_pass_at_k, mean_interval, parse_ks, paired_test
-from service.pool_labels import label_items
-from service.readers import read_eval_samples
-from service.results import load_results
-from service.slice_stats import pass_at_k, slice_stats
+from slicelab.service.comparison import compare
+from slicelab.service.errors import ConfigError
+from slicelab.service.mapping import diagnose
+from slicelab.service.passk import item_pass_at_k, mean_interval, parse_ks, paired_test
+from slicelab.service.pool_labels import label_items
+from slicelab.service.readers import read_eval_samples
+from slicelab.service.results import load_results
+from slicelab.service.slice_stats import pass_at_k, slice_stats
 from tests.conftest import run_cli
 from tests.loop_data import LOOP, passing_record
 

@@ -10,20 +10,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.budget import Candidate, select_within_budget
-from service.comparison import compare
-from service.errors import ConfigError, InputFormatError
-from service.leakage import EvalNgramIndex, eval_index, find_leaks, words
-from service.mapping import diagnose
-from service.pool_items import final_answer, load_pool, read_pool_items
-from service.pool_labels import label_items
-from service.pool_report import headline, report_sections
-from service.pool_sampling import build_pool_manifest, item_slice_ids, sample_pool, weak_slice_targets
-from service.slice_nesting import contains, item_groups, resolve_nesting
-from service.readers import read_eval_samples
-from service.results import load_results
-from service.samples import Rejected
-from service.slice_stats import slice_index
+from slicelab.service.budget import Candidate, select_within_budget
+from slicelab.service.comparison import compare
+from slicelab.service.errors import ConfigError, InputFormatError
+from slicelab.service.leakage import EvalNgramIndex, eval_index, find_leaks, words
+from slicelab.service.mapping import diagnose
+from slicelab.service.pool_items import final_answer, load_pool, read_pool_items
+from slicelab.service.pool_labels import label_items
+from slicelab.service.pool_report import headline, report_sections
+from slicelab.service.pool_sampling import build_pool_manifest, item_slice_ids, sample_pool, weak_slice_targets
+from slicelab.service.slice_nesting import contains, item_groups, resolve_nesting
+from slicelab.service.readers import read_eval_samples
+from slicelab.service.results import load_results
+from slicelab.service.samples import Rejected
+from slicelab.service.slice_stats import slice_index
 from tests.conftest import run_cli
 from tests.loop_data import LOOP, MATH_OUTPUTS, STRONG, math_labels, passing_record
 

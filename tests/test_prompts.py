@@ -7,11 +7,11 @@ import re
 import pytest
 import yaml
 
-from prompts import PROMPTS_DIR
-from service.judge.base import parse_reply, response_format
-from service.prompts import load_template, render_messages, request_hash, template_paths
-from service.samples import Document, EvalSample
-from service.taxonomy import Taxonomy, load_taxonomy
+from slicelab.prompts import PROMPTS_DIR
+from slicelab.service.judge.base import parse_reply, response_format
+from slicelab.service.prompts import load_template, render_messages, request_hash, template_paths
+from slicelab.service.samples import Document, EvalSample
+from slicelab.service.taxonomy import Taxonomy, load_taxonomy
 from tests.conftest import DATA
 
 ALL_FILES = sorted(p for p in PROMPTS_DIR.rglob("*.yaml"))
@@ -35,7 +35,7 @@ def test_prompt_file_loads_renders_and_validates(path):
                 assert schema["additionalProperties"] is False
         return
     if path.name.startswith("mapping-rules"):
-        from service.mapping import load_rules
+        from slicelab.service.mapping import load_rules
 
         assert load_rules(path).rules
         return

@@ -15,9 +15,9 @@ import pytest
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 
-from service.output import read_table
-from service.runner import enqueue_chunk, prepare_run
-from service.samples import Rejected
+from slicelab.service.output import read_table
+from slicelab.service.runner import enqueue_chunk, prepare_run
+from slicelab.service.samples import Rejected
 from tests.conftest import ROOT, make_samples
 
 STATUSES = {"labeled", "judge_error", "format_error", "truncated", "input_too_long", "rejected_input"}
@@ -76,7 +76,7 @@ def test_same_run_is_found_again_and_only_pending_chunks_remain(tmp_path, judge_
 
 
 def cli(*args, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "slicelab.service.cli", *args], cwd=ROOT,
                             env=os.environ | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -198,7 +198,7 @@ def test_worker_killed_during_run_is_replaced_and_its_chunk_redone(tmp_path, red
 
 
 def test_embedded_redis_serves_a_real_rq_worker(tmp_path, judge_server):
-    from service.redis_conn import start_embedded
+    from slicelab.service.redis_conn import start_embedded
 
     url = start_embedded(tmp_path / "redis")
     assert url.startswith("unix://")
@@ -210,14 +210,14 @@ def test_embedded_redis_serves_a_real_rq_worker(tmp_path, judge_server):
     SimpleWorker([q], connection=conn).work(burst=True)
     assert plan.store.done_chunks() == {0}
     assert conn.config_get("appendonly")["appendonly"] == "yes"
-    from service.redis_conn import _shutdown_embedded
+    from slicelab.service.redis_conn import _shutdown_embedded
 
     _shutdown_embedded()  # leave no server behind
 
 
 def test_explicit_unreachable_redis_url_is_refused(monkeypatch):
-    from service.errors import ConfigError
-    from service.redis_conn import resolve_redis_url
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.redis_conn import resolve_redis_url
 
     monkeypatch.setenv("REDIS_URL", "redis://user:secret@127.0.0.1:9/0")
     with pytest.raises(ConfigError) as e:
@@ -277,8 +277,8 @@ def test_files_with_nothing_to_label_still_give_a_table(tmp_path, redis_url, jud
     assert "status" in df.columns and "task_type" in df.columns
     assert list(df["status"]) == (["rejected_input"] if "answer" in content else [])
     # the same columns as a table of labeled rows, whatever was rejected
-    from service.output import empty_table
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.output import empty_table
+    from slicelab.service.taxonomy import load_taxonomy
 
     assert list(df.columns)[:len(empty_table(load_taxonomy(), "eval").columns)] == list(
         empty_table(load_taxonomy(), "eval").columns)

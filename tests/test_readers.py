@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ConfigError, InputFormatError
-from service.readers import FieldMapping, detect_format, read_documents, read_eval_samples
-from service.samples import Document, EvalSample, Rejected
+from slicelab.service.errors import ConfigError, InputFormatError
+from slicelab.service.readers import FieldMapping, detect_format, read_documents, read_eval_samples
+from slicelab.service.samples import Document, EvalSample, Rejected
 
 DATA = Path(__file__).parent / "data"
 BBH_TASKS = DATA / "bbh_tasks_head.jsonl"
@@ -593,7 +593,7 @@ def test_extra_and_nested_fields_are_kept(tmp_path):
 def test_a_50_mb_line_is_rejected_in_bounded_memory(tmp_path):
     import tracemalloc
 
-    from service.readers import MAX_RECORD_BYTES
+    from slicelab.service.readers import MAX_RECORD_BYTES
 
     f = tmp_path / "huge.jsonl"
     with open(f, "wb") as fh:
@@ -617,7 +617,7 @@ def test_a_50_mb_line_is_rejected_in_bounded_memory(tmp_path):
 
 
 def test_cjk_emoji_rtl_and_control_characters_round_trip(tmp_path):
-    from service.output import read_table, write_table
+    from slicelab.service.output import read_table, write_table
 
     texts = ["日本語の質問：二足す二は？", "emoji 🙂👩‍👩‍👧 ok", "שאלה בעברית? ‏RTL‮override‬", "ctrl \x01\x1b[31m\x7f\u0085\u2028end",
              "nul \x00 inside"]

@@ -19,15 +19,15 @@ from redis import Redis
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 from typer.testing import CliRunner
 
-from calibration.gate import GateConfig, Threshold, verdict
-from calibration.gold import BUNDLED, GOLD, load_gold
-from calibration.metrics import INVALID
-from calibration.records import load_record
-from calibration.report import write_report
-from calibration.review import COLUMNS, default_out_path, export_disagreements, import_review
-from calibration.run import run_calibration
-from service.errors import ConfigError, RecordError
-from service.taxonomy import load_taxonomy
+from slicelab.calibration.gate import GateConfig, Threshold, verdict
+from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
+from slicelab.calibration.metrics import INVALID
+from slicelab.calibration.records import load_record
+from slicelab.calibration.report import write_report
+from slicelab.calibration.review import COLUMNS, default_out_path, export_disagreements, import_review
+from slicelab.calibration.run import run_calibration
+from slicelab.service.errors import ConfigError, RecordError
+from slicelab.service.taxonomy import load_taxonomy
 from tests.judge_server import JudgeServer
 
 EVAL_GOLD, DOC_GOLD = BUNDLED["eval"], BUNDLED["document"]
@@ -570,7 +570,7 @@ def test_default_out_path():
 
 
 def test_cli_calibration_commands(eval_record, home, gold_copy, tmp_path, monkeypatch):
-    from service.cli import app
+    from slicelab.service.cli import app
 
     monkeypatch.setenv("SLICELAB_HOME", str(home))
     runner = CliRunner()

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from service.errors import ConfigError, JudgeConfigError
-from service.judge.base import Attempt
-from service.judge.openai_backend import OpenAIJudge
-from service.judge.resilience import (CircuitBreaker, Resilience, Settings, backoff_delays, breaker_for,
+from slicelab.service.errors import ConfigError, JudgeConfigError
+from slicelab.service.judge.base import Attempt
+from slicelab.service.judge.openai_backend import OpenAIJudge
+from slicelab.service.judge.resilience import (CircuitBreaker, Resilience, Settings, backoff_delays, breaker_for,
                                       probe_judge, settings_from_env)
-from service.samples import Status
-from service.taxonomy import load_taxonomy
+from slicelab.service.samples import Status
+from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import make_samples, run_cli
 from tests.judge_server import JudgeServer
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from service.api import Settings, create_app, parse_keys
+from slicelab.service.api import Settings, create_app, parse_keys
 from tests.conftest import make_samples, run_cli
 from tests.test_queue import write_jsonl
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from service.comparison import compare
-from service.errors import ConfigError
-from service.mapping import diagnose
-from service.results import load_results
-from service.setup import compare_setups
+from slicelab.service.comparison import compare
+from slicelab.service.errors import ConfigError
+from slicelab.service.mapping import diagnose
+from slicelab.service.results import load_results
+from slicelab.service.setup import compare_setups
 from tests.conftest import DATA, run_cli
 from tests.loop_data import BBH_OUTPUTS, COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, math_labels
 

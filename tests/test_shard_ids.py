@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from service.shard_index import NOT_FOUND, DedupIndex, build_index, row_key
+from slicelab.service.shard_index import NOT_FOUND, DedupIndex, build_index, row_key
 from tests.conftest import run_cli
 from tests.shard_judge import RuleJudgeServer, make_docs, write_gold
 from tests.test_shards import _gate_file, _read_parts, _shard_infos, write_jsonl, write_parquet

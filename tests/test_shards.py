@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from calibration.gate import load_gate
-from service.errors import ConfigError, InputFormatError
-from service.shard_index import DedupIndex, build_index, row_key, split_key
-from service.shard_store import ShardRunStore
-from service.shards import content_hash, iter_batches, normalize, shard_format, text_problem, truncate
-from service.student import ShardStudent, load_student, measure, save_student
+from slicelab.calibration.gate import load_gate
+from slicelab.service.errors import ConfigError, InputFormatError
+from slicelab.service.shard_index import DedupIndex, build_index, row_key, split_key
+from slicelab.service.shard_store import ShardRunStore
+from slicelab.service.shards import content_hash, iter_batches, normalize, shard_format, text_problem, truncate
+from slicelab.service.student import ShardStudent, load_student, measure, save_student
 from tests.conftest import run_cli
 from tests.shard_judge import MARKER, RuleJudgeServer, make_docs, rule_labels, write_gold
 
@@ -231,7 +231,7 @@ def trained():
 def test_hashed_ngrams_count_the_tokens_hashing_vectorizer_counts():
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    from service.features import HashedNgrams
+    from slicelab.service.features import HashedNgrams
 
     texts = [d["text"] for d in make_docs(20)] + ["", "a", "Naïve café, naïve CAFÉ!"]
     ours = HashedNgrams(n_features=2 ** 20, bigrams=False).transform(texts)
@@ -250,7 +250,7 @@ def test_hashed_ngrams_count_the_tokens_hashing_vectorizer_counts():
 def test_stacked_scorer_gives_logistic_regression_probabilities():
     from sklearn.linear_model import LogisticRegression
 
-    from service.student import StudentSettings, _fit, _Scorer
+    from slicelab.service.student import StudentSettings, _fit, _Scorer
 
     docs = make_docs(40)
     student = ShardStudent()
@@ -283,7 +283,7 @@ def test_saved_student_loads_by_hash_and_refuses_changed_bytes(tmp_path, monkeyp
     digest, folder = save_student(trained, {"axes_passed": ["domain"]})
     again, _ = save_student(trained, {"axes_passed": ["domain"]})
     assert again == digest and folder.name == digest and len(digest) == 16  # the hash is of the bytes
-    from service import student as student_mod
+    from slicelab.service import student as student_mod
 
     student_mod._LOADED.clear()
     loaded, meta = load_student(digest)
@@ -405,7 +405,7 @@ def test_student_eval_and_list_commands(tmp_path, trained, monkeypatch):
 
 
 def test_another_run_in_the_same_folder_is_refused(tmp_path):
-    from service.shard_runner import ShardOptions, plan_shard_run
+    from slicelab.service.shard_runner import ShardOptions, plan_shard_run
 
     shard = write_jsonl(tmp_path / "s.jsonl", make_docs(5))
     out = tmp_path / "out"
@@ -474,7 +474,7 @@ def test_shard_run_survives_a_redis_restart_mid_run(tmp_path, trained, monkeypat
     """Crash the run's embedded redis-server (SIGKILL) while label jobs run and start it again on the
     same folder: the command waits, enqueues every job without a marker anew, and finishes with every
     row exactly once."""
-    from service.redis_conn import start_embedded, stop_embedded
+    from slicelab.service.redis_conn import start_embedded, stop_embedded
     from tests.test_faults import _crash_redis
     from tests.test_queue import _wait_for, cli
 

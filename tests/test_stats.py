@@ -12,11 +12,11 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from calibration.metrics import wilson_interval
-from service.comparison import compare, gini, hhi, mcnemar_exact, paired_delta_interval
-from service.errors import ConfigError, InputFormatError, RecordError
-from service.results import load_results
-from service.slice_stats import pass_at_k, slice_index, slice_stats
+from slicelab.calibration.metrics import wilson_interval
+from slicelab.service.comparison import compare, gini, hhi, mcnemar_exact, paired_delta_interval
+from slicelab.service.errors import ConfigError, InputFormatError, RecordError
+from slicelab.service.results import load_results
+from slicelab.service.slice_stats import pass_at_k, slice_index, slice_stats
 from tests.conftest import DATA
 from tests.loop_data import BBH_OUTPUTS, COT, MATH_OUTPUTS, STRONG, WEAK, math_labels
 
@@ -174,8 +174,8 @@ def test_slice_stats_pass_rates_and_pass_at_k_on_real_outputs():
 
 
 def test_ungated_axes_are_left_out_unless_allowed():
-    from service.slices import apply_gate
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.slices import apply_gate
+    from slicelab.service.taxonomy import load_taxonomy
 
     labels = apply_gate(math_labels(), {"id": "half", "verdicts": {"background_condition": "pass",
                                                                     "task_type": "fail"}}, load_taxonomy(), "eval")

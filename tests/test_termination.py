@@ -7,12 +7,12 @@ import json
 import pandas as pd
 import pytest
 
-from service.checks import FAILURE_DETAILS, classify_output, failure_check, repeated_suffix, tail_compression_ratio
-from service.comparison import compare
-from service.mapping import diagnose, load_rules
-from service.results import load_results
-from service.samples import EvalSample
-from service.termination import length_capped
+from slicelab.service.checks import FAILURE_DETAILS, classify_output, failure_check, repeated_suffix, tail_compression_ratio
+from slicelab.service.comparison import compare
+from slicelab.service.mapping import diagnose, load_rules
+from slicelab.service.results import load_results
+from slicelab.service.samples import EvalSample
+from slicelab.service.termination import length_capped
 from tests.conftest import DATA
 from tests.loop_data import BBH_OUTPUTS, COT, bbh_labels
 from tests.runon_data import runon_bbh
@@ -147,7 +147,7 @@ def test_sky_t1_checkpoints_read_as_repeated_generations_of_one_model():
 
 
 def test_unmarked_repeats_are_refused_and_marked_ones_aggregated(tmp_path):
-    from service.errors import RecordError
+    from slicelab.service.errors import RecordError
 
     with pytest.raises(RecordError, match=r"duplicate \(sample_id, run\).*--generation-field FIELD \(e.g. checkpoint\)"):
         load_results([SKY_T1], run_field="model")
@@ -172,8 +172,8 @@ def test_unmarked_repeats_are_refused_and_marked_ones_aggregated(tmp_path):
 def test_rules_accept_details_and_refuse_unknown_ones(tmp_path):
     import yaml
 
-    from service.errors import ConfigError
-    from service.mapping import DEFAULT_RULES
+    from slicelab.service.errors import ConfigError
+    from slicelab.service.mapping import DEFAULT_RULES
 
     data = yaml.safe_load(DEFAULT_RULES.read_text())
     (rule,) = [r for r in data["rules"] if r["id"] == "answer-then-runon"]

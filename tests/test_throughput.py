@@ -14,15 +14,15 @@ import pytest
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from service.errors import ConfigError
-from service.judge import judge_spec, make_judge
-from service.judge.openai_backend import OpenAIJudge
-from service.judge.vllm_backend import (VLLMJudge, attempt_from_output, engine_kwargs, make_sampling_params,
+from slicelab.service.errors import ConfigError
+from slicelab.service.judge import judge_spec, make_judge
+from slicelab.service.judge.openai_backend import OpenAIJudge
+from slicelab.service.judge.vllm_backend import (VLLMJudge, attempt_from_output, engine_kwargs, make_sampling_params,
                                         sampling_kwargs)
-from service.label_cache import LabelCache, cache_key, content_hash, decode, encode
-from service.runner import enqueue_chunk, prepare_run
-from service.samples import Document, Status
-from service.throughput import common_prefix_len, label_chunk_size, prompt_text, run_stats, static_prefix
+from slicelab.service.label_cache import LabelCache, cache_key, content_hash, decode, encode
+from slicelab.service.runner import enqueue_chunk, prepare_run
+from slicelab.service.samples import Document, Status
+from slicelab.service.throughput import common_prefix_len, label_chunk_size, prompt_text, run_stats, static_prefix
 from tests.conftest import make_samples
 from tests.judge_server import VALID_EVAL, JudgeServer
 
@@ -278,7 +278,7 @@ class _FakeLlama:
 @pytest.mark.parametrize("env,expected_resets", [("1", 0), ("0", 1)], ids=["prefix-reused", "context-reset"])
 def test_embedded_prefix_reuse_setting(monkeypatch, env, expected_resets):
     pytest.importorskip("llama_cpp")
-    from service.judge.embedded import PREFIX_REUSE_ENV, EmbeddedJudge
+    from slicelab.service.judge.embedded import PREFIX_REUSE_ENV, EmbeddedJudge
 
     try:
         monkeypatch.setenv(PREFIX_REUSE_ENV, env)
@@ -315,8 +315,8 @@ def test_unknown_backend_names_the_judge_backend_option():
 
 
 def test_samples_refused_by_an_open_circuit_are_not_counted_as_sent():
-    from service.judge import JudgeResult
-    from workers.tasks import label_items
+    from slicelab.service.judge import JudgeResult
+    from slicelab.workers.tasks import label_items
 
     items = make_samples(3)
     real = OpenAIJudge(base_url="http://127.0.0.1:9/v1", model="m")
@@ -342,7 +342,7 @@ def test_calibrate_with_the_vllm_backend_without_vllm_fails_before_any_work(tmp_
         pytest.skip("vllm is installed here")
     except ImportError:
         pass
-    from calibration.gold import BUNDLED
+    from slicelab.calibration.gold import BUNDLED
     from tests.conftest import run_cli
 
     r = run_cli("calibrate", "--gold", str(BUNDLED["eval"]), "--judge-backend", "vllm", "--judge-model", "org/m",

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from service.comparison import compare
-from service.errors import ConfigError
-from service.mapping import diagnose
-from service.results import load_results
-from service.training_lint import lint_training_config
+from slicelab.service.comparison import compare
+from slicelab.service.errors import ConfigError
+from slicelab.service.mapping import diagnose
+from slicelab.service.results import load_results
+from slicelab.service.training_lint import lint_training_config
 from tests.conftest import DATA, run_cli
 from tests.loop_data import COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, math_labels
 from tests.runon_data import runon_bbh

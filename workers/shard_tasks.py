@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.shard_labeling import judge_schema, judge_tables, label_tables, output_schema
-from service.shard_store import ShardRunStore, trim_memory
-from service.taxonomy import load_taxonomy
+from slicelab.service.shard_labeling import judge_schema, judge_tables, label_tables, output_schema
+from slicelab.service.shard_store import ShardRunStore, trim_memory
+from slicelab.service.taxonomy import load_taxonomy
 
 
 def judge_range(run_dir: str, shard: str, start: int, end: int) -> dict:

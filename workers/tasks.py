@@ -16,14 +16,14 @@ from pathlib import Path
 
 from rq import get_current_job
 
-from service.job_deadline import is_job_timeout, job_deadline, timed_out_result
-from service.judge import Judge, JudgeResult, make_judge
-from service.label_cache import LabelCache, cache_key, cacheable
-from service.output import labeled_row
-from service.samples import Document, EvalSample, Status
-from service.store import RunStore
-from service.taxonomy import load_taxonomy
-from service.throughput import shared_prefix_chars, write_chunk_stats
+from slicelab.service.job_deadline import is_job_timeout, job_deadline, timed_out_result
+from slicelab.service.judge import Judge, JudgeResult, make_judge
+from slicelab.service.label_cache import LabelCache, cache_key, cacheable
+from slicelab.service.output import labeled_row
+from slicelab.service.samples import Document, EvalSample, Status
+from slicelab.service.store import RunStore
+from slicelab.service.taxonomy import load_taxonomy
+from slicelab.service.throughput import shared_prefix_chars, write_chunk_stats
 
 
 def label_chunk(run_dir: str, chunk: int) -> dict:
@@ -178,7 +178,7 @@ def _cache_for(judge, manifest: dict) -> LabelCache | None:
 
 def calibrate(gold_path: str, judge: dict, options: dict) -> str:
     """Run a calibration inside this worker (labels in-process); return the record id."""
-    from calibration.run import run_calibration
+    from slicelab.calibration.run import run_calibration
 
     record = run_calibration(Path(gold_path), judge, redis_url="", workers=0, inline=True, **options)
     return record["id"]

@@ -40,9 +40,9 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from service.engine import liveness
-from service.engine.local import LocalWorkers
-from service.errors import ConfigError
+from slicelab.service.engine import liveness
+from slicelab.service.engine.local import LocalWorkers
+from slicelab.service.errors import ConfigError
 
 #: Times a unit is enqueued again after its job failed or its worker died.
 MAX_REQUEUES = 3
@@ -241,7 +241,7 @@ def wait(engine: Engine, *, on_progress: Callable[[int], None] | None = None,
     Raises:
         ConfigError: see :meth:`Engine.step`.
     """
-    from service.judge.resilience import paused_workers
+    from slicelab.service.judge.resilience import paused_workers
 
     store = engine.work.store
     seen = {engine.work.key(u) for u in engine.work.units if store.is_done(u)}

@@ -35,7 +35,7 @@ class LocalWorkers:
     def _spawn(self) -> None:
         name = f"slicelab-local-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         env = os.environ | {"REDIS_URL": self.redis_url, "SLICELAB_LLAMA_THREADS": str(self.threads_per_worker)}
-        cmd = [sys.executable, "-m", "service.cli", "worker", "--burst", "--queue", self.queue, "--name", name]
+        cmd = [sys.executable, "-m", "slicelab.service.cli", "worker", "--burst", "--queue", self.queue, "--name", name]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -6,7 +6,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 
-from service.engine.liveness import end_heartbeat, start_heartbeat
+from slicelab.service.engine.liveness import end_heartbeat, start_heartbeat
 
 
 class SlicelabWorker(SimpleWorker):
@@ -30,7 +30,7 @@ def run_worker(conn: Redis, queues: list[str], *, name: str | None = None, burst
     or Ctrl-C lets the current job finish, then the worker ends without a traceback and removes
     its heartbeat.
     """
-    from service.judge.resilience import report_pauses_to_redis
+    from slicelab.service.judge.resilience import report_pauses_to_redis
 
     w = SlicelabWorker([Queue(q, connection=conn) for q in queues], connection=conn, name=name)
     report_pauses_to_redis(conn, w.name)  # the labeling command shows when this worker's judge is paused

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service import defaults
-from service.errors import ConfigError
-from service.judge.base import Attempt, Judge, JudgeResult, parse_reply, response_format
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
+from slicelab.service.judge.base import Attempt, Judge, JudgeResult, parse_reply, response_format
 
 BACKENDS = ("embedded", "openai", "vllm")
 _CACHE: dict[str, Judge] = {}
@@ -62,7 +62,7 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
     elif gguf:
         spec["model_path"] = gguf
     if exemplars_k > 0:
-        from calibration.gold import BUNDLED
+        from slicelab.calibration.gold import BUNDLED
 
         gold = exemplars_gold or str(BUNDLED["eval"])
         spec["exemplars"] = {"gold": str(Path(gold).resolve()), "k": exemplars_k, "seed": split_seed,
@@ -102,7 +102,7 @@ def make_judge(spec: dict[str, Any]) -> Judge:
         spec = dict(spec)
         sc = spec.pop("self_consistency", None)
         if sc:
-            from service.labelers import SelfConsistentJudge
+            from slicelab.service.labelers import SelfConsistentJudge
 
             _CACHE[key] = SelfConsistentJudge(make_judge(spec | {"temperature": sc["temperature"]}), sc["k"],
                                               seed=sc.get("seed", 0))
@@ -113,15 +113,15 @@ def make_judge(spec: dict[str, Any]) -> Judge:
         if backend == "per_axis":
             _CACHE[key] = _per_axis(spec)
         elif backend == "openai":
-            from service.judge.openai_backend import OpenAIJudge
+            from slicelab.service.judge.openai_backend import OpenAIJudge
 
             _CACHE[key] = OpenAIJudge(**spec)
         elif backend == "vllm":
-            from service.judge.vllm_backend import VLLMJudge
+            from slicelab.service.judge.vllm_backend import VLLMJudge
 
             _CACHE[key] = VLLMJudge(**spec)
         elif backend == "embedded":
-            from service.judge.embedded import EmbeddedJudge
+            from slicelab.service.judge.embedded import EmbeddedJudge
 
             _CACHE[key] = EmbeddedJudge(**spec)
         else:
@@ -145,7 +145,7 @@ def per_axis_spec(judge: dict[str, Any], record: dict[str, Any]) -> dict[str, An
 
 
 def _pool(pool: dict[str, Any]):
-    from calibration.gold import GOLD, load_gold
+    from slicelab.calibration.gold import GOLD, load_gold
 
     gold = load_gold(pool["gold"])
     ids, _ = gold.split(seed=pool["seed"], holdout_frac=pool["holdout_frac"])
@@ -153,7 +153,7 @@ def _pool(pool: dict[str, Any]):
 
 
 def _per_axis(spec: dict[str, Any]):
-    from service.labelers import CascadeLabeler, KNNLabeler, PerAxisLabeler, StudentLabeler
+    from slicelab.service.labelers import CascadeLabeler, KNNLabeler, PerAxisLabeler, StudentLabeler
 
     judge = make_judge(spec["judge"])
     names = set(spec["selection"].values())
@@ -170,7 +170,7 @@ def _per_axis(spec: dict[str, Any]):
         if "cascade" in names:
             labelers["cascade"] = CascadeLabeler(labelers["knn"], judge, spec["cascade_threshold"])
     if names & {"shape", "cues"}:
-        from service.shape_labeler import CueLabeler, ShapeLabeler
+        from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
 
         labelers |= {"shape": ShapeLabeler(), "cues": CueLabeler()}
     return PerAxisLabeler(labelers, spec["selection"])
@@ -178,8 +178,8 @@ def _per_axis(spec: dict[str, Any]):
 
 def _exemplar_kwargs(ex: dict[str, Any]) -> dict[str, Any]:
     """Build the exemplar index from the pool split of a gold set (never its held-out items)."""
-    from calibration.gold import load_gold
-    from service.exemplars import ExemplarIndex
+    from slicelab.calibration.gold import load_gold
+    from slicelab.service.exemplars import ExemplarIndex
 
     gold = load_gold(ex["gold"])
     pool, _ = gold.split(seed=ex["seed"], holdout_frac=ex["holdout_frac"])

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any, Generator
 
 from pydantic import BaseModel, ValidationError
 
-from service import defaults
-from service.checks import deterministic_failure_mode
-from service.lm_eval_log import LOGLIKELIHOOD, MC_NO_OUTPUT
-from service.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template, render_messages, request_hash
-from service.samples import Document, EvalSample, Status
-from service.taxonomy import Kind, Taxonomy, load_taxonomy
+from slicelab.service import defaults
+from slicelab.service.checks import deterministic_failure_mode
+from slicelab.service.lm_eval_log import LOGLIKELIHOOD, MC_NO_OUTPUT
+from slicelab.service.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template, render_messages, request_hash
+from slicelab.service.samples import Document, EvalSample, Status
+from slicelab.service.taxonomy import Kind, Taxonomy, load_taxonomy
 
 if TYPE_CHECKING:  # the exemplar index needs scikit-learn: imported only by judges that show exemplars
-    from service.exemplars import ExemplarIndex
+    from slicelab.service.exemplars import ExemplarIndex
 
 
 @dataclass
@@ -250,7 +250,7 @@ class Judge(ABC):
         same_kind = self.exemplars is not None and isinstance(item, type(self.exemplars.items[0]))
         shown = self.exemplars.nearest(item, self.k) if same_kind else []
         if shown:
-            from service.exemplars import prompt_exemplars
+            from slicelab.service.exemplars import prompt_exemplars
         messages = render_messages(self.templates[kind], self.taxonomy, item, with_failure_mode=with_fm,
                                    exemplars=prompt_exemplars(shown, list(model_cls.model_fields)) if shown else [])
         return messages, model_cls, request_hash(messages, response_format(model_cls)), [e.id for e in shown]

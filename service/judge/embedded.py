@@ -26,10 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service import defaults
-from service.errors import ConfigError
-from service.judge.base import Attempt, Judge
-from service.samples import Status
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
+from slicelab.service.judge.base import Attempt, Judge
+from slicelab.service.samples import Status
 
 #: Environment variable naming a GGUF file to use instead of the bundled model.
 GGUF_ENV = "SLICELAB_GGUF"

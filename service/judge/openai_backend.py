@@ -37,11 +37,11 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
-from service import defaults
-from service.errors import ConfigError
-from service.judge.base import Attempt, Judge, JudgeResult
-from service.judge.resilience import Resilience, breaker_for, is_transient
-from service.samples import Document, EvalSample, Status
+from slicelab.service import defaults
+from slicelab.service.errors import ConfigError
+from slicelab.service.judge.base import Attempt, Judge, JudgeResult
+from slicelab.service.judge.resilience import Resilience, breaker_for, is_transient
+from slicelab.service.samples import Document, EvalSample, Status
 
 #: Environment variable holding the judge server's API key (never logged or stored).
 API_KEY_ENV = "SLICELAB_JUDGE_API_KEY"

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import ConfigError, JudgeConfigError
+from slicelab.service.errors import ConfigError, JudgeConfigError
 
 log = logging.getLogger("slicelab.judge")
 
@@ -396,9 +396,9 @@ def probe_judge(spec: dict[str, Any], *, timeout_s: float = 30.0) -> None:
         return
     import openai
 
-    from service.judge.base import response_format
-    from service.judge.openai_backend import API_KEY_ENV, _message
-    from service.taxonomy import load_taxonomy
+    from slicelab.service.judge.base import response_format
+    from slicelab.service.judge.openai_backend import API_KEY_ENV, _message
+    from slicelab.service.taxonomy import load_taxonomy
 
     url, model = spec["base_url"], spec["model"]
     client = openai.OpenAI(base_url=url, api_key=os.environ.get(API_KEY_ENV) or "EMPTY", timeout=timeout_s,

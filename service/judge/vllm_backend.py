@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.errors import ConfigError
-from service.judge.base import Attempt, Judge, JudgeResult, Request
-from service.samples import Document, EvalSample, Status
+from slicelab.service.errors import ConfigError
+from slicelab.service.judge.base import Attempt, Judge, JudgeResult, Request
+from slicelab.service.samples import Document, EvalSample, Status
 
 #: Structured-outputs backend asked of vLLM (supports compact JSON).
 STRUCTURED_BACKEND = "xgrammar"
