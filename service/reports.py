@@ -189,8 +189,12 @@ def _diagnose(p: dict[str, Any], cmp: dict[str, Any] | None) -> tuple[str, list]
                          None, None))
     weak = [[k, s["label"], str(s["n"]), _delta(s["delta"], *s["delta_ci"]), _p(s["q_value"]), _loss(s)]
             for k, ss in p["weak_slices"].items() for s in ss]
-    sections.append(("Weak slices (localised)", [] if weak else ["No slice has a significant, localised drop with "
-                                                                   "separated intervals."],
+    standing = (p.get("localisation") or {}).get("standing_out") or []
+    none_weak = ("No slice has a significant, localised drop with separated intervals."
+                 + (f" {len(standing)} slices stand out in the localisation test, but their candidate and baseline "
+                    "95% intervals overlap (evidence setting require_separated_intervals), so none is evidence "
+                    "for an intervention." if standing else ""))
+    sections.append(("Weak slices (localised)", [] if weak else [none_weak],
                      (["key", "slice", "n", "change [95% CI]", "q", "loss rate in / out (q)"], weak) if weak else None,
                      None))
     sections += examples_section("Examples from weak slices", "Lost samples of each weak slice; the last 300 "
