@@ -513,7 +513,7 @@ def _print_calibration(record: dict, kind: str) -> None:
               f"evaluated n={record['split']['n_heldout']}, pool n={record['split']['n_pool']}, "
               f"judge statuses {record['status_counts']})")
     rows = labeler_table(record)
-    names = list(next(iter(rows.values()))["labelers"]) if rows else []
+    names = list(dict.fromkeys(n for row in rows.values() for n in row["labelers"]))  # shape/cues label some axes only
     t = Table(title="Cohen's kappa [95% CI] per labeler (operation axes: primary); * = selected",
               title_justify="left")
     t.add_column("axis", no_wrap=True)
@@ -528,9 +528,10 @@ def _print_calibration(record: dict, kind: str) -> None:
         ann = ann.get("primary", ann) if m["kind"] == "operations" else ann
         cells = []
         for name in names:
-            s = row["labelers"][name]
+            s = row["labelers"].get(name)
             star = "*" if name == row["selected"] else ""
-            cells.append(f"{star}{_fmt(s['kappa'])} [{_fmt(s['kappa_ci_low'])}, {_fmt(s['kappa_ci_high'])}]")
+            cells.append(f"{star}{_fmt(s['kappa'])} [{_fmt(s['kappa_ci_low'])}, {_fmt(s['kappa_ci_high'])}]"
+                         if s else "—")
         v = m["verdict"]["verdict"]
         style = "green" if v == "pass" else "red"
         t.add_row(axis.replace("solving_operations", "primary operation").replace("demonstrated_operations", "primary demo. op."),
