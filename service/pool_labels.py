@@ -18,8 +18,8 @@ import pandas as pd
 from slicelab.service.errors import ConfigError
 from slicelab.service.samples import Document, EvalSample, Rejected
 
-#: Labelers this module can train, by name.
-LABELERS = ("knn", "student")
+#: Labelers this module can train, by name (``per_axis``: see :func:`make_best_labeler`).
+LABELERS = ("knn", "student", "per_axis")
 
 
 def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: tuple[str | Path, ...] = ()):
@@ -40,6 +40,10 @@ def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: 
         raise ConfigError(f"kind: unknown item kind {kind!r}; allowed: {', '.join(BUNDLED)}")
     if labeler not in LABELERS:
         raise ConfigError(f"labeler: unknown labeler {labeler!r}; allowed: {', '.join(LABELERS)}")
+    if labeler == "per_axis":
+        if extra_gold:
+            raise ConfigError("extra_gold: the per_axis labeler learns from the bundled gold sets only")
+        return make_best_labeler(kind, seed=seed)
     gold = load_gold(BUNDLED[kind])
     pool, _ = gold.split(seed=seed)
     items, labels = [gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool}
@@ -55,6 +59,42 @@ def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: 
                                              **({"extra_gold": [Path(p).name for p in extra_gold]} if extra_gold else {})})
 
 
+def make_best_labeler(kind: str, *, seed: int = 0, exclude: frozenset[str] = frozenset()):
+    """The best labelers without an LLM per axis, as the bundled calibration record selects them.
+
+    The record (:func:`calibration.offline.bundled_record`, built on first use) measures k-NN,
+    student, answer-shape and operation-cue labelers on the held-out split of the bundled gold
+    sets (v1 and v2 merged) and selects, per axis, the one with the best lower bound of Cohen's
+    kappa (:mod:`calibration.selection`). The pool labelers learn from the record's pool split,
+    as :func:`service.judge.per_axis_spec` does; the judge is not used.
+
+    Args:
+        exclude: item ids left out of the pool (so the items being labeled are never their own
+            exemplars or training examples).
+
+    Raises:
+        ConfigError: unknown ``kind``.
+    """
+    from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
+    from slicelab.calibration.offline import bundled_record
+    from slicelab.service.labelers import KNNLabeler, PerAxisLabeler, StudentLabeler
+    from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
+
+    if kind not in BUNDLED_ALL:
+        raise ConfigError(f"kind: unknown item kind {kind!r}; allowed: {', '.join(BUNDLED_ALL)}")
+    record = bundled_record(kind)
+    gold = load_gold([str(p) for p in BUNDLED_ALL[kind]])
+    pool, _ = gold.split(seed=seed, holdout_frac=record["split"]["holdout_frac"])
+    pool = [i for i in pool if i not in exclude]
+    items, labels = [gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool}
+    settings = {"gold": [Path(p).name for p in BUNDLED_ALL[kind]], "seed": seed, "calibration_id": record["id"]}
+    names = set(record["selection"].values())
+    labelers = {name: cls(items, labels, pool_settings=settings)
+                for name, cls in (("knn", KNNLabeler), ("student", StudentLabeler)) if name in names}
+    labelers |= {"shape": ShapeLabeler(), "cues": CueLabeler()}
+    return PerAxisLabeler(labelers, record["selection"])
+
+
 def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, labeler: str = "knn",
                 record: dict[str, Any] | None = None, seed: int = 0,
                 extra_gold: tuple[str | Path, ...] = ()) -> pd.DataFrame:
@@ -63,7 +103,8 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
     Args:
         items: samples or documents (and :class:`Rejected` records from the readers).
         kind: ``"eval"`` or ``"document"``.
-        labeler: ``"knn"`` or ``"student"``.
+        labeler: ``"knn"``, ``"student"`` or ``"per_axis"`` (:func:`make_best_labeler`; the
+            items themselves are left out of its pool).
         record: a calibration record (``{"id", "verdicts": {axis: pass|fail}}``) whose
             verdicts become the ``gate_<axis>`` columns; None leaves every axis ``ungated``.
         extra_gold: more gold sets for the labeler's pool (:func:`make_labeler`).
@@ -77,7 +118,10 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
     from slicelab.service.taxonomy import load_taxonomy
 
     tax = load_taxonomy()
-    lab = make_labeler(kind, labeler, seed=seed, extra_gold=tuple(extra_gold))
+    if labeler == "per_axis" and not extra_gold:
+        lab = make_best_labeler(kind, seed=seed, exclude=frozenset(i.id for i in items if not isinstance(i, Rejected)))
+    else:
+        lab = make_labeler(kind, labeler, seed=seed, extra_gold=tuple(extra_gold))
     prov = {**tax.provenance(), "code_version": code_version(), "run_key": f"pool-{labeler}-{lab.config_hash()}"}
     rows = [rejected_row(i, tax, kind, prov) if isinstance(i, Rejected) else labeled_row(i, lab.label(i), tax, prov)
             for i in items]

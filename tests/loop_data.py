@@ -1,6 +1,7 @@
 """Real items labeled in-process for the compare / diagnose / sample tests (see tests/data/loop/README.md).
 
-Labels come from the k-NN labelers trained on the bundled gold pools (no LLM); every
+Labels come from labelers trained on the bundled gold pools (no LLM): MATH-500 from the per-axis
+best of them (:func:`service.pool_labels.make_best_labeler`), the rest from k-NN; every
 axis's gate is set to ``pass`` with a test calibration record, as a passed calibration would.
 """
 
@@ -32,9 +33,13 @@ def passing_record(kind: str) -> dict:
 
 @lru_cache(maxsize=None)
 def math_labels() -> pd.DataFrame:
-    """The MATH-500 subset labeled by the eval k-NN labeler, every gate ``pass``."""
+    """The MATH-500 subset labeled by the best labelers without an LLM per axis, every gate ``pass``.
+
+    The per-axis choice is the bundled calibration record's (v1 and v2 gold); the items are
+    never in the labelers' pool.
+    """
     items = list(read_eval_samples(LOOP / "math500_problems.jsonl", benchmark="math500"))
-    return label_items(items, kind="eval", record=passing_record("eval"))
+    return label_items(items, kind="eval", labeler="per_axis", record=passing_record("eval"))
 
 
 @lru_cache(maxsize=None)

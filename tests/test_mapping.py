@@ -17,8 +17,32 @@ from slicelab.service.taxonomy import load_taxonomy
 from tests.loop_data import LOOP, MATH_OUTPUTS, STRONG, WEAK, doc_labels, math_labels
 from tests.verdict_data import math_subject_candidate
 
-#: The MATH-500 subject whose solved problems the ``one-subject`` candidate gets wrong.
-SUBJECT = "Counting & Probability"
+#: A MATH-500 subject whose lost problems fill a 4-axis capability slice large enough to carry the drop.
+CAPABILITY_SUBJECT = "Counting & Probability"
+AXES = ["background_condition", "task_type", "primary_operation", "output_constraint"]
+
+
+def problem_subjects() -> dict[str, str]:
+    return {json.loads(x)["id"]: json.loads(x)["subject"] for x in (LOOP / "math500_problems.jsonl").read_text().splitlines()}
+
+
+def split_subject() -> str:
+    """The subject whose most frequent primary operation has the smallest largest 4-axis capability slice
+    (ties: alphabetical): losing it spreads the drop over capability slices that are each small."""
+    labels = math_labels()
+    size = labels.groupby(AXES).size()
+    subject = labels["id"].map(problem_subjects())
+
+    def largest_cap(s: str) -> int:
+        op = labels.loc[subject == s, "primary_operation"].value_counts().index[0]
+        return int(size.xs(op, level="primary_operation").max())
+    return min(sorted(set(subject)), key=largest_cap)
+
+
+def subject_comparison(tmp, subject: str):
+    """Qwen2.5-14B vs the same outputs with every solved answer of ``subject`` made wrong."""
+    path = math_subject_candidate(tmp / "subject.jsonl", {subject}, run="one-subject")
+    return compare(math_labels(), load_results([path]), STRONG, "one-subject")
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +52,8 @@ def math_cmp():
 
 @pytest.fixture(scope="module")
 def subject_cmp(tmp_path_factory):
-    """Qwen2.5-14B vs the same outputs with every solved Counting & Probability answer made wrong."""
-    path = math_subject_candidate(tmp_path_factory.mktemp("subj") / "subject.jsonl", {SUBJECT}, run="one-subject")
-    return compare(math_labels(), load_results([path]), STRONG, "one-subject")
+    """Qwen2.5-14B vs the same outputs with every solved answer of :func:`split_subject` made wrong."""
+    return subject_comparison(tmp_path_factory.mktemp("subj"), split_subject())
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +153,12 @@ def test_yaml_cannot_carry_code(tmp_path):
 
 
 def test_weaker_math_model_is_a_broad_regression(math_cmp):
-    """gemma-2-27b-it vs Qwen2.5-14B-Instruct on MATH-500: a large drop, about equal in every slice.
+    """gemma-2-27b-it vs Qwen2.5-14B-Instruct on MATH-500: a large drop spread over every slice.
 
-    The largest slices reach significance first, but none loses more of its baseline-correct
-    samples than the rest: no operation-targeted intervention.
+    The largest slices reach significance first, but none loses significantly more of its
+    baseline-correct samples than the rest: no operation-targeted intervention. Loss rates do vary
+    by subject (harder subjects lose more), and the families that follow the subjects show it in
+    their homogeneity test, which the statement quotes.
     """
     result = diagnose(math_cmp)
     assert result["verdict"] == "broad_regression" and result["interventions"] == []
@@ -142,28 +167,46 @@ def test_weaker_math_model_is_a_broad_regression(math_cmp):
     assert not loc["localised"] and loc["standing_out"] == [] and loc["n_tests"] == math_cmp.meta["n_tests"] > 10
     het = {h["family"]: h for h in loc["heterogeneity"]}
     assert {"capability", "combination", "marginal:primary_operation"} <= set(het)
-    assert all(h["p_value"] > 0.05 for h in het.values() if h["p_value"] is not None)
-    assert 0.1 < het["combination"]["p_value"] < 0.3
+    assert all(h["p_value"] > 0.05 for f, h in het.items() if f in ("marginal:task_type", "marginal:output_constraint"))
     text = result["explanation"]["statement"]
-    assert "weaker across the board" in text and "chi2=" in text and "No operation-targeted" in text
-    # the slices that would have fired operation rules dropped significantly, but are not localised
+    assert "weaker across the board" in text and "No operation-targeted" in text
+    assert all(f"{f}: chi2={h['chi2']:.1f}" in text for f, h in het.items() if h["p_value"] is not None)
+    # every slice that dropped significantly would have fired an operation rule, but is not localised
+    slices = math_cmp.slices.set_index("slice_id")
     dropped = {s["slice_id"]: s for s in result["insufficient_evidence"]}
-    for sid in ("marginal:primary_operation=counting_combinatorics",
-                "capability:pure_math/numeric_answer/counting_combinatorics/integer"):
-        assert math_cmp.slices.set_index("slice_id").at[sid, "significant_drop"]
+    sig = slices.index[slices["significant_drop"].astype(bool)]
+    ops = [sid for sid in sig if sid.startswith(("capability:", "marginal:primary_operation="))]
+    assert len(ops) >= 4
+    for sid in ops:
         assert any(r.startswith("not localised") for r in dropped[sid]["reasons"])
 
 
-def test_one_subject_drop_is_localised_to_its_operations(subject_cmp):
-    """Only Counting & Probability problems are lost (complete, wrong answers): the primary-operation
-    slice of those problems is localised even though its 4-axis capability slices are each small."""
-    result = diagnose(subject_cmp)
+def _check_subject_interventions(result: dict, subject: str, cmp) -> None:
+    """Interventions name only operations of ``subject``; their evidence is localised, supported and lost there."""
+    labels, subjects = math_labels(), problem_subjects()
     assert result["verdict"] == "data_intervention"
-    labels = math_labels()
-    subject = {json.loads(x)["id"]: json.loads(x)["subject"] for x in (LOOP / "math500_problems.jsonl").read_text().splitlines()}
-    subject_ops = set(labels.loc[labels["id"].map(subject) == SUBJECT, "primary_operation"])
+    subject_ops = set(labels.loc[labels["id"].map(subjects) == subject, "primary_operation"])
     ops = {op for i in result["interventions"] for op in i["operations"]}
     assert ops and ops <= subject_ops
+    slices = cmp.slices.set_index("slice_id")
+    for i in result["interventions"]:
+        for sid in i["weak_slices"]:
+            s = slices.loc[sid]
+            assert s["n"] >= 10 and s["significant_drop"] and s["localised"] and not s["intervals_overlap"]
+            assert set(s["operations"]) & set(i["operations"])
+    weak = [s for ss in result["weak_slices"].values() for s in ss]
+    for s in weak:
+        assert all(x["baseline_correct"] and not x["candidate_correct"] for x in s["examples"])
+        assert all(subjects[x["sample_id"]] == subject for x in s["examples"])
+    evidence = result["fired_rules"][0]["conditions"][0]["evidence"]["weak_slices"][0]
+    assert {"slice_id", "n", "delta", "delta_ci", "p_value", "q_value", "loss_rate", "loss_q"} <= set(evidence)
+
+
+def test_one_subject_drop_is_localised_to_its_operations(subject_cmp):
+    """Only one subject's problems are lost (complete, wrong answers), and its operation's 4-axis capability
+    slices are each small: the primary-operation slice of those problems is localised all the same."""
+    result = diagnose(subject_cmp)
+    _check_subject_interventions(result, split_subject(), subject_cmp)
     weak = [s for ss in result["weak_slices"].values() for s in ss]
     prim = [s for s in weak if s["slice_id"].startswith("marginal:primary_operation=")]
     assert prim and all(s["localised"] and s["loss_rate"] > s["loss_rate_outside"] for s in prim)
@@ -175,15 +218,16 @@ def test_one_subject_drop_is_localised_to_its_operations(subject_cmp):
         # no 4-axis slice of the operation carries the drop on its own: too small or not significant
         assert len(cap) >= 2 and not set(cap.index) & weak_cap
         assert (cap["low_support"] | ~cap["significant_drop"].astype(bool)).all()
-        assert s["examples"] and all(x["baseline_correct"] and not x["candidate_correct"] for x in s["examples"])
-        assert all(subject[x["sample_id"]] == SUBJECT for x in s["examples"])
-    for i in result["interventions"]:
-        for sid in i["weak_slices"]:
-            s = slices.loc[sid]
-            assert s["n"] >= 10 and s["significant_drop"] and s["localised"] and not s["intervals_overlap"]
-            assert set(s["operations"]) & set(i["operations"])
-    evidence = result["fired_rules"][0]["conditions"][0]["evidence"]["weak_slices"][0]
-    assert {"slice_id", "n", "delta", "delta_ci", "p_value", "q_value", "loss_rate", "loss_q"} <= set(evidence)
+        assert s["examples"]
+
+
+def test_one_subject_drop_can_be_carried_by_a_capability_slice(tmp_path):
+    """When the lost subject's problems fill a 4-axis capability slice, that slice is localised and is evidence."""
+    cmp = subject_comparison(tmp_path, CAPABILITY_SUBJECT)
+    result = diagnose(cmp)
+    _check_subject_interventions(result, CAPABILITY_SUBJECT, cmp)
+    cap = [s for s in result["weak_slices"].get("capability", []) if s["localised"]]
+    assert cap and any(s["slice_id"] in i["weak_slices"] for s in cap for i in result["interventions"])
 
 
 def test_localised_drop_rules_the_data_in(algebra_cmp, docs):
@@ -205,22 +249,26 @@ def test_localised_drop_rules_the_data_in(algebra_cmp, docs):
 
 
 def test_low_support_slice_is_insufficient_evidence(math_cmp):
-    """A clearly dropping slice with 8 shared samples (under the minimum of 10) proposes nothing."""
+    """A clearly dropping slice with 8 shared samples (under the minimum of 10) proposes nothing.
+
+    The slice is the capability slice with the most baseline-correct samples lost among those
+    that drop significantly; 8 of its lost samples are compared on their own.
+    """
     labels, res = math_labels(), load_results([MATH_OUTPUTS])
-    weak = math_cmp.slices.set_index("slice_id").loc["capability:pure_math/numeric_answer/counting_combinatorics/integer"]
-    assert weak["significant_drop"]
+    slices = math_cmp.slices
+    dropping = slices[(slices["key"] == "capability") & slices["significant_drop"].astype(bool)]
+    weak = dropping.sort_values(["n10", "slice_id"], ascending=[False, True]).iloc[0]
+    sid = weak["slice_id"]
     wide = res.pivot(index="sample_id", columns="run", values="correct")
-    members = labels[(labels["background_condition"] == "pure_math") & (labels["task_type"] == "numeric_answer")
-                     & (labels["primary_operation"] == "counting_combinatorics")
-                     & (labels["output_constraint"] == "integer")]["id"]
+    members = labels[(labels[AXES] == weak[AXES].tolist()).all(axis=1)]["id"]
     lost = [i for i in members if wide.at[i, STRONG] and not wide.at[i, WEAK]][:8]
     small = compare(labels[labels["id"].isin(lost)], res[res["sample_id"].isin(lost)], STRONG, WEAK)
-    row = small.slices.set_index("slice_id").loc["capability:pure_math/numeric_answer/counting_combinatorics/integer"]
+    row = small.slices.set_index("slice_id").loc[sid]
     assert row["n"] == 8 and row["delta"] == -1.0 and row["low_support"]
     result = diagnose(small)
     assert result["verdict"] == "insufficient_evidence" and result["interventions"] == []
     found = {s["slice_id"]: s["reasons"] for s in result["insufficient_evidence"]}
-    assert "support 8 < 10" in found["capability:pure_math/numeric_answer/counting_combinatorics/integer"]
+    assert "support 8 < 10" in found[sid]
 
 
 def test_overlapping_intervals_are_insufficient_evidence(math_cmp):
