@@ -89,7 +89,7 @@ def worker(
 
 @app.command("label-benchmark")
 def label_benchmark(
-    input: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL/JSON/CSV/Parquet, BBH, lm-eval or Inspect log"),
+    input: Path = typer.Argument(..., exists=True, help="JSONL/JSON/CSV/Parquet, BBH, lm-eval samples file or output folder, Inspect log (.json/.eval) or folder of logs"),
     output: Path = typer.Option(..., "-o", "--output", help="output file (.parquet or .jsonl)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet or jsonl (default: from the output suffix, else parquet)"),
     input_format: Optional[str] = typer.Option(None, help="override input format detection"),
