@@ -840,6 +840,7 @@ def _lm_eval_builder(path: Path) -> tuple[Callable[..., EvalSample], Callable[[d
             "metric": metric,
             **{k: rec[k] for k in ("doc_hash", "prompt_hash", "target_hash") if k in rec},
             **({metric: rec[metric]} if metric else {}),
+            "scores": {m: rec[m] for m in rec.get("metrics") or [] if isinstance(m, str) and m in rec},
             **({"response_type": LOGLIKELIHOOD, **choice} if choice else {}),
             "doc": doc,
         }
@@ -955,6 +956,7 @@ def _inspect_samples(ctx: _Ctx) -> Iterator[EvalSample | Rejected]:
             "choices": sample.get("choices"),
             "scorer": scorer,
             "score_value": score.get("value"),
+            "scores": {k: v.get("value") for k, v in scores.items() if isinstance(v, dict)},
             "metadata": sample.get("metadata") or {},
             **({"error": sample["error"]} if sample.get("error") else {}),
         }
