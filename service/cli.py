@@ -1163,6 +1163,9 @@ def _sigterm_as_interrupt(signum, frame) -> None:
 from slicelab.service.cli_training import register as _register_training  # noqa: E402 - commands defined after app
 
 _register_training(app)
+from slicelab.service.cli_logs import register as _register_logs  # noqa: E402 - commands defined after app
+
+_register_logs(app)
 
 
 def main() -> None:
