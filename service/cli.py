@@ -321,7 +321,7 @@ def slices(
     output: Path = typer.Option(..., "-o", "--output", help="slice table as JSON"),
     allow_ungated: bool = typer.Option(False, help="also use axes that failed or never had calibration (recorded in the output)"),
     min_support: int = typer.Option(10, min=1, help="slices with fewer samples are flagged low_support"),
-    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, dir_okay=False, help="per-sample results of runs (repeat for several files); adds per-run pass rates, Wilson intervals and pass@k over capability, combination and marginal slices"),
+    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, help="per-sample results of runs (repeat for several files; lm-eval output folders and Inspect logs as written); adds per-run pass rates, Wilson intervals and pass@k over capability, combination and marginal slices"),
     run: Optional[list[str]] = typer.Option(None, "--run", help="with --results: only these runs (repeatable; default: all)"),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="also write slices.html/.md/.json here"),
     k: str = typer.Option("1,5,10", "--k", help="with --results: pass@k values, comma-separated (only k <= generations per item are reported)"),

@@ -100,11 +100,12 @@ def logs_inputs(baseline_logs: list[Path], candidate_logs: list[Path], *, labels
     from slicelab.service.pool_labels import label_items, selected_labeler
     from slicelab.service.samples import Rejected
 
-    items = [s for s in read_log_samples([*baseline_logs, *candidate_logs]) if not isinstance(s, Rejected)]
+    read = list(read_log_samples([*baseline_logs, *candidate_logs]))
     wanted = set(res["sample_id"])
-    items = [s for s in items if s.id in wanted]
+    items = [s for s in read if not isinstance(s, Rejected) and s.id in wanted]
+    bad = sum(isinstance(s, Rejected) for s in read)
     say(f"{flow}; labeling {len(items)} distinct samples in-process with the gate-selected labelers "
-        "that need no LLM")
+        "that need no LLM" + (f" ({bad} unreadable samples not labeled)" if bad else ""))
     _, gate = selected_labeler("eval")
     lab = label_items(items, kind="eval", labeler="selected")
     by = ", ".join(f"{a} {n} ({gate['verdicts'][a]})" for a, n in gate["selection"].items())

@@ -11,6 +11,7 @@ from slicelab.service.harness_logs import expand_logs, load_inspect_log
 from slicelab.service.readers import read_eval_samples
 from slicelab.service.results import load_results
 from slicelab.service.samples import Rejected
+from tests.test_lm_eval_quirks import mc_record
 from tests.harness_fixtures import (INSPECT_JSON, LM_EVAL_RUNS, add_filter, copy_run, gsm8k_gold,
                                     write_eval_zip, write_repeats_run)
 
@@ -67,11 +68,19 @@ def test_several_benchmarks_and_filters_keep_every_task_doc_filter(tmp_path):
             run.mkdir(exist_ok=True)
             f.rename(run / f.name)
     add_filter(run, "flexible-extract")
+    mc = [mc_record(0, [-1.25, -0.5, -3.0, -2.0], 1, 1.0), mc_record(1, [-0.25, -4.0, -3.5, -2.0], 2, 0.0)]
+    ts = next(run.glob("results_2025*.json")).name[len("results_"):-len(".json")]
+    (run / f"samples_arc_easy_{ts}.jsonl").write_text("\n".join(json.dumps(r) for r in mc) + "\n")
     res = load_results(run)
     keys = {tuple(s.split("/")) for s in res["sample_id"]}
-    assert len(res) == len(keys) == 2 * 13
+    assert len(res) == len(keys) == 2 * 13 + 2
     assert {(t, f) for t, _, f in keys} == {("gsm8k", "strict-match"), ("gsm8k", "flexible-extract"),
-                                            ("math_perturbed_full", "none"), ("math_perturbed_full", "flexible-extract")}
+                                            ("math_perturbed_full", "none"), ("math_perturbed_full", "flexible-extract"),
+                                            ("arc_easy", "none")}
+    arc = res[res["sample_id"].str.startswith("arc_easy/")].set_index("sample_id")
+    # multiple choice: the chosen option and its correctness, no free-text output to judge
+    assert arc.loc["arc_easy/0/none", "extracted_answer"] == "1" and bool(arc.loc["arc_easy/0/none", "correct"])
+    assert arc["output"].isna().all() and not arc.loc["arc_easy/1/none", "correct"]
     samples = [s for s in read_eval_samples(run) if not isinstance(s, Rejected)]
     assert {s.id for s in samples} == set(res["sample_id"])
 
