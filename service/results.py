@@ -5,12 +5,14 @@ One results table has one row per (sample, run)::
     DataFrame[sample_id, run, correct, output, extracted_answer, finish_reason,
               n_samples, n_correct, source_file, source_line, output_chars, output_tokens]
 
-Files are read as they come (format detected per file, from the first record):
+Files are read as they come (format detected per file, from the first record); a folder or an
+lm-eval ``results_<timestamp>.json`` stands for every log file under it
+(:func:`service.harness_logs.expand_logs`):
 
 | adapter | detected by | sample_id | run |
 |---|---|---|---|
 | ``lm_eval`` | ``samples_*.jsonl`` with ``doc_id`` and ``arguments`` | ``<task>/<doc_id>/<filter>`` (as :mod:`service.readers`) | the model (from the ``results_*.json`` beside it), else the file stem |
-| ``inspect`` | an Inspect AI JSON log (``eval`` + ``samples``) | ``<task>/<id>/epoch<n>`` (as :mod:`service.readers`) | the model of the output, else the log's |
+| ``inspect`` | an Inspect AI log: ``.json`` (``eval`` + ``samples``) or ``.eval`` (zip) | ``<task>/<id>/epoch<n>`` (as :mod:`service.readers`) | the model of the output, else the log's |
 | ``bbh`` | ``id`` + ``model`` + ``prompt_style`` (``bbh/model_outputs.jsonl``) | ``id`` | ``<model>:<prompt_style>`` |
 | ``math`` | ``problem_id`` + ``model`` (``math/*_model_outputs.jsonl``) | ``problem_id`` | ``model`` |
 | ``slicelab`` | anything else (JSONL or Parquet) | ``sample_id`` | ``run`` |
