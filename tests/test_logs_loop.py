@@ -112,3 +112,20 @@ def test_label_benchmark_reads_an_output_folder(tmp_path, redis_url, judge_serve
     df = pd.read_parquet(out)
     assert sorted(df["id"]) == ["gsm8k/0/strict-match", "gsm8k/1/strict-match", "gsm8k/2/strict-match"]
     assert set(df["status"]) == {"labeled"}
+
+
+def test_compare_inspect_json_against_its_eval_twin_and_several_runs_need_a_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ev = write_eval_zip(INSPECT_JSON, tmp_path / "b" / "arc_easy.eval")
+    out = tmp_path / "c.json"
+    r = run_cli("compare", "--baseline-logs", str(INSPECT_JSON), "--candidate-logs", str(ev), "--allow-ungated",
+                "--min-support", "1", "-o", str(out), timeout_s=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "candidate claude-sonnet-4-20250514@arc_easy.eval: 1 log files (Inspect AI .eval log (zip) 1), 5 samples" \
+        in r.stdout.splitlines()[0]
+    c = json.loads(out.read_text())
+    assert c["overall"]["n"] == 5 and c["overall"]["n10"] == c["overall"]["n01"] == 0
+    r = run_cli("compare", "--baseline-logs", str(LM_EVAL_RUNS[0].parent), "--candidate-logs", str(ev))
+    assert r.returncode != 0 and "--baseline-logs holds 2 runs" in r.stderr + r.stdout
+    assert "name one with --baseline" in r.stderr + r.stdout and "Traceback" not in r.stderr
