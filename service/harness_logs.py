@@ -29,7 +29,7 @@ _SAMPLES = re.compile(r"^samples_(?P<task>.+)_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{
 _RESULTS = re.compile(r"^results_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.json$")
 #: Readers :func:`expand_logs` names for the files it returns.
 READERS = {"lm_eval": "lm-evaluation-harness samples JSONL", "inspect_json": "Inspect AI JSON log",
-           "inspect_eval": "Inspect AI .eval log (zip)"}
+           "inspect_eval": "Inspect AI .eval log (zip)", "other": "other results file"}
 
 
 @dataclass

@@ -78,11 +78,14 @@ def ingest_logs(paths: list[str | Path], *, rejects: list[dict[str, Any]] | None
             scores = ex.get("scores") or {}
             meta[(str(f), s.source_line)] = {
                 "task": s.task, "benchmark": s.benchmark, "filter": ex.get("filter"),
-                "reader": files.readers.get(f, "other"),
                 **{f"score_{m}": score_value(v) for m, v in scores.items()}}
     extra = pd.DataFrame([meta.get((r.source_file, r.source_line), {}) for r in res.itertuples(index=False)],
                          index=res.index)
     out = pd.concat([res, extra], axis=1)
+    for c in ("task", "benchmark", "filter"):  # absent when no file is an evaluation log
+        if c not in out:
+            out[c] = None
+    out["reader"] = out["source_file"].map({str(f): r for f, r in files.readers.items()})
     setup = res.attrs.get("setup") or {}
     fields = sorted({k for v in setup.values() for k in v} - set(out.columns))
     for k in fields:

@@ -129,3 +129,11 @@ def test_compare_inspect_json_against_its_eval_twin_and_several_runs_need_a_name
     r = run_cli("compare", "--baseline-logs", str(LM_EVAL_RUNS[0].parent), "--candidate-logs", str(ev))
     assert r.returncode != 0 and "--baseline-logs holds 2 runs" in r.stderr + r.stdout
     assert "name one with --baseline" in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_ingest_takes_a_plain_results_file_too(tmp_path):
+    out = tmp_path / "r.jsonl"
+    r = run_cli("ingest", "tests/data/loop/aime2024_sky_t1_checkpoints.jsonl", "-o", str(out), timeout_s=120)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_json(out, lines=True)
+    assert len(df) == 60 and set(df["reader"]) == {"other"} and (df["n_samples"] == 11).all()
