@@ -89,7 +89,7 @@ def worker(
 
 @app.command("label-benchmark")
 def label_benchmark(
-    input: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL/JSON/CSV/Parquet, BBH, lm-eval or Inspect log"),
+    input: Path = typer.Argument(..., exists=True, help="JSONL/JSON/CSV/Parquet, BBH, lm-eval samples file or output folder, Inspect log (.json/.eval) or folder of logs"),
     output: Path = typer.Option(..., "-o", "--output", help="output file (.parquet or .jsonl)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet or jsonl (default: from the output suffix, else parquet)"),
     input_format: Optional[str] = typer.Option(None, help="override input format detection"),
@@ -321,7 +321,7 @@ def slices(
     output: Path = typer.Option(..., "-o", "--output", help="slice table as JSON"),
     allow_ungated: bool = typer.Option(False, help="also use axes that failed or never had calibration (recorded in the output)"),
     min_support: int = typer.Option(10, min=1, help="slices with fewer samples are flagged low_support"),
-    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, dir_okay=False, help="per-sample results of runs (repeat for several files); adds per-run pass rates, Wilson intervals and pass@k over capability, combination and marginal slices"),
+    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, help="per-sample results of runs (repeat for several files; lm-eval output folders and Inspect logs as written); adds per-run pass rates, Wilson intervals and pass@k over capability, combination and marginal slices"),
     run: Optional[list[str]] = typer.Option(None, "--run", help="with --results: only these runs (repeatable; default: all)"),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="also write slices.html/.md/.json here"),
     k: str = typer.Option("1,5,10", "--k", help="with --results: pass@k values, comma-separated (only k <= generations per item are reported)"),
@@ -586,17 +586,20 @@ def _slices_with_results(labels: Path, results: list[Path], runs: Optional[list[
 def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[str], run_field: Optional[str],
                          skip_bad_rows: bool, generation_field: Optional[str] = None, aggregate_repeats: bool = False):
     """The labeled table and the results table; bad result rows raise, or are collected with ``skip_bad_rows``."""
+    import pandas as pd
+
     from slicelab.service.errors import ConfigError
     from slicelab.service.output import read_table
     from slicelab.service.results import load_results
 
     try:
-        lab = read_table(labels)
+        lab = labels if isinstance(labels, pd.DataFrame) else read_table(labels)
     except Exception as e:  # pandas/pyarrow raise many types for an unreadable file
         raise ConfigError(f"--labels {labels}: not a readable labeled table (.parquet or .jsonl): {e}") from None
     rejects: list | None = [] if skip_bad_rows else None
-    res = load_results(results, id_field=id_field, run_field=run_field, rejects=rejects,
-                       generation_field=generation_field, aggregate_repeats=aggregate_repeats)
+    res = results if isinstance(results, pd.DataFrame) else load_results(
+        results, id_field=id_field, run_field=run_field, rejects=rejects, generation_field=generation_field,
+        aggregate_repeats=aggregate_repeats)
     if rejects:
         console.print(f"[yellow]{len(rejects)} result rows skipped[/yellow]; first: {escape(str(rejects[0]))}")
     return lab, res, rejects
@@ -605,6 +608,8 @@ def _load_labels_results(labels: Path, results: list[Path], id_field: Optional[s
 def _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                 min_support, alpha, generation_field=None, aggregate_repeats=False, n_examples=3, k=None,
                 metric="pass@1"):
+    import pandas as pd
+
     from slicelab.service.comparison import compare
     from slicelab.service.errors import ConfigError
     from slicelab.service.passk import parse_ks
@@ -624,12 +629,20 @@ def _comparison(labels, results, baseline, candidate, id_field, run_field, skip_
             raise ConfigError(f"--metric pass@k --k {k}: no problem has that many generations in both runs "
                               f"({'; '.join(f'k={a}: {b}' for a, b in (cmp.pass_at_k or {}).get('ks_skipped', {}).items())})")
         cmp.meta["metric"], cmp.meta["metric_k"] = "pass@k", max(cmp.pass_at_k["ks"])
-    cmp.meta["results_files"] = [str(p) for p in results]
-    cmp.meta["labels_file"] = str(labels)
+    cmp.meta["results_files"] = results.attrs["files"] if isinstance(results, pd.DataFrame) else [str(p) for p in results]
+    cmp.meta["labels_file"] = labels.attrs.get("source") if isinstance(labels, pd.DataFrame) else str(labels)
     cmp.meta["n_result_rows_rejected"] = len(rejects or [])
     if rejects:
         cmp.meta["result_rows_rejected"] = rejects[:100]
     return cmp
+
+
+def _logs_inputs(labels, results, baseline, candidate, baseline_logs, candidate_logs, skip_bad_rows):
+    """Labels, results and run names from files, or from two runs' evaluation logs (:mod:`service.loop_logs`)."""
+    from slicelab.service.loop_logs import resolve_inputs
+
+    return resolve_inputs(labels, results, baseline, candidate, baseline_logs, candidate_logs,
+                          skip_bad_rows=skip_bad_rows, say=lambda line: _loop_console().print(escape(line)))
 
 
 def _loop_console() -> Console:
@@ -714,15 +727,18 @@ _GENERATION_HELP = "results field telling repeated generations of one (sample, r
 _REPEATS_HELP = "read repeated (sample, run) rows as repeated generations in file order instead of refusing them"
 _K_HELP = "pass@k values, comma-separated (e.g. 1,8,128); paired pass@k comparison per problem (default 1,5,10 when results have several generations per item)"
 _METRIC_HELP = "pass@1 (per-sample correctness, exact McNemar) or pass@k (the largest --k, Wilcoxon signed-rank on per-problem pass@k) for the overall test behind the verdict"
-_RESULTS_HELP = "per-sample results: lm-eval --log_samples JSONL, the shared BBH/math model-output JSONL, or JSONL/Parquet with sample_id, run, correct|score, output, finish_reason (repeat --results for several files)"
+_LOGS_HELP = "evaluation logs of one run, read as the harness wrote them: an lm-evaluation-harness --output_path folder (or results_<ts>.json / samples file), Inspect AI logs (.json/.eval) or a folder of them (repeatable); results and set-up come from them and their samples are labeled in-process unless --labels is given"
+_RESULTS_HELP = "per-sample results: lm-eval --log_samples JSONL or output folder, Inspect log (.json/.eval), the shared BBH/math model-output JSONL, or JSONL/Parquet with sample_id, run, correct|score, output, finish_reason (repeat --results for several files)"
 
 
 @app.command("compare")
 def compare_runs(
-    labels: Path = typer.Option(..., "--labels", exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl)"),
-    results: list[Path] = typer.Option(..., "--results", exists=True, dir_okay=False, help=_RESULTS_HELP),
-    baseline: str = typer.Option(..., "--baseline", help="baseline run name"),
-    candidate: str = typer.Option(..., "--candidate", help="candidate run name"),
+    labels: Optional[Path] = typer.Option(None, "--labels", exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl); with --baseline-logs/--candidate-logs, used instead of labeling in-process"),
+    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, help=_RESULTS_HELP),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="baseline run name (with --baseline-logs: only when its logs hold several runs)"),
+    candidate: Optional[str] = typer.Option(None, "--candidate", help="candidate run name (with --candidate-logs: only when its logs hold several runs)"),
+    baseline_logs: Optional[list[Path]] = typer.Option(None, "--baseline-logs", exists=True, help=_LOGS_HELP),
+    candidate_logs: Optional[list[Path]] = typer.Option(None, "--candidate-logs", exists=True, help=_LOGS_HELP),
     output: Optional[Path] = typer.Option(None, "-o", "--output", dir_okay=False, help="comparison JSON (reports .html/.md beside it)"),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="write compare.html/.md/.json here"),
     allow_ungated: bool = typer.Option(False, help="also slice on axes that failed or never had calibration (recorded)"),
@@ -742,8 +758,11 @@ def compare_runs(
 
     try:
         _check_report_outputs(output, _report_stem(output, report_dir, "compare"))
+        labels, results, baseline, candidate, logs_meta = _logs_inputs(labels, results, baseline, candidate,
+                                                                       baseline_logs, candidate_logs, skip_bad_rows)
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                           min_support, alpha, generation_field, aggregate_repeats, examples, k, metric)
+        cmp.meta.update(logs_meta)
     except SlicelabError as e:
         _fail(e)
     payload = cmp.to_dict()
@@ -761,10 +780,12 @@ def compare_runs(
 
 @app.command("diagnose")
 def diagnose_runs(
-    labels: Path = typer.Option(..., "--labels", exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl)"),
-    results: list[Path] = typer.Option(..., "--results", exists=True, dir_okay=False, help=_RESULTS_HELP),
-    baseline: str = typer.Option(..., "--baseline", help="baseline run name"),
-    candidate: str = typer.Option(..., "--candidate", help="candidate run name"),
+    labels: Optional[Path] = typer.Option(None, "--labels", exists=True, dir_okay=False, help="labeled samples (.parquet or .jsonl); with --baseline-logs/--candidate-logs, used instead of labeling in-process"),
+    results: Optional[list[Path]] = typer.Option(None, "--results", exists=True, help=_RESULTS_HELP),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="baseline run name (with --baseline-logs: only when its logs hold several runs)"),
+    candidate: Optional[str] = typer.Option(None, "--candidate", help="candidate run name (with --candidate-logs: only when its logs hold several runs)"),
+    baseline_logs: Optional[list[Path]] = typer.Option(None, "--baseline-logs", exists=True, help=_LOGS_HELP),
+    candidate_logs: Optional[list[Path]] = typer.Option(None, "--candidate-logs", exists=True, help=_LOGS_HELP),
     output: Path = typer.Option(..., "-o", "--output", dir_okay=False, help="diagnosis JSON (reports .html/.md beside it)"),
     rules: Optional[Path] = typer.Option(None, "--rules", exists=True, dir_okay=False, help="mapping rules YAML (default: prompts/mapping-rules-v1.yaml)"),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", file_okay=False, help="write diagnosis.html/.md/.json here instead of beside -o"),
@@ -792,9 +813,12 @@ def diagnose_runs(
         rule_set = load_rules(rules or DEFAULT_RULES)
         ev = rule_set.evidence
         lint = lint_training_config(training_config) if training_config else None
+        labels, results, baseline, candidate, logs_meta = _logs_inputs(labels, results, baseline, candidate,
+                                                                       baseline_logs, candidate_logs, skip_bad_rows)
         cmp = _comparison(labels, results, baseline, candidate, id_field, run_field, skip_bad_rows, allow_ungated,
                           min_support or ev.min_support, alpha if alpha is not None else ev.alpha,
                           generation_field, aggregate_repeats, examples, k, metric)
+        cmp.meta.update(logs_meta)
         result = diagnose(cmp, rule_set, ignore_setup=ignore_setup or (), training_findings=lint)
     except SlicelabError as e:
         _fail(e)
@@ -1141,6 +1165,9 @@ def _sigterm_as_interrupt(signum, frame) -> None:
 from slicelab.service.cli_training import register as _register_training  # noqa: E402 - commands defined after app
 
 _register_training(app)
+from slicelab.service.cli_logs import register as _register_logs  # noqa: E402 - commands defined after app
+
+_register_logs(app)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from slicelab.service.errors import RecordError
+from slicelab.service.errors import InputFormatError, RecordError
 from slicelab.service.setup import SetupCollector, generation_kwargs, inspect_setup, lm_eval_task_setup
 
 
@@ -67,9 +67,11 @@ def _finish(v: str | None) -> str | None:
 def _context(path: Path, adapter: str) -> tuple[dict[int, dict], dict[str, Any], dict[str, Any]]:
     """Raw records by line (lm-eval) or position (Inspect), the run-level set-up, exact_match options."""
     if adapter == "inspect":
+        from slicelab.service.harness_logs import load_inspect_log
+
         try:
-            log = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, ValueError):
+            log = load_inspect_log(path)
+        except (OSError, InputFormatError):
             return {}, {}, {}
         samples = log.get("samples") if isinstance(log, dict) else None
         raw = {i: s for i, s in enumerate(samples or [], start=1) if isinstance(s, dict)}

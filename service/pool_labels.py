@@ -18,8 +18,12 @@ import pandas as pd
 from slicelab.service.errors import ConfigError
 from slicelab.service.samples import Document, EvalSample, Rejected
 
-#: Labelers this module can train, by name (``per_axis``: see :func:`make_best_labeler`).
-LABELERS = ("knn", "student", "per_axis")
+#: Labelers this module can train, by name: ``per_axis`` (:func:`make_best_labeler`) trains the bundled
+#: calibration record's per-axis choice on its pool split, leaving the labeled items out; ``selected``
+#: (:func:`selected_labeler`) uses that choice where it needs no LLM and applies the record's gate verdicts.
+LABELERS = ("knn", "student", "per_axis", "selected")
+#: Labelers that run in-process without an LLM.
+CHEAP = ("knn", "student", "shape", "cues")
 
 
 def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: tuple[str | Path, ...] = ()):
@@ -38,8 +42,9 @@ def make_labeler(kind: str, labeler: str = "knn", *, seed: int = 0, extra_gold: 
 
     if kind not in BUNDLED:
         raise ConfigError(f"kind: unknown item kind {kind!r}; allowed: {', '.join(BUNDLED)}")
-    if labeler not in LABELERS:
-        raise ConfigError(f"labeler: unknown labeler {labeler!r}; allowed: {', '.join(LABELERS)}")
+    if labeler not in LABELERS or labeler == "selected":
+        allowed = ", ".join(x for x in LABELERS if x != "selected")
+        raise ConfigError(f"labeler: unknown labeler {labeler!r}; allowed: {allowed}")
     if labeler == "per_axis":
         if extra_gold:
             raise ConfigError("extra_gold: the per_axis labeler learns from the bundled gold sets only")
@@ -103,8 +108,9 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
     Args:
         items: samples or documents (and :class:`Rejected` records from the readers).
         kind: ``"eval"`` or ``"document"``.
-        labeler: ``"knn"``, ``"student"`` or ``"per_axis"`` (:func:`make_best_labeler`; the
-            items themselves are left out of its pool).
+        labeler: ``"knn"``, ``"student"``, ``"per_axis"`` (:func:`make_best_labeler`; the items
+            themselves are left out of its pool) or ``"selected"`` (:func:`selected_labeler`; ``record``
+            then defaults to the bundled calibration record and its gate verdicts are applied).
         record: a calibration record (``{"id", "verdicts": {axis: pass|fail}}``) whose
             verdicts become the ``gate_<axis>`` columns; None leaves every axis ``ungated``.
         extra_gold: more gold sets for the labeler's pool (:func:`make_labeler`).
@@ -120,6 +126,8 @@ def label_items(items: list[EvalSample | Document | Rejected], *, kind: str, lab
     tax = load_taxonomy()
     if labeler == "per_axis" and not extra_gold:
         lab = make_best_labeler(kind, seed=seed, exclude=frozenset(i.id for i in items if not isinstance(i, Rejected)))
+    elif labeler == "selected":
+        lab, record = selected_labeler(kind, record)
     else:
         lab = make_labeler(kind, labeler, seed=seed, extra_gold=tuple(extra_gold))
     prov = {**tax.provenance(), "code_version": code_version(), "run_key": f"pool-{labeler}-{lab.config_hash()}"}
@@ -151,3 +159,40 @@ def label_file(path: str | Path, output: str | Path, *, kind: str, labeler: str 
     df = label_items(list(items), kind=kind, labeler=labeler, extra_gold=tuple(extra_gold))
     write_table(df, output, fmt)
     return df
+
+
+def selected_labeler(kind: str, record: dict[str, Any] | None = None):
+    """Per axis, the labeler a calibration record selected, where it runs without an LLM.
+
+    An axis whose selected labeler needs the LLM judge (``judge``, ``judge_sc``, ``cascade``) is
+    labeled by the k-NN labeler instead and its gate verdict becomes ``ungated``.
+
+    Args:
+        record: a calibration record with ``selection`` (default: the record of the labelers
+            without an LLM on the bundled gold sets, :func:`calibration.offline.bundled_record`).
+
+    Returns:
+        ``(labeler, gate_record)``: a :class:`service.labelers.PerAxisLabeler` and
+        ``{"id", "verdicts", "selection"}`` for :func:`service.slices.apply_gate`, ``selection``
+        being axis → the labeler used.
+    """
+    from slicelab.calibration.selection import used_selection, used_verdicts
+    from slicelab.service.judge import _pool, per_axis_spec
+    from slicelab.service.labelers import KNNLabeler, PerAxisLabeler, StudentLabeler
+    from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
+
+    if record is None:
+        from slicelab.calibration.offline import bundled_record
+
+        record = bundled_record(kind)
+    chosen, verdicts = used_selection(record), used_verdicts(record)
+    use = {a: name if name in CHEAP else "knn" for a, name in chosen.items()}
+    pool = per_axis_spec({}, record)["pool"]
+    items, labels = _pool(pool)
+    labelers: dict[str, Any] = {"knn": KNNLabeler(items, labels, pool_settings=dict(pool)),
+                                "shape": ShapeLabeler(), "cues": CueLabeler()}
+    if "student" in use.values():
+        labelers["student"] = StudentLabeler(items, labels, pool_settings=dict(pool))
+    gate = {"id": record["id"], "selection": use,
+            "verdicts": {a: verdicts.get(a, "ungated") if use[a] == chosen[a] else "ungated" for a in use}}
+    return PerAxisLabeler(labelers, use), gate

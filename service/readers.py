@@ -2,7 +2,9 @@
 
 Formats (see :func:`detect_format`): generic ``jsonl``, ``json`` (array of objects),
 ``csv`` and ``parquet`` records; lm-evaluation-harness ``--log_samples`` files
-(``lm_eval``); Inspect AI JSON logs (``inspect``).
+(``lm_eval``); Inspect AI logs, ``.json`` or ``.eval`` (``inspect``). A folder (an
+lm-evaluation-harness output folder, or a folder of runs / logs) or a ``results_<timestamp>.json``
+is read as every log file under it (:mod:`service.harness_logs`).
 
 Every input record becomes exactly one yielded item, in input order: an
 :class:`EvalSample` / :class:`Document`, or a :class:`Rejected` that says where the
@@ -169,6 +171,8 @@ def detect_format(path: str | Path) -> str:
         if _is_array_file(p):  # a JSON array saved under a .jsonl name: read it as the array it is
             return "lm_eval" if _array_looks_lm_eval(p) else "json"
         return "lm_eval" if _LM_EVAL_NAME.match(p.name) or _looks_lm_eval(p) else "jsonl"
+    if suffix == ".eval":  # Inspect AI binary log: a zip of JSON (service.harness_logs)
+        return "inspect"
     if suffix == ".json":
         if _array_looks_lm_eval(p):  # older harness versions saved samples_<task>_<ts>.json as one array
             return "lm_eval"
@@ -179,7 +183,7 @@ def detect_format(path: str | Path) -> str:
         return "parquet"
     raise InputFormatError(
         f"{p}: cannot tell the input format from suffix {suffix or '(none)'!r}; allowed formats: "
-        f"{', '.join(FORMATS)} (.jsonl/.ndjson, .json, .csv, .parquet); choose one with --input-format (fmt= in Python)"
+        f"{', '.join(FORMATS)} (.jsonl/.ndjson, .json, .eval, .csv, .parquet); choose one with --input-format (fmt= in Python)"
     )
 
 
@@ -213,6 +217,11 @@ def read_eval_samples(
             during iteration: a CSV header repeats a column, or a Parquet file is unreadable.
         ConfigError: ``limit`` is negative.
     """
+    from slicelab.service.harness_logs import is_log_bundle, read_log_samples
+
+    if is_log_bundle(path):  # an lm-eval output folder, a folder of logs, or a results_<ts>.json
+        _check_limit(limit)
+        return islice(read_log_samples(path, mapping=mapping, benchmark=benchmark), limit)
     p, fmt = _check(path, fmt, limit)
     ctx = _Ctx(p, mapping or FieldMapping(), benchmark, fmt)
     if fmt == "inspect":
@@ -275,13 +284,17 @@ def _check(path: str | Path, fmt: str | None, limit: int | None) -> tuple[Path, 
         raise InputFormatError(f"{p}: unknown format {fmt!r}; allowed formats: {', '.join(FORMATS)}")
     if not p.is_file():
         raise InputFormatError(f"{p}: no such file")
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    _check_limit(limit)
     if fmt is None:
         fmt = detect_format(p)
         if fmt == "json" and p.suffix.lower() in (".jsonl", ".ndjson"):
             fmt = _ARRAY_OR_JSONL  # an array saved as .jsonl; line by line when the whole file is not one
     return p, fmt
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
 
 
 def _convert(
@@ -827,6 +840,7 @@ def _lm_eval_builder(path: Path) -> tuple[Callable[..., EvalSample], Callable[[d
             "metric": metric,
             **{k: rec[k] for k in ("doc_hash", "prompt_hash", "target_hash") if k in rec},
             **({metric: rec[metric]} if metric else {}),
+            "scores": {m: rec[m] for m in rec.get("metrics") or [] if isinstance(m, str) and m in rec},
             **({"response_type": LOGLIKELIHOOD, **choice} if choice else {}),
             "doc": doc,
         }
@@ -897,7 +911,9 @@ def _inspect_score(value: Any) -> bool | None:
 
 
 def _inspect_samples(ctx: _Ctx) -> Iterator[EvalSample | Rejected]:
-    log = _load_json(ctx.path)
+    from slicelab.service.harness_logs import load_inspect_log
+
+    log = load_inspect_log(ctx.path)
     if not isinstance(log, dict) or not isinstance(log.get("samples"), list):
         raise InputFormatError(
             f"{ctx.path}: not an Inspect JSON log (expected an object with a 'samples' list)"
@@ -940,6 +956,7 @@ def _inspect_samples(ctx: _Ctx) -> Iterator[EvalSample | Rejected]:
             "choices": sample.get("choices"),
             "scorer": scorer,
             "score_value": score.get("value"),
+            "scores": {k: v.get("value") for k, v in scores.items() if isinstance(v, dict)},
             "metadata": sample.get("metadata") or {},
             **({"error": sample["error"]} if sample.get("error") else {}),
         }

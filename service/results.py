@@ -5,12 +5,14 @@ One results table has one row per (sample, run)::
     DataFrame[sample_id, run, correct, output, extracted_answer, finish_reason,
               n_samples, n_correct, source_file, source_line, output_chars, output_tokens]
 
-Files are read as they come (format detected per file, from the first record):
+Files are read as they come (format detected per file, from the first record); a folder or an
+lm-eval ``results_<timestamp>.json`` stands for every log file under it
+(:func:`service.harness_logs.expand_logs`):
 
 | adapter | detected by | sample_id | run |
 |---|---|---|---|
 | ``lm_eval`` | ``samples_*.jsonl`` with ``doc_id`` and ``arguments`` | ``<task>/<doc_id>/<filter>`` (as :mod:`service.readers`) | the model (from the ``results_*.json`` beside it), else the file stem |
-| ``inspect`` | an Inspect AI JSON log (``eval`` + ``samples``) | ``<task>/<id>/epoch<n>`` (as :mod:`service.readers`) | the model of the output, else the log's |
+| ``inspect`` | an Inspect AI log: ``.json`` (``eval`` + ``samples``) or ``.eval`` (zip) | ``<task>/<id>/epoch<n>`` (as :mod:`service.readers`) | the model of the output, else the log's |
 | ``bbh`` | ``id`` + ``model`` + ``prompt_style`` (``bbh/model_outputs.jsonl``) | ``id`` | ``<model>:<prompt_style>`` |
 | ``math`` | ``problem_id`` + ``model`` (``math/*_model_outputs.jsonl``) | ``problem_id`` | ``model`` |
 | ``slicelab`` | anything else (JSONL or Parquet) | ``sample_id`` | ``run`` |
@@ -76,7 +78,8 @@ def load_results(paths: list[str | Path] | str | Path, *, id_field: str | None =
     """Read per-sample results from one or more files into one table.
 
     Args:
-        paths: results files: lm-evaluation-harness ``--log_samples`` JSONL, Inspect AI JSON logs, the
+        paths: results files: lm-evaluation-harness ``--log_samples`` JSONL or output folders (one run, or
+            a folder of runs; :mod:`service.harness_logs`), Inspect AI logs (``.json``, ``.eval``), the
             shared BBH / math model-output JSONL files, or JSONL / Parquet with the minimal fields
             ``sample_id``, ``run``, ``correct`` (or ``score``), ``output``, ``finish_reason``
             and optionally ``n_samples``, ``n_correct``, ``extracted_answer`` and set-up fields.
@@ -102,7 +105,7 @@ def load_results(paths: list[str | Path] | str | Path, *, id_field: str | None =
             line and field.
         ConfigError: no paths, or no row at all was usable.
     """
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    paths = _expand([paths] if isinstance(paths, (str, Path)) else list(paths))
     if not paths:
         raise ConfigError("--results: give at least one results file")
     groups: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
@@ -133,6 +136,16 @@ def load_results(paths: list[str | Path] | str | Path, *, id_field: str | None =
     df = pd.DataFrame(rows, columns=list(COLUMNS)).astype({"correct": bool, "n_samples": int, "n_correct": int})
     df.attrs["setup"] = setup.table()
     return df
+
+
+def _expand(paths: list[str | Path]) -> list[Path]:
+    """Folders and lm-eval ``results_<ts>.json`` files replaced by the log files under them."""
+    from slicelab.service.harness_logs import expand_logs, is_log_bundle
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += expand_logs(p).files if is_log_bundle(p) else [p]
+    return out
 
 
 def _duplicate_reason(path: Path, key: tuple[str, str], marker: Any, first: str, generation_field: str | None) -> str:

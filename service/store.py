@@ -44,8 +44,13 @@ def code_version() -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    """sha256 hex digest of a file's bytes, read in 1 MiB blocks; of a folder, of every file under it
+    (relative path and bytes, in sorted order), so a folder of evaluation logs keys a run like a file."""
     h = hashlib.sha256()
+    if Path(path).is_dir():
+        for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{file_sha256(f)}\n".encode())
+        return h.hexdigest()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
