@@ -15,14 +15,27 @@ from rq import Queue, SimpleWorker
 
 from slicelab.service.api import Settings, create_app, parse_keys
 from slicelab.service.output import read_table
+from tests.judge_server import JudgeServer
 from tests.conftest import ROOT, make_samples
 
 FULL = {"Authorization": "Bearer full-key"}
 TAG_ONLY = {"Authorization": "Bearer tag-key"}
 
 
+#: Seconds one /v1/tag may take in these tests: room for a first judge call on a loaded machine.
+TAG_TIMEOUT_S = 10.0
+
+
 @pytest.fixture
-def api(tmp_path, redis_url, judge_server, monkeypatch):
+def slow_judge_server():
+    """The test judge server, answering "[[slow]]" items after longer than the tag timeout."""
+    with JudgeServer(slow_s=3 * TAG_TIMEOUT_S) as srv:
+        yield srv
+
+
+@pytest.fixture
+def api(tmp_path, redis_url, slow_judge_server, monkeypatch):
+    judge_server = slow_judge_server
     monkeypatch.setenv("SLICELAB_HOME", str(tmp_path / "home"))
     data = tmp_path / "data"
     data.mkdir()
@@ -31,7 +44,8 @@ def api(tmp_path, redis_url, judge_server, monkeypatch):
     settings = Settings(api_keys=parse_keys(["full-key", "tag-key:tag"]), data_root=data,
                         judge={"backend": "openai", "base_url": judge_server.base_url, "model": "test-judge",
                                "transport_retries": 0},
-                        redis_url=redis_url, max_body_bytes=200_000, max_text_chars=10_000, tag_timeout_s=1.0)
+                        redis_url=redis_url, max_body_bytes=200_000, max_text_chars=10_000,
+                        tag_timeout_s=TAG_TIMEOUT_S)
     client = TestClient(create_app(settings))
     client.redis_url = redis_url
     return client
@@ -85,7 +99,7 @@ def test_tag_errors_are_problem_json_naming_the_field(api):
                  )
     assert r.status_code == 413 and r.json()["limit"] == 200_000
     r = api.post("/v1/tag", headers=FULL, json={"item": {"id": "x", "question": "slow one [[slow]]"}})
-    assert r.status_code == 504 and "1.0 s" in r.json()["detail"]
+    assert r.status_code == 504 and f"{TAG_TIMEOUT_S} s" in r.json()["detail"]
 
 
 def test_bulk_job_from_a_server_path_runs_on_workers_and_results_download(api):
