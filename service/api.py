@@ -322,12 +322,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         out = Path(job["folder"]) / f"results.{format}"
         if not out.exists():
             from slicelab.service.output import write_table
-            from slicelab.service.runner import RunPlan, collect
+            from slicelab.service.runner import RunPlan
+            from slicelab.service.usecases.label_benchmark import finish, run_choice
 
             store = _store(job)
             m = store.manifest()
             plan = RunPlan(store, m["n_items"], m["n_rejected"], m["n_chunks"], [], True)
-            write_table(collect(plan), out, format)
+            write_table(finish(plan, *run_choice(m.get("meta") or {}))[0], out, format)
         media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
         return FileResponse(out, media_type=media, filename=f"{job_id}.{format}")
 
@@ -505,14 +506,14 @@ def _plan_and_enqueue(cfg: Settings, jobs_dir: Path, folder: Path, job_id: str, 
 
     from slicelab.service.readers import read_eval_samples
     from slicelab.service.rest_jobs import start_engine
-    from slicelab.service.runner import prepare_run
+    from slicelab.service.usecases import label_benchmark as usecase
 
+    choice = usecase.choose_labelers(cfg.judge)  # the labelers `slicelab label-benchmark` would choose
     items = read_eval_samples(path)
     if limit:
         items = islice(items, limit)
-    judge = make_judge(cfg.judge)
-    plan = prepare_run(items, input_path=path, out_path=folder / "labels.parquet", kind="eval", judge=cfg.judge,
-                       judge_config_hash=judge.config_hash(), chunk_size=chunk_size, options={"limit": limit})
+    plan = usecase.prepare(items, choice, input_path=path, out_path=folder / "labels.parquet", chunk_size=chunk_size,
+                           options={"limit": limit})
     job = {"id": job_id, "folder": str(folder), "run_dir": str(plan.store.root), "input": path.name,
            "n_items": plan.n_items, "n_rejected": plan.n_rejected, "n_chunks": plan.n_chunks, "queue": cfg.queue,
            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "canceled": False}

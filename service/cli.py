@@ -118,62 +118,40 @@ def label_benchmark(
     """Label every sample of a benchmark file through RQ workers; write one row per sample."""
     from itertools import islice
 
-    from slicelab.calibration.records import latest_for_config
-    from slicelab.calibration.selection import used_selection
-    from slicelab.service.judge import judge_spec, make_judge, per_axis_spec
+    from slicelab.service.judge import judge_spec
     from slicelab.service.judge.resilience import probe_judge
     from slicelab.service.output import check_output
     from slicelab.service.readers import FieldMapping, read_eval_samples
     from slicelab.service.redis_conn import resolve_redis_url
-    from slicelab.service.runner import prepare_run
     from slicelab.service.throughput import label_chunk_size
+    from slicelab.service.usecases import label_benchmark as usecase
 
     try:
         fmt = check_output(output, fmt, input)
-        if labeler not in ("selected", "judge"):
-            raise SlicelabError(f"--labeler: unknown choice {labeler!r}; allowed: selected, judge")
         spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
                           max_attempts=max_attempts, concurrency=judge_concurrency if judge_url else None)
         chunk_size = chunk_size or label_chunk_size(spec)
-        record = latest_for_config(make_judge(spec).config_hash(), "eval")
-        if record is None and labeler == "selected" and not self_consistency and spec["backend"] == "embedded":
-            from slicelab.calibration.offline import bundled_record
-
-            record = bundled_record("eval")  # what the bundled gold sets show to be best per axis
-        use = "judge"
-        if self_consistency:
-            spec = judge_spec(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
-                              max_attempts=max_attempts, self_consistency=self_consistency,
-                              sc_temperature=sc_temperature)
-            use = "judge_sc"
-            measured = ((record or {}).get("labelers") or {}).get("judge_sc") or {}
-            if record is not None and measured.get("config_hash") != make_judge(spec).config_hash():
-                console.print(f"calibration {record['id']} did not measure the self-consistent judge with "
-                              f"k={self_consistency}, temperature {sc_temperature} (run `slicelab calibrate "
-                              f"--self-consistency {self_consistency} --sc-temperature {sc_temperature}`)")
-                record = None
-        elif labeler == "selected" and record is not None and record.get("selection"):
-            _print_selection(record)
-            chosen = used_selection(record)
-            if set(chosen.values()) != {"judge"}:
-                use = "selected"
-                spec = per_axis_spec(spec, record | {"selection": chosen})
-        config_hash = make_judge(spec).config_hash()
-        probe_judge(spec)
+        choice = usecase.choose_labelers(spec, labeler=labeler, self_consistency=self_consistency,
+                                         sc_temperature=sc_temperature)
+        for note in choice.notes:
+            console.print(escape(note))
+        if choice.show_selection:
+            _print_selection(choice.record)
+        probe_judge(choice.spec)
         mapping = FieldMapping(id_field=id_field, question_field=text_field, reference_field=reference_field,
                                output_field=output_field, correct_field=correct_field, task_field=task_field)
         items = read_eval_samples(input, fmt=input_format, mapping=mapping, benchmark=benchmark)
         if limit:
             items = islice(items, limit)
-        plan = prepare_run(items, input_path=input, out_path=output, kind="eval", judge=spec,
-                           judge_config_hash=config_hash, chunk_size=chunk_size, options={"limit": limit, "mapping": vars(mapping),
-                                                           "input_format": input_format, "benchmark": benchmark,
-                                                           **({"cache": False} if no_cache else {})},
-                           meta={"output_format": fmt, "use": use, "calibration_id": record and record["id"]})
+        plan = usecase.prepare(items, choice, input_path=input, out_path=output, chunk_size=chunk_size,
+                               options={"limit": limit, "mapping": vars(mapping), "input_format": input_format,
+                                        "benchmark": benchmark, **({"cache": False} if no_cache else {})},
+                               meta={"output_format": fmt})
         url, origin = resolve_redis_url(plan.store.root.parent / "redis")
     except SlicelabError as e:
         _fail(e)
-    _run_plan(plan, url, origin, workers=workers, queue=queue, output=output, fmt=fmt, record=record, use=use)
+    _run_plan(plan, url, origin, workers=workers, queue=queue, output=output, fmt=fmt, record=choice.record,
+              use=choice.use)
 
 
 @app.command("resume")
@@ -184,11 +162,11 @@ def resume(
     queue: str = typer.Option(defaults.QUEUE_NAME, help="RQ queue name"),
 ) -> None:
     """Finish a run from its folder alone: label the chunks without a marker, then write the output."""
-    from slicelab.calibration.records import load_record
     from slicelab.service.judge.resilience import probe_judge
     from slicelab.service.output import check_output
     from slicelab.service.redis_conn import resolve_redis_url
     from slicelab.service.runner import resume_plan
+    from slicelab.service.usecases.label_benchmark import run_choice
 
     try:
         plan = resume_plan(run_dir)
@@ -198,13 +176,12 @@ def resume(
             raise SlicelabError(f"{run_dir}: the manifest does not name the output file; pass -o")
         fmt = check_output(output or Path(m["output"]), None if output else meta.get("output_format"), Path(m["input"]))
         output = output or Path(m["output"])
-        record = load_record(meta["calibration_id"]) if meta.get("calibration_id") else None
+        record, use = run_choice(meta)
         probe_judge(m["judge"])
         url, origin = resolve_redis_url(plan.store.root.parent / "redis")
     except SlicelabError as e:
         _fail(e)
-    _run_plan(plan, url, origin, workers=workers, queue=queue, output=output, fmt=fmt, record=record,
-              use=meta.get("use", "judge"))
+    _run_plan(plan, url, origin, workers=workers, queue=queue, output=output, fmt=fmt, record=record, use=use)
 
 
 def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: Path, fmt: str,
@@ -215,8 +192,9 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
     from slicelab.service.engine import run_queue
     from slicelab.service.output import write_table
     from slicelab.service.redis_conn import redact_url
-    from slicelab.service.runner import collect, execute
+    from slicelab.service.runner import execute
     from slicelab.service.throughput import describe as describe_throughput, run_stats
+    from slicelab.service.usecases.label_benchmark import finish
 
     def show(line: str) -> None:  # e.g. the judge is paused or Redis is down: on the bar and in the log
         bar.update(task, description=escape(f"labeling {line}".strip()))
@@ -252,7 +230,8 @@ def _run_plan(plan, url: str, origin: str, *, workers: int, queue: str, output: 
         signal.signal(signal.SIGTERM, previous_sigterm)
         if local:
             local.stop()
-    df = _gate(collect(plan), record, plan.store.manifest()["kind"], use=use)
+    df, note = finish(plan, record, use)
+    console.print(escape(note))
     write_table(df, output, fmt)
     _print_summary(df, output)
     stats = run_stats(plan.store, df)
@@ -288,31 +267,6 @@ def _print_selection(record: dict) -> None:
                   f"{_fmt(row['kappa'])} [{_fmt(row['kappa_ci_low'])}, {_fmt(row['kappa_ci_high'])}]",
                   str(row["n"] if row["n"] is not None else "—"), f"[{style}]{row['gate']}[/{style}]")
     out.print(t)
-
-
-def _gate(df, record: dict | None, kind: str, *, use: str):
-    """Attach each axis's calibration verdict (of the labelers actually used) to every row.
-
-    ``use``: ``selected`` (per axis, the record's selection), ``judge`` or ``judge_sc``
-    (that labeler on every axis).
-    """
-    from slicelab.calibration.selection import gated_selection, used_verdicts
-    from slicelab.service.slices import apply_gate
-    from slicelab.service.taxonomy import load_taxonomy
-
-    if record is None:
-        console.print("no calibration record for this judge configuration: every axis is [yellow]ungated[/yellow] "
-                      "(run `slicelab calibrate`)")
-        return apply_gate(df, None, load_taxonomy(), kind)
-    verdicts = {"selected": used_verdicts(record), "judge_sc": record.get("judge_sc_verdicts")}.get(use) \
-        or record.get("judge_verdicts", record["verdicts"])
-    if use == "selected":
-        console.print(f"calibration {record['id']}: per axis " + ", ".join(
-            f"{a} {row['labeler']} ({row['gate']})" for a, row in gated_selection(record).items()))
-    else:
-        console.print(f"calibration {record['id']}: {use} on every axis: " + ", ".join(
-            f"{a} {v}" for a, v in verdicts.items()))
-    return apply_gate(df, record | {"verdicts": verdicts}, load_taxonomy(), kind)
 
 
 @app.command("slices")
