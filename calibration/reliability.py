@@ -78,16 +78,9 @@ def krippendorff_alpha(
     matrix = _reliability_matrix(ratings, items, {v: i for i, v in enumerate(order)})
     pairable = np.sum(~np.isnan(matrix), axis=0) >= 2
     result["n_pairable_items"] = int(np.sum(pairable))
-    if not pairable.any():
-        result["reason"] = "no item rated by at least 2 raters"
+    result["reason"] = _undefined_reason(matrix[:, pairable])
+    if result["reason"]:
         return result
-    pairable_values = np.unique(matrix[:, pairable][~np.isnan(matrix[:, pairable])])
-    if len(pairable_values) < 2:
-        result["reason"] = (
-            "only one value among pairable ratings: expected disagreement D_e = 0"
-        )
-        return result
-
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore")
         alpha = krippendorff.alpha(
@@ -129,3 +122,12 @@ def _reliability_matrix(ratings: Mapping[str, Mapping[str, str | None]], items: 
             if v is not None:
                 matrix[i, column[item]] = code[v]
     return matrix
+
+
+def _undefined_reason(pairable: np.ndarray) -> str | None:
+    """Why alpha is undefined on the pairable columns (items) of a reliability matrix; None when it is defined."""
+    if pairable.shape[1] == 0:
+        return "no item rated by at least 2 raters"
+    if len(np.unique(pairable[~np.isnan(pairable)])) < 2:
+        return "only one value among pairable ratings: expected disagreement D_e = 0"
+    return None

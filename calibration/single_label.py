@@ -86,16 +86,9 @@ def kappa_of_codes(y1: np.ndarray, y2: np.ndarray, n_codes: int) -> float | None
     return (p_o - p_e) / (1.0 - p_e)
 
 
-def single_label_metrics(
-    y_true: Sequence[str],
-    y_pred: Sequence[str | None],
-    labels: Sequence[str],
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    ci: float = 0.95,
-    reserved: frozenset[str] = RESERVED,
-) -> dict:
+def single_label_metrics(y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequence[str], *,
+                         n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
+                         reserved: frozenset[str] = RESERVED) -> dict:
     """Judge-vs-gold agreement on a single-label (nominal) axis.
 
     Judge failures: a prediction that is ``None`` or not in ``labels`` is
@@ -160,19 +153,14 @@ def single_label_metrics(
     if n == 0:
         return {"n": 0, "n_invalid": 0, **{m: None for m in _METRICS}, "per_class": {},
                 "confusion": {"labels": [], "matrix": []}, "undefined": {m: EMPTY_SPLIT for m in _METRICS}}
-    known = set(labels)
-    pred = [p if (p is not None and p in known) else INVALID for p in y_pred]
     all_labels = labels + [INVALID]
-    code = {label: i for i, label in enumerate(all_labels)}
-    t_codes = np.array([code[t] for t in y_true], dtype=np.int64)
-    p_codes = np.array([code[p] for p in pred], dtype=np.int64)
-    n_correct = int(np.sum(t_codes == p_codes))
+    t_codes, p_codes = _codes(y_true, all_labels), _codes(y_pred, all_labels)
     kappa, kappa_ci, undefined = _kappa_and_interval(t_codes, p_codes, all_labels, n_boot=n_boot, seed=seed, ci=ci)
     return {
         "n": n,
-        "n_invalid": sum(p == INVALID for p in pred),
+        "n_invalid": int(np.sum(p_codes == len(labels))),
         "accuracy": float(accuracy_score(t_codes, p_codes)),
-        "accuracy_ci": list(wilson_interval(n_correct, n, confidence=ci)),
+        "accuracy_ci": list(wilson_interval(int(np.sum(t_codes == p_codes)), n, confidence=ci)),
         "cohen_kappa": kappa,
         "cohen_kappa_ci": kappa_ci,
         **_class_scores(t_codes, p_codes, all_labels),
@@ -195,6 +183,13 @@ def _checked(y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequen
     if bad_gold:
         raise ValueError(f"gold labels not in labels: {', '.join(bad_gold)}")
     return labels, y_true, y_pred
+
+
+def _codes(values: list[str | None], all_labels: list[str]) -> np.ndarray:
+    """Position of each value in ``all_labels`` (``INVALID`` last: for None or an unknown value), shape ``(n,)``."""
+    code = {label: i for i, label in enumerate(all_labels)}
+    invalid = code[INVALID]
+    return np.array([invalid if v is None else code.get(v, invalid) for v in values], dtype=np.int64)
 
 
 def _kappa_and_interval(t_codes: np.ndarray, p_codes: np.ndarray, all_labels: list[str], *, n_boot: int, seed: int,
