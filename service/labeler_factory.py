@@ -8,25 +8,21 @@ carries (never a client), so each worker process builds and keeps its own labele
 - a ``self_consistency`` entry → :class:`service.labelers.SelfConsistentJudge` around that judge;
 - ``backend: per_axis`` (:func:`per_axis_spec`) → the labelers a calibration record selected per
   axis, the pool labelers trained on the pool split of the record's gold set.
+
+Labelers, exemplar indexes and gold sets are imported on first use, so a worker whose judge
+needs none of them starts without scikit-learn.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slicelab.calibration.gold import GOLD, load_gold
-from slicelab.service.exemplars import ExemplarIndex
 from slicelab.service.judge.backends import build_judge
-from slicelab.service.judge.base import Judge
-from slicelab.service.labelers import (
-    CascadeLabeler,
-    KNNLabeler,
-    PerAxisLabeler,
-    SelfConsistentJudge,
-    StudentLabeler,
-)
 from slicelab.service.samples import Document, EvalSample
+
+if TYPE_CHECKING:
+    from slicelab.service.labelers import PerAxisLabeler
 
 _CACHE: dict[str, Any] = {}
 
@@ -58,6 +54,8 @@ def make_judge(spec: dict[str, Any]):
 def _build(spec: dict[str, Any]):
     sc = spec.pop("self_consistency", None)
     if sc:
+        from slicelab.service.labelers import SelfConsistentJudge
+
         return SelfConsistentJudge(make_judge(spec | {"temperature": sc["temperature"]}), sc["k"],
                                    seed=sc.get("seed", 0))
     exemplars = spec.pop("exemplars", None)
@@ -102,13 +100,17 @@ def gold_pool(pool: dict[str, Any]) -> tuple[list[EvalSample | Document], dict[s
     Raises:
         RecordError: the gold set cannot be read.
     """
+    from slicelab.calibration.gold import GOLD, load_gold
+
     gold = load_gold(pool["gold"])
     ids, _ = gold.split(seed=pool["seed"], holdout_frac=pool["holdout_frac"])
     return [gold.items[i] for i in ids], {i: gold.labels[GOLD][i] for i in ids}
 
 
 def _per_axis(spec: dict[str, Any]) -> PerAxisLabeler:
-    judge: Judge = make_judge(spec["judge"])
+    from slicelab.service.labelers import CascadeLabeler, KNNLabeler, PerAxisLabeler, StudentLabeler
+
+    judge = make_judge(spec["judge"])
     names = set(spec["selection"].values())
     labelers: dict[str, Any] = {"judge": judge}
     if "judge_sc" in names:
@@ -131,6 +133,9 @@ def _per_axis(spec: dict[str, Any]) -> PerAxisLabeler:
 
 def _exemplar_kwargs(ex: dict[str, Any]) -> dict[str, Any]:
     """Build the exemplar index from the pool split of a gold set (never its held-out items)."""
+    from slicelab.calibration.gold import GOLD, load_gold
+    from slicelab.service.exemplars import ExemplarIndex
+
     gold = load_gold(ex["gold"])
     pool, _ = gold.split(seed=ex["seed"], holdout_frac=ex["holdout_frac"])
     index = ExemplarIndex([gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool})
