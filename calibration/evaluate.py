@@ -81,71 +81,97 @@ def evaluate(
         cheaper labeler, see ``COST_ORDER``); ``verdict`` gates the selected labeler, ``judge_verdict``
         the judge alone, ``labeler_verdicts`` maps each labeler to its pass/fail word.
     """
-    gl = gold.labels[GOLD]
     ps = pool_set or gold
     pl = ps.labels[GOLD]
     index = ExemplarIndex([ps.items[i] for i in pool], {i: pl[i] for i in pool})
     nearest = {i: index.nearest_labels(gold.items[i]) for i in heldout}
-    a_name, b_name = (gold.annotators + [None, None])[:2]
     out: dict[str, dict[str, Any]] = {}
     for axis in taxonomy.axes(gold.kind):
-        items = [i for i in heldout if gl[i].get(axis.name) is not None or axis.kind == "operations"]
-        if axis.only_when:
-            items = [i for i in items if gl[i].get(axis.name) is not None]
-        judged = {i: modal([(lab or {}).get(axis.name) for lab in judge_labels.get(i, [None])]) for i in items}
         majority = Counter(_key(axis, pl[i].get(axis.name)) for i in pool if pl[i].get(axis.name) is not None)
-        majority_label = majority.most_common(1)[0][0] if majority else None
-        preds = {
-            "judge": [judged[i][0] for i in items],
-            "majority": [_unkey(majority_label) for _ in items],
-            "nearest_exemplar": [nearest[i].get(axis.name) for i in items],
-        }
-        truth = [gl[i].get(axis.name) for i in items]
-        metric = _metric_fn(axis, n_boot, seed)
-        result: dict[str, Any] = {"kind": axis.kind, "n": len(items)}
-        result["judge"] = metric(truth, preds["judge"])
-        result["labelers"] = {"judge": result["judge"]}
-        for name, labels in (other_labelers or {}).items():
-            predicted = [(labels.get(i) or {}).get(axis.name) for i in items]
-            if items and all(p is None for p in predicted):
-                continue  # a labeler of other axes (e.g. shape): not a candidate here
-            result["labelers"][name] = metric(truth, predicted)
-        result["baselines"] = {"majority": metric(truth, preds["majority"]),
-                               "nearest_exemplar": metric(truth, preds["nearest_exemplar"])}
-        if a_name and b_name:
-            both = [i for i in items if gold.labels[a_name].get(i, {}).get(axis.name) is not None
-                    and gold.labels[b_name].get(i, {}).get(axis.name) is not None or axis.kind == "operations"]
-            result["annotators"] = metric([gold.labels[a_name][i].get(axis.name) for i in both],
-                                          [gold.labels[b_name][i].get(axis.name) for i in both])
-            result["annotators"]["pair"] = [a_name, b_name]
-        raters = {r: {i: _alpha_value(axis, gold.labels[r].get(i, {}).get(axis.name)) for i in items}
-                  for r in gold.annotators}
-        # a judge failure is a rating in the invalid class (a disagreement), not a missing rating;
-        # on an ordinal scale it has no place, so there it stays missing
-        fill = None if axis.ordered else INVALID
-        raters["judge"] = {i: _alpha_value(axis, judged[i][0]) or fill for i in items}
-        level = "ordinal" if axis.ordered else "nominal"
-        result["krippendorff_alpha"] = krippendorff_alpha(
-            raters, level=level, **({"value_order": axis.ids} if axis.ordered else {}))
-        result["krippendorff_alpha"]["level"] = level
-        correct = [_key(axis, judged[i][0]) == _key(axis, gl[i].get(axis.name)) for i in items]
-        result["coverage"] = coverage_curve(correct, [judged[i][1] for i in items], COVERAGE_THRESHOLDS)
-        threshold = gate.threshold(axis.name)
-        predicted = {"judge": dict(zip(items, preds["judge"]))}
-        predicted |= {n: {i: (labels.get(i) or {}).get(axis.name) for i in items}
-                      for n, labels in (other_labelers or {}).items() if n in result["labelers"]}
-        result["alt_test"] = _alt_tests(gold, axis, items, predicted, gate)
-
-        def gated_verdict(name: str) -> dict[str, Any]:
-            return combine(verdict(_gated(result["labelers"][name], axis.kind), threshold),
-                           result["alt_test"].get(name), gate.require)
-
-        result["selected"] = select_labeler(result["labelers"], axis.kind)
-        result["verdict"] = gated_verdict(result["selected"])
-        result["judge_verdict"] = gated_verdict("judge")
-        result["labeler_verdicts"] = {n: gated_verdict(n)["verdict"] for n in result["labelers"]}
-        out[axis.name] = result
+        baselines = {"majority": _unkey(majority.most_common(1)[0][0] if majority else None),
+                     "nearest_exemplar": {i: nearest[i].get(axis.name) for i in heldout}}
+        out[axis.name] = _axis_result(gold, axis, heldout, judge_labels, other_labelers or {}, baselines, gate,
+                                      metric_fn(axis, n_boot, seed))
     return out
+
+
+def _axis_result(gold: GoldSet, axis: AxisDef, heldout: list[str], judge_labels: dict[str, list[dict[str, Any] | None]],
+                 other_labelers: dict[str, dict[str, dict[str, Any] | None]], baselines: dict[str, Any],
+                 gate: GateConfig, metric) -> dict[str, Any]:
+    """The metrics and verdicts of one axis (see :func:`evaluate`).
+
+    ``baselines``: ``majority`` (the pool's majority label) and ``nearest_exemplar`` (item id →
+    the nearest pool item's label); ``metric``: :func:`metric_fn` of the axis.
+    """
+    gl = gold.labels[GOLD]
+    items = [i for i in heldout if gl[i].get(axis.name) is not None or axis.kind == "operations"]
+    if axis.only_when:
+        items = [i for i in items if gl[i].get(axis.name) is not None]
+    judged = {i: modal([(lab or {}).get(axis.name) for lab in judge_labels.get(i, [None])]) for i in items}
+    judge_preds = [judged[i][0] for i in items]
+    truth = [gl[i].get(axis.name) for i in items]
+    result: dict[str, Any] = {"kind": axis.kind, "n": len(items)}
+    result["judge"] = metric(truth, judge_preds)
+    result["labelers"] = {"judge": result["judge"]}
+    for name, labels in other_labelers.items():
+        predicted = [(labels.get(i) or {}).get(axis.name) for i in items]
+        if items and all(p is None for p in predicted):
+            continue  # a labeler of other axes (e.g. shape): not a candidate here
+        result["labelers"][name] = metric(truth, predicted)
+    result["baselines"] = {"majority": metric(truth, [baselines["majority"] for _ in items]),
+                           "nearest_exemplar": metric(truth, [baselines["nearest_exemplar"][i] for i in items])}
+    annotators = _annotator_agreement(gold, axis, items, metric)
+    if annotators is not None:
+        result["annotators"] = annotators
+    result["krippendorff_alpha"] = _judge_alpha(gold, axis, items, judged)
+    correct = [_key(axis, judged[i][0]) == _key(axis, gl[i].get(axis.name)) for i in items]
+    result["coverage"] = coverage_curve(correct, [judged[i][1] for i in items], COVERAGE_THRESHOLDS)
+    predicted = {"judge": dict(zip(items, judge_preds))}
+    predicted |= {n: {i: (labels.get(i) or {}).get(axis.name) for i in items}
+                  for n, labels in other_labelers.items() if n in result["labelers"]}
+    result["alt_test"] = _alt_tests(gold, axis, items, predicted, gate)
+    return result | _verdicts(result, axis, gate)
+
+
+def _annotator_agreement(gold: GoldSet, axis: AxisDef, items: list[str], metric) -> dict[str, Any] | None:
+    """The first two annotators' agreement on one axis, with ``pair``: their names (None with fewer than two)."""
+    a_name, b_name = (gold.annotators + [None, None])[:2]
+    if not (a_name and b_name):
+        return None
+    both = [i for i in items if gold.labels[a_name].get(i, {}).get(axis.name) is not None
+            and gold.labels[b_name].get(i, {}).get(axis.name) is not None or axis.kind == "operations"]
+    agreement = metric([gold.labels[a_name][i].get(axis.name) for i in both],
+                       [gold.labels[b_name][i].get(axis.name) for i in both])
+    agreement["pair"] = [a_name, b_name]
+    return agreement
+
+
+def _judge_alpha(gold: GoldSet, axis: AxisDef, items: list[str], judged: dict[str, tuple[Any, float]]
+                 ) -> dict[str, Any]:
+    """Krippendorff's alpha over the annotators and the judge on one axis, with its ``level``."""
+    raters = {r: {i: _alpha_value(axis, gold.labels[r].get(i, {}).get(axis.name)) for i in items}
+              for r in gold.annotators}
+    # a judge failure is a rating in the invalid class (a disagreement), not a missing rating;
+    # on an ordinal scale it has no place, so there it stays missing
+    fill = None if axis.ordered else INVALID
+    raters["judge"] = {i: _alpha_value(axis, judged[i][0]) or fill for i in items}
+    level = "ordinal" if axis.ordered else "nominal"
+    alpha = krippendorff_alpha(raters, level=level, **({"value_order": axis.ids} if axis.ordered else {}))
+    alpha["level"] = level
+    return alpha
+
+
+def _verdicts(result: dict[str, Any], axis: AxisDef, gate: GateConfig) -> dict[str, Any]:
+    """``selected``, ``verdict``, ``judge_verdict`` and ``labeler_verdicts`` of one axis's result."""
+    threshold = gate.threshold(axis.name)
+
+    def gated_verdict(name: str) -> dict[str, Any]:
+        return combine(verdict(gated_metrics(result["labelers"][name], axis.kind), threshold),
+                       result["alt_test"].get(name), gate.require)
+
+    selected = select_labeler(result["labelers"], axis.kind)
+    return {"selected": selected, "verdict": gated_verdict(selected), "judge_verdict": gated_verdict("judge"),
+            "labeler_verdicts": {n: gated_verdict(n)["verdict"] for n in result["labelers"]}}
 
 
 def _alt_tests(gold: GoldSet, axis: AxisDef, items: list[str], predicted: dict[str, dict[str, Any]],
@@ -167,12 +193,13 @@ def _alt_tests(gold: GoldSet, axis: AxisDef, items: list[str], predicted: dict[s
             for n, p in predicted.items()}
 
 
-def _gated(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
+def gated_metrics(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The metrics the gate reads: those of the primary operation on an operation axis, else ``metrics``."""
     return metrics["primary"] if kind == "operations" else metrics
 
 
 def _kappa_low(metrics: dict[str, Any], kind: str) -> float:
-    ci = _gated(metrics, kind).get("cohen_kappa_ci")
+    ci = gated_metrics(metrics, kind).get("cohen_kappa_ci")
     return ci[0] if ci else float("-inf")
 
 
@@ -187,7 +214,10 @@ def select_labeler(labelers: dict[str, dict[str, Any]], kind: str) -> str:
     return max(order, key=lambda n: (_kappa_low(labelers[n], kind), -order.index(n)))
 
 
-def _metric_fn(axis: AxisDef, n_boot: int, seed: int):
+def metric_fn(axis: AxisDef, n_boot: int, seed: int):
+    """``metric(truth, predicted) -> dict`` for one axis: :func:`calibration.metrics.operation_set_metrics`
+    on an operation axis, else :func:`calibration.metrics.single_label_metrics` (``n_boot`` bootstrap
+    resamples, seeded with ``seed``)."""
     if axis.kind == "operations":
         return lambda t, p: operation_set_metrics(t, p, axis.ids, n_boot=n_boot, seed=seed)
     return lambda t, p: single_label_metrics(t, p, axis.ids, n_boot=n_boot, seed=seed)

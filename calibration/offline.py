@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slicelab.calibration.evaluate import _gated, evaluate, select_labeler
+from slicelab.calibration.evaluate import evaluate, gated_metrics, select_labeler
 from slicelab.calibration.gate import GATE_FILE, combine, load_gate, verdict
 from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
 from slicelab.calibration.records import calibrations_dir, save_record
@@ -52,7 +52,7 @@ def calibrate_offline(gold_paths: list[str | Path], *, split_seed: int = 0, hold
         for key in ("labelers", "alt_test", "labeler_verdicts"):
             m[key].pop("judge", None)
         m["selected"] = select_labeler(m["labelers"], m["kind"])
-        m["verdict"] = combine(verdict(_gated(m["labelers"][m["selected"]], m["kind"]), gate.threshold(axis)),
+        m["verdict"] = combine(verdict(gated_metrics(m["labelers"][m["selected"]], m["kind"]), gate.threshold(axis)),
                                m["alt_test"].get(m["selected"]), gate.require)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {

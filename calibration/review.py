@@ -22,10 +22,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from slicelab.calibration.gold import GOLD, load_gold
+from slicelab.calibration.gold import GOLD, GoldSet, load_gold
 from slicelab.calibration.metrics import INVALID, NONE_CLASS
 from slicelab.service.errors import ConfigError, RecordError
-from slicelab.service.taxonomy import AxisDef, load_taxonomy
+from slicelab.service.taxonomy import AxisDef, Taxonomy, load_taxonomy
 
 #: Columns of the review CSV, in order.
 COLUMNS = ["item_id", "axis", "gold_label", "judge_label", "confidence", "text", "decision", "corrected_label"]
@@ -214,50 +214,83 @@ def import_review(csv_path: Path, gold_path: Path, out_path: Path | None = None)
     gold_path = Path(gold_path)
     taxonomy = load_taxonomy()
     gold = load_gold(gold_path, taxonomy)
-    axes = {a.name: a for a in taxonomy.axes(gold.kind)}
+    corrections = _corrections(Path(csv_path), gold, gold_path, {a.name: a for a in taxonomy.axes(gold.kind)})
+    out = _new_version_path(gold_path, out_path)
+    _write_new_version(out, _corrected_lines(gold_path, corrections), taxonomy)
+    return out
+
+
+def _corrections(csv_path: Path, gold: GoldSet, gold_path: Path, axes: dict[str, AxisDef]) -> dict[str, dict[str, Any]]:
+    """``{item id: {axis: corrected value}}`` from the ``gold wrong`` rows of a review CSV.
+
+    Raises:
+        RecordError: a bad row (see :func:`import_review`), or two rows correcting one (item, axis) differently.
+    """
     corrections: dict[str, dict[str, Any]] = {}
     seen_at: dict[tuple[str, str], int] = {}
-    for line, row in _read_rows(Path(csv_path)):
-        item_id, axis_name = row.get("item_id", "").strip(), row.get("axis", "").strip()
-        decision = " ".join(row.get("decision", "").split()).lower()
-        corrected = row.get("corrected_label", "").strip()
-        if decision not in DECISIONS:
-            raise RecordError(f"unknown decision {row.get('decision')!r}; allowed: "
-                              f"'{GOLD_WRONG}', '{JUDGE_WRONG}' or empty", line=line, field="decision")
-        if not decision:
-            if corrected:
-                raise RecordError(f"corrected_label {corrected!r} without a decision; set decision to "
-                                  f"'{GOLD_WRONG}' to apply it", line=line, field="decision")
+    for line, row in _read_rows(csv_path):
+        correction = _row_correction(line, row, gold, gold_path, axes)
+        if correction is None:
             continue
-        if item_id not in gold.items:
-            raise RecordError(f"item {item_id!r} is not in {gold_path.name}", line=line, field="item_id")
-        if axis_name not in axes:
-            raise RecordError(f"unknown {gold.kind} axis {axis_name!r}; allowed: {', '.join(axes)}",
-                              line=line, field="axis")
-        if decision == JUDGE_WRONG:
-            if corrected:
-                raise RecordError(f"corrected_label {corrected!r} is only used with decision '{GOLD_WRONG}' "
-                                  f"(here: '{JUDGE_WRONG}', the gold label stands)", line=line,
-                                  field="corrected_label")
-            continue
-        axis = axes[axis_name]
-        value = _parse_label(corrected, axis, line)
-        current = gold.labels[GOLD][item_id].get(axis_name)
-        exported = row.get("gold_label", "").strip()
-        if exported and exported != format_label(current, axis.kind):
-            raise RecordError(f"gold_label {exported!r} differs from {format_label(current, axis.kind)!r} in "
-                              f"{gold_path.name} for {item_id}: was the review exported from another gold version?",
-                              line=line, field="gold_label")
-        if _key(value) == _key(current):
-            raise RecordError(f"corrected_label {corrected!r} equals the current gold label of {item_id}",
-                              line=line, field="corrected_label")
+        item_id, axis_name, value = correction
         earlier = corrections.get(item_id, {}).get(axis_name)
         if axis_name in corrections.get(item_id, {}) and _key(earlier) != _key(value):
             raise RecordError(f"{item_id} / {axis_name} is corrected differently on line "
                               f"{seen_at[(item_id, axis_name)]}", line=line, field="corrected_label")
         corrections.setdefault(item_id, {})[axis_name] = value
         seen_at[(item_id, axis_name)] = line
+    return corrections
 
+
+def _row_correction(line: int, row: dict[str, str], gold: GoldSet, gold_path: Path, axes: dict[str, AxisDef]
+                    ) -> tuple[str, str, Any] | None:
+    """``(item id, axis, corrected value)`` of one review row; None for a row that changes nothing.
+
+    Raises:
+        RecordError: the row's decision, item, axis, gold_label or corrected_label is not valid.
+    """
+    item_id, axis_name = row.get("item_id", "").strip(), row.get("axis", "").strip()
+    decision = " ".join(row.get("decision", "").split()).lower()
+    corrected = row.get("corrected_label", "").strip()
+    if decision not in DECISIONS:
+        raise RecordError(f"unknown decision {row.get('decision')!r}; allowed: "
+                          f"'{GOLD_WRONG}', '{JUDGE_WRONG}' or empty", line=line, field="decision")
+    if not decision:
+        if corrected:
+            raise RecordError(f"corrected_label {corrected!r} without a decision; set decision to "
+                              f"'{GOLD_WRONG}' to apply it", line=line, field="decision")
+        return None
+    if item_id not in gold.items:
+        raise RecordError(f"item {item_id!r} is not in {gold_path.name}", line=line, field="item_id")
+    if axis_name not in axes:
+        raise RecordError(f"unknown {gold.kind} axis {axis_name!r}; allowed: {', '.join(axes)}",
+                          line=line, field="axis")
+    if decision == JUDGE_WRONG:
+        if corrected:
+            raise RecordError(f"corrected_label {corrected!r} is only used with decision '{GOLD_WRONG}' "
+                              f"(here: '{JUDGE_WRONG}', the gold label stands)", line=line,
+                              field="corrected_label")
+        return None
+    axis = axes[axis_name]
+    value = _parse_label(corrected, axis, line)
+    current = gold.labels[GOLD][item_id].get(axis_name)
+    exported = row.get("gold_label", "").strip()
+    if exported and exported != format_label(current, axis.kind):
+        raise RecordError(f"gold_label {exported!r} differs from {format_label(current, axis.kind)!r} in "
+                          f"{gold_path.name} for {item_id}: was the review exported from another gold version?",
+                          line=line, field="gold_label")
+    if _key(value) == _key(current):
+        raise RecordError(f"corrected_label {corrected!r} equals the current gold label of {item_id}",
+                          line=line, field="corrected_label")
+    return item_id, axis_name, value
+
+
+def _new_version_path(gold_path: Path, out_path: Path | None) -> Path:
+    """The new gold set's path: ``out_path``, else :func:`default_out_path`.
+
+    Raises:
+        ConfigError: it is ``gold_path``, it exists, or the default folder is not writable.
+    """
     out = Path(out_path) if out_path is not None else default_out_path(gold_path)
     if out.resolve() == gold_path.resolve():
         raise ConfigError(f"{out}: the new gold set must not replace the old one; choose another -o path")
@@ -265,10 +298,13 @@ def import_review(csv_path: Path, gold_path: Path, out_path: Path | None = None)
         raise ConfigError(f"{out} exists; refusing to overwrite it (choose another -o path)")
     if out_path is None and not os.access(out.parent, os.W_OK):
         raise ConfigError(f"{out.parent} is read-only; pass -o/--output with a writable path for the new gold set")
+    return out
 
-    lines = gold_path.read_bytes().splitlines(keepends=True)
+
+def _corrected_lines(gold_path: Path, corrections: dict[str, dict[str, Any]]) -> list[bytes]:
+    """The gold file's lines, byte for byte, with the corrections applied to the ``gold`` rows."""
     new_lines = []
-    for raw in lines:
+    for raw in gold_path.read_bytes().splitlines(keepends=True):
         body = raw.rstrip(b"\r\n")
         if body.strip():
             row = json.loads(body.decode("utf-8-sig"))
@@ -278,6 +314,15 @@ def import_review(csv_path: Path, gold_path: Path, out_path: Path | None = None)
                 bom = b"\xef\xbb\xbf" if body.startswith(b"\xef\xbb\xbf") else b""
                 raw = bom + json.dumps(row, ensure_ascii=False).encode("utf-8") + raw[len(body):]
         new_lines.append(raw)
+    return new_lines
+
+
+def _write_new_version(out: Path, lines: list[bytes], taxonomy: Taxonomy) -> None:
+    """Write a new gold-set file (never over an existing one); remove it again unless it loads as a gold set.
+
+    Raises:
+        ConfigError: ``out`` appeared meanwhile or cannot be written.
+    """
     try:
         f = out.open("xb")  # "x": fails if the file appeared meanwhile
     except FileExistsError:
@@ -286,7 +331,7 @@ def import_review(csv_path: Path, gold_path: Path, out_path: Path | None = None)
         raise ConfigError(f"{out}: cannot write the new gold set ({e}); pass -o/--output with a writable path") from e
     try:
         with f:
-            f.write(b"".join(new_lines))
+            f.write(b"".join(lines))
     except BaseException:
         out.unlink(missing_ok=True)  # never leave half a gold set behind
         raise
@@ -295,4 +340,3 @@ def import_review(csv_path: Path, gold_path: Path, out_path: Path | None = None)
     except Exception:
         out.unlink(missing_ok=True)
         raise
-    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +13,7 @@ from redis import Redis
 
 from slicelab.calibration.evaluate import evaluate, modal
 from slicelab.calibration.gate import GATE_FILE, load_gate
-from slicelab.calibration.gold import GOLD, load_gold
+from slicelab.calibration.gold import GOLD, GoldSet, load_gold
 from slicelab.calibration.records import calibrations_dir, save_record
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
@@ -21,7 +22,7 @@ from slicelab.service.judge import make_judge, self_consistency_entry
 from slicelab.service.labelers import KNNLabeler, StudentLabeler
 from slicelab.service.runner import LocalWorkers, collect, execute, prepare_run
 from slicelab.service.samples import EvalSample
-from slicelab.service.taxonomy import load_taxonomy
+from slicelab.service.taxonomy import Taxonomy, load_taxonomy
 
 #: Cascade: the k-NN label is kept when its vote share is at least this, else the judge decides.
 CASCADE_THRESHOLD = 0.8
@@ -72,6 +73,54 @@ def run_calibration(
             ``self_consistency`` > 1 with ``sc_temperature`` <= 0.
     """
     taxonomy = load_taxonomy()
+    split = _split_gold(gold_path, exemplars_path, taxonomy, split_seed, holdout_frac, limit)
+    config = make_judge(judge)
+    plans, sc_labeler = _plan_runs(split, judge, config.config_hash(), samples=samples, limit=limit,
+                                   self_consistency=self_consistency, sc_temperature=sc_temperature)
+    if on_start:
+        on_start(sum(p.n_items for p in plans))
+    _label_through_queue(plans, redis_url, workers=workers, threads_per_worker=threads_per_worker,
+                         inline=inline, on_progress=on_progress)
+    df = collect(plans[0])
+    df["item_id"] = df["id"].map(base_id)
+    axes = [a.name for a in taxonomy.axes(split.gold.kind)]
+    judge_labels = _judge_labels(df, axes)
+    others, timing, to_judge = _cheap_and_cascade(split, taxonomy, df, judge_labels, axes, cascade_threshold)
+    labelers = {"seconds_per_label": timing,
+                "cascade": {"cheap": "knn", "threshold": cascade_threshold, "share_to_judge": to_judge}}
+    if sc_labeler is not None:
+        others["judge_sc"], timing["judge_sc"], labelers["judge_sc"] = _self_consistent_result(
+            collect(plans[1]), sc_labeler, axes, self_consistency, sc_temperature)
+    gate = load_gate(gate_path)
+    metrics = evaluate(split.gold, split.pool, split.heldout, judge_labels, taxonomy, gate,
+                       other_labelers=others, pool_set=split.pool_set, n_boot=n_boot)
+    record = _record(split, config, samples=samples, gate=gate, df=df, labelers=labelers, metrics=metrics,
+                     judge_labels=judge_labels, axes=axes, taxonomy=taxonomy, lobo=lobo, n_boot=n_boot)
+    save_record(record)
+    return record
+
+
+@dataclass
+class _Split:
+    """A gold set split into exemplar pool and held-out items (ids), and where both came from."""
+
+    gold_path: Path
+    gold: GoldSet
+    exemplars_path: Path | None
+    pool_set: GoldSet
+    pool: list[str]
+    heldout: list[str]
+    seed: int
+    holdout_frac: float
+
+
+def _split_gold(gold_path: Path, exemplars_path: Path | None, taxonomy: Taxonomy, split_seed: int, holdout_frac: float,
+                limit: int | None) -> _Split:
+    """Load the gold set and split it (seeded, stratified), or take the pool from ``exemplars_path``.
+
+    Raises:
+        ConfigError: ``exemplars_path`` holds another item kind than ``gold_path``.
+    """
     gold = load_gold(gold_path, taxonomy)
     if exemplars_path:
         pool_set = load_gold(exemplars_path, taxonomy)
@@ -83,93 +132,113 @@ def run_calibration(
         pool, heldout = gold.split(seed=split_seed, holdout_frac=holdout_frac)
     if limit:
         heldout = heldout[:limit]
-    config = make_judge(judge)
-    config_hash = config.config_hash()
-    items = [gold.items[i].model_copy(update={"id": sample_id(i, j)}) for i in heldout for j in range(samples)]
-    options = {"samples": samples, "split_seed": split_seed, "holdout_frac": holdout_frac,
-               "limit": limit, "calibration": True, "exemplars": str(exemplars_path or "")}
+    return _Split(gold_path, gold, exemplars_path, pool_set, pool, heldout, split_seed, holdout_frac)
+
+
+def _plan_runs(split: _Split, judge: dict[str, Any], config_hash: str, *, samples: int, limit: int | None,
+               self_consistency: int, sc_temperature: float) -> tuple[list, Any]:
+    """The label runs of a calibration: the judge on every held-out item ``samples`` times, and with
+    ``self_consistency`` k > 0 the self-consistent judge once per item. Returns ``(plans, sc_labeler or None)``."""
+    gold = split.gold
+    items = [gold.items[i].model_copy(update={"id": sample_id(i, j)}) for i in split.heldout for j in range(samples)]
+    options = {"samples": samples, "split_seed": split.seed, "holdout_frac": split.holdout_frac,
+               "limit": limit, "calibration": True, "exemplars": str(split.exemplars_path or "")}
 
     def plan_for(spec: dict[str, Any], spec_hash: str, run_items: list):
-        work = calibrations_dir() / "runs" / f"{spec_hash}-{gold.sha256[:8]}-{pool_set.sha256[:8]}-s{split_seed}"
-        return prepare_run(iter(run_items), input_path=gold_path, out_path=work / "labels.parquet", kind=gold.kind,
-                           judge=spec, judge_config_hash=spec_hash, chunk_size=4, options=options)
+        work = (calibrations_dir() / "runs"
+                / f"{spec_hash}-{gold.sha256[:8]}-{split.pool_set.sha256[:8]}-s{split.seed}")
+        return prepare_run(iter(run_items), input_path=split.gold_path, out_path=work / "labels.parquet",
+                           kind=gold.kind, judge=spec, judge_config_hash=spec_hash, chunk_size=4, options=options)
 
     plans = [plan_for(judge, config_hash, items)]
     sc_labeler = None
     if self_consistency:
         sc_spec = judge | {"self_consistency": self_consistency_entry(self_consistency, sc_temperature)}
         sc_labeler = make_judge(sc_spec)
-        plans.append(plan_for(sc_spec, sc_labeler.config_hash(), [gold.items[i] for i in heldout]))
-    if on_start:
-        on_start(sum(p.n_items for p in plans))
-    _label_through_queue(plans, redis_url, workers=workers, threads_per_worker=threads_per_worker,
-                         inline=inline, on_progress=on_progress)
-    df = collect(plans[0])
-    df["item_id"] = df["id"].map(base_id)
-    axes = [a.name for a in taxonomy.axes(gold.kind)]
+        plans.append(plan_for(sc_spec, sc_labeler.config_hash(), [gold.items[i] for i in split.heldout]))
+    return plans, sc_labeler
+
+
+def _judge_labels(df, axes: list[str]) -> dict[str, list[dict[str, Any] | None]]:
+    """Item id → the judge's labels per sample (None where the sample was not labeled)."""
     judge_labels: dict[str, list] = {}
     for _, row in df.iterrows():
         labels = {a: _plain(row[a]) for a in axes} if row["status"] == "labeled" else None
         judge_labels.setdefault(row["item_id"], []).append(labels)
+    return judge_labels
 
-    pool_items = [pool_set.items[i] for i in pool]
-    pool_labels = {i: pool_set.labels[GOLD][i] for i in pool}
+
+def _cheap_and_cascade(split: _Split, taxonomy: Taxonomy, df, judge_labels: dict[str, list], axes: list[str],
+                       cascade_threshold: float) -> tuple[dict[str, dict], dict[str, float | None], dict[str, float]]:
+    """The labelers without an LLM (:func:`cheap_labelers`, trained on the pool) and the cascade on the held-out items.
+
+    Returns:
+        ``(labels per labeler and item, seconds per label per labeler (the judge's too), share of items
+        the cascade sent to the judge)``.
+    """
+    gold, pool_set = split.gold, split.pool_set
+    pool_items = [pool_set.items[i] for i in split.pool]
+    pool_labels = {i: pool_set.labels[GOLD][i] for i in split.pool}
     cheap, timing = {}, {"judge": _seconds_per_label(df)}
     for name, make in cheap_labelers(gold.kind).items():
         labeler = make(pool_items, pool_labels, taxonomy)
         t0 = time.perf_counter()
-        cheap[name] = {i: labeler.predict(gold.items[i]) for i in heldout}
-        timing[name] = round((time.perf_counter() - t0) / max(1, len(heldout)), 5)
+        cheap[name] = {i: labeler.predict(gold.items[i]) for i in split.heldout}
+        timing[name] = round((time.perf_counter() - t0) / max(1, len(split.heldout)), 5)
     modal_judge = {i: {a: modal([(lab or {}).get(a) for lab in judge_labels.get(i, [None])])[0] for a in axes}
-                   if any(judge_labels.get(i, [None])) else None for i in heldout}
+                   if any(judge_labels.get(i, [None])) else None for i in split.heldout}
     cascade, to_judge = _cascade(cheap["knn"], modal_judge, cascade_threshold, axes)
     timing["cascade"] = round(timing["knn"] + (timing["judge"] or 0.0) * to_judge["any_axis"], 5)
     others = {name: {i: lab for i, (lab, _) in by_item.items()} for name, by_item in cheap.items()}
     others["cascade"] = cascade
-    sc_info = None
-    if sc_labeler is not None:
-        df_sc = collect(plans[1])
-        others["judge_sc"] = {row["id"]: {a: _plain(row[a]) for a in axes} if row["status"] == "labeled" else None
-                              for _, row in df_sc.iterrows()}
-        timing["judge_sc"] = _seconds_per_label(df_sc)
-        sc_info = {"k": self_consistency, "temperature": sc_temperature, "seed": sc_labeler.seed,
-                   "config_hash": sc_labeler.config_hash(),
-                   "status_counts": {k: int(v) for k, v in df_sc["status"].value_counts().items()},
-                   "output_tokens_per_label": _median(df_sc, "judge_completion_tokens")}
-    metrics = evaluate(gold, pool, heldout, judge_labels, taxonomy, load_gate(gate_path),
-                       other_labelers=others, pool_set=pool_set, n_boot=n_boot)
+    return others, timing, to_judge
+
+
+def _self_consistent_result(df_sc, sc_labeler, axes: list[str], k: int, temperature: float
+                            ) -> tuple[dict[str, dict | None], float | None, dict[str, Any]]:
+    """The self-consistent judge's labels per item, its seconds per label, and its record entry."""
+    labels = {row["id"]: {a: _plain(row[a]) for a in axes} if row["status"] == "labeled" else None
+              for _, row in df_sc.iterrows()}
+    info = {"k": k, "temperature": temperature, "seed": sc_labeler.seed, "config_hash": sc_labeler.config_hash(),
+            "status_counts": {s: int(v) for s, v in df_sc["status"].value_counts().items()},
+            "output_tokens_per_label": _median(df_sc, "judge_completion_tokens")}
+    return labels, _seconds_per_label(df_sc), info
+
+
+def _record(split: _Split, config, *, samples: int, gate, df, labelers: dict[str, Any], metrics: dict[str, Any],
+            judge_labels: dict[str, list], axes: list[str], taxonomy: Taxonomy, lobo: bool, n_boot: int
+            ) -> dict[str, Any]:
+    """The calibration record (see :func:`run_calibration`)."""
+    gold, config_hash = split.gold, config.config_hash()
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record = {
+    return {
         "id": f"cal-{config_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
         "created_at": created,
         "kind": gold.kind,
-        "gold": {"path": str(gold_path), "sha256": gold.sha256, "n_items": len(gold.items),
+        "gold": {"path": str(split.gold_path), "sha256": gold.sha256, "n_items": len(gold.items),
                  "annotators": gold.annotators},
-        "split": {"seed": split_seed, "holdout_frac": holdout_frac, "stratify": "source",
-                  "n_pool": len(pool), "n_heldout": len(heldout),
-                  "exemplars": {"path": str(exemplars_path), "sha256": pool_set.sha256} if exemplars_path else None},
+        "split": {"seed": split.seed, "holdout_frac": split.holdout_frac, "stratify": "source",
+                  "n_pool": len(split.pool), "n_heldout": len(split.heldout),
+                  "exemplars": {"path": str(split.exemplars_path), "sha256": split.pool_set.sha256}
+                  if split.exemplars_path else None},
         "judge": config.config(),
         "judge_config_hash": config_hash,
         "samples": samples,
-        "gate": load_gate(gate_path).model_dump(),
+        "gate": gate.model_dump(),
         "status_counts": {k: int(v) for k, v in df["status"].value_counts().items()},
-        "seconds_per_label": timing["judge"],
+        "seconds_per_label": labelers["seconds_per_label"]["judge"],
         "output_tokens_per_label": _median(df, "judge_completion_tokens"),
-        "labelers": {"seconds_per_label": timing,
-                     "cascade": {"cheap": "knn", "threshold": cascade_threshold, "share_to_judge": to_judge},
-                     **({"judge_sc": sc_info} if sc_info else {})},
+        "labelers": labelers,
         "axes": metrics,
         "selection": {a: m["selected"] for a, m in metrics.items()},
         "verdicts": {a: m["verdict"]["verdict"] for a, m in metrics.items()},
         "judge_verdicts": {a: m["judge_verdict"]["verdict"] for a, m in metrics.items()},
         **({"judge_sc_verdicts": {a: m["labeler_verdicts"]["judge_sc"] for a, m in metrics.items()}}
-           if sc_info else {}),
+           if "judge_sc" in labelers else {}),
         "leave_one_benchmark_out": leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
-        if lobo and not exemplars_path else None,
-        "items": _items(gold, heldout, judge_labels, df, axes),
+        if lobo and not split.exemplars_path else None,
+        "items": _items(gold, split.heldout, judge_labels, df, axes),
     }
-    save_record(record)
-    return record
 
 
 def _label_through_queue(plans: list, redis_url: str, *, workers: int, threads_per_worker: int, inline: bool,
@@ -247,7 +316,7 @@ def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, A
     from ``min(n_boot, 100)`` resamples). ``nearest_exemplar`` is the 1-NN baseline
     (gold labels of the most similar pool item, TF-IDF cosine).
     """
-    from slicelab.calibration.evaluate import _metric_fn
+    from slicelab.calibration.evaluate import metric_fn
     from slicelab.service.exemplars import ExemplarIndex
 
     gl = gold.labels[GOLD]
@@ -273,14 +342,14 @@ def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, A
         out[name] = {}
         for axis in taxonomy.axes(gold.kind):
             items = [i for i in by_item if gl[i].get(axis.name) is not None or axis.kind == "operations"]
-            metric = _metric_fn(axis, n_boot, 0)
+            metric = metric_fn(axis, n_boot, 0)
             row = summary(metric([gl[i].get(axis.name) for i in items], [by_item[i].get(axis.name) for i in items]),
                           axis.kind)
             row["by_source"] = {}
             for source in sources:
                 part = [i for i in items if family[i] == source]
                 if part:
-                    m = _metric_fn(axis, min(n_boot, 100), 0)([gl[i].get(axis.name) for i in part],
+                    m = metric_fn(axis, min(n_boot, 100), 0)([gl[i].get(axis.name) for i in part],
                                                               [by_item[i].get(axis.name) for i in part])
                     row["by_source"][source] = summary(m, axis.kind)
             out[name][axis.name] = row

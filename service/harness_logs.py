@@ -12,6 +12,8 @@ zip archive (Inspect >= 0.3, ``inspect_ai.log._recorders.eval``): ``header.json`
 samples; older archives: ``_journal/start.json`` or ``start.json`` plus ``results.json``),
 ``samples/<id>_epoch_<n>.json`` (one sample each), ``summaries.json`` and ``reductions.json``.
 :func:`load_inspect_log` reads both into the ``.json`` shape with the standard library ``zipfile``.
+
+The samples of the files found are read by :func:`service.readers.read_log_samples`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from slicelab.service.errors import InputFormatError
+from slicelab.service.format_detection import LM_EVAL_NAME, looks_inspect
+from slicelab.service.record_files import load_json
 
-_SAMPLES = re.compile(r"^samples_(?P<task>.+)_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.jsonl?$")
 _RESULTS = re.compile(r"^results_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)\.json$")
 #: Readers :func:`expand_logs` names for the files it returns.
 READERS = {"lm_eval": "lm-evaluation-harness samples JSONL", "inspect_json": "Inspect AI JSON log",
@@ -63,9 +66,7 @@ def load_inspect_log(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     if p.suffix.lower() != ".eval":
-        from slicelab.service.readers import _load_json
-
-        return _load_json(p)
+        return load_json(p)
     try:
         with zipfile.ZipFile(p) as z:
             names = z.namelist()
@@ -103,12 +104,10 @@ def _reader(p: Path) -> str | None:
     """The reader of a log file, or None when ``p`` is not one."""
     if p.suffix.lower() == ".eval":
         return "inspect_eval"
-    if _SAMPLES.match(p.name):
+    if LM_EVAL_NAME.match(p.name):
         return "lm_eval"
     if p.suffix.lower() == ".json" and not _RESULTS.match(p.name):
-        from slicelab.service.readers import _looks_inspect
-
-        return "inspect_json" if _looks_inspect(p) else None
+        return "inspect_json" if looks_inspect(p) else None
     return None
 
 
@@ -149,15 +148,15 @@ def _newest_per_task(files: list[Path], skipped: dict[Path, str]) -> list[Path]:
     """Keep, per (folder, lm-eval task), the samples file of the newest timestamp."""
     newest: dict[tuple[Path, str], Path] = {}
     for f in files:
-        m = _SAMPLES.match(f.name)
+        m = LM_EVAL_NAME.match(f.name)
         if m:
             key = (f.parent, m["task"])
             old = newest.get(key)
-            if old is None or _SAMPLES.match(old.name)["ts"] < m["ts"]:
+            if old is None or LM_EVAL_NAME.match(old.name)["ts"] < m["ts"]:
                 newest[key] = f
     keep = []
     for f in files:
-        m = _SAMPLES.match(f.name)
+        m = LM_EVAL_NAME.match(f.name)
         if m and newest[(f.parent, m["task"])] != f:
             skipped[f] = f"older invocation of task {m['task']} (newest: {newest[(f.parent, m['task'])].name})"
         else:
@@ -170,37 +169,3 @@ def is_log_bundle(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() or bool(_RESULTS.match(p.name) and p.is_file())
 
-
-def read_log_samples(paths: list[str | Path] | str | Path, *, mapping=None, benchmark: str | None = None,
-                     files: LogFiles | None = None):
-    """Evaluation samples of every log file under ``paths`` (:func:`expand_logs`), file by file.
-
-    A sample id is read once: the same ``<task>/<doc_id>/<filter>`` (lm-eval) or ``<task>/<id>/epoch<n>``
-    (Inspect) in a later file is the same question evaluated in another run, and is not yielded again.
-
-    Yields:
-        :class:`~service.samples.EvalSample` or :class:`~service.samples.Rejected`, as
-        :func:`service.readers.read_eval_samples` gives them per file.
-
-    Raises:
-        InputFormatError: as :func:`expand_logs` (on the call), or a log file that cannot be read.
-    """
-    from slicelab.service.readers import read_eval_samples
-    from slicelab.service.samples import Rejected
-
-    files = files or expand_logs(paths)
-    readers = [(f, read_eval_samples(f, mapping=mapping, benchmark=benchmark)) for f in files.files]
-
-    def items():
-        seen: set[str] = set()
-        for _, it in readers:
-            ids: set[str] = set()
-            for item in it:
-                if not isinstance(item, Rejected):
-                    if item.id in seen:
-                        continue
-                    ids.add(item.id)
-                yield item
-            seen |= ids
-
-    return items()

@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from slicelab.service.errors import InputFormatError, RecordError
+from slicelab.service.format_detection import LM_EVAL_NAME
+from slicelab.service.harness_logs import load_inspect_log
+from slicelab.service.readers import read_eval_samples
+from slicelab.service.samples import Rejected
 from slicelab.service.setup import SetupCollector, generation_kwargs, inspect_setup, lm_eval_task_setup
+from slicelab.service.termination import normalize_finish_reason
 
 
 def harness_rows(path: Path, adapter: str, setup: SetupCollector
                  ) -> Iterator[tuple[int | None, dict[str, Any], RecordError | None]]:
     """``(line, row, error)`` for every sample of an lm-eval samples file or an Inspect log; set-up into ``setup``."""
-    from slicelab.service.readers import read_eval_samples
-    from slicelab.service.samples import Rejected
-
     raw, run_setup, metric_opts = _context(path, adapter)
     for item in read_eval_samples(path, fmt=adapter):
         if isinstance(item, Rejected):
@@ -52,23 +54,15 @@ def harness_rows(path: Path, adapter: str, setup: SetupCollector
         output = item.model_output
         yield item.source_line, {
             "sample_id": item.id, "run": run, "correct": item.correct, "output": output,
-            "extracted_answer": item.extracted_answer, "finish_reason": _finish(item.finish_reason),
+            "extracted_answer": item.extracted_answer, "finish_reason": normalize_finish_reason(item.finish_reason),
             "n_samples": n, "n_correct": c, "source_file": str(path), "source_line": item.source_line,
             "output_chars": len(output) if output is not None else None,
             "output_tokens": _usage_tokens(rec), "_generation": None}, None
 
 
-def _finish(v: str | None) -> str | None:
-    from slicelab.service.results import _finish as norm
-
-    return norm(v)
-
-
 def _context(path: Path, adapter: str) -> tuple[dict[int, dict], dict[str, Any], dict[str, Any]]:
     """Raw records by line (lm-eval) or position (Inspect), the run-level set-up, exact_match options."""
     if adapter == "inspect":
-        from slicelab.service.harness_logs import load_inspect_log
-
         try:
             log = load_inspect_log(path)
         except (OSError, InputFormatError):
@@ -76,8 +70,6 @@ def _context(path: Path, adapter: str) -> tuple[dict[int, dict], dict[str, Any],
         samples = log.get("samples") if isinstance(log, dict) else None
         raw = {i: s for i, s in enumerate(samples or [], start=1) if isinstance(s, dict)}
         return raw, inspect_setup(log), {}
-    from slicelab.service.readers import _LM_EVAL_NAME
-
     raw: dict[int, dict] = {}
     with path.open("rb") as fh:
         for line, data in enumerate(fh, start=1):
@@ -87,7 +79,7 @@ def _context(path: Path, adapter: str) -> tuple[dict[int, dict], dict[str, Any],
                 continue
             if isinstance(rec, dict):
                 raw[line] = {k: rec.get(k) for k in ("arguments", "resps", "filtered_resps", "target")}
-    named = _LM_EVAL_NAME.match(path.name)
+    named = LM_EVAL_NAME.match(path.name)
     if not named:
         return raw, {}, {}
     try:

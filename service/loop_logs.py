@@ -73,7 +73,7 @@ def logs_inputs(baseline_logs: list[Path], candidate_logs: list[Path], *, labels
         InputFormatError: a path is missing or holds no log; ConfigError: a side holds several runs
             and none is named, or a named run is not there.
     """
-    from slicelab.service.harness_logs import read_log_samples
+    from slicelab.service.readers import read_log_samples
 
     bf, full_b, b_run = _side(baseline_logs, "baseline", baseline, rejects)
     cf, full_c, c_run = _side(candidate_logs, "candidate", candidate, rejects)

@@ -57,6 +57,7 @@ import pandas as pd
 from slicelab.service.errors import ConfigError, InputFormatError, RecordError
 from slicelab.service.samples import id_text
 from slicelab.service.setup import SetupCollector, parse_sampling, setup_from_fields
+from slicelab.service.termination import normalize_finish_reason
 
 #: Columns of a results table, in order.
 COLUMNS = ("sample_id", "run", "correct", "output", "extracted_answer", "finish_reason", "n_samples",
@@ -65,8 +66,6 @@ COLUMNS = ("sample_id", "run", "correct", "output", "extracted_answer", "finish_
 ADAPTERS = ("lm_eval", "inspect", "bbh", "math", "slicelab")
 #: Fields that mark a row as one of several generations for its (sample, run).
 GENERATION_FIELDS = ("sample_index", "generation", "repeat", "seed")
-_FINISH = {"stop": "stop", "eos": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length",
-           "max_tokens": "length", "model_length": "length"}
 _ID_KEYS = {"bbh": ("id",), "math": ("problem_id",), "slicelab": ("sample_id",)}
 _RUN_KEYS = {"bbh": ("model", "prompt_style"), "math": ("model",), "slicelab": ("run",)}
 _UNMARKED = "__unmarked__"
@@ -279,9 +278,9 @@ def _row(rec: dict, path: Path, line: int, id_keys: tuple[str, ...], run_keys: t
     correct = _correct(rec)
     n_samples, n_correct = _counts(rec, correct)
     output = _text(rec.get("output"))
-    finish = _finish(rec.get("finish_reason"))
+    finish = normalize_finish_reason(rec.get("finish_reason"))
     if finish is None:
-        finish = _finish(rec.get("finish_reason_inferred"))
+        finish = normalize_finish_reason(rec.get("finish_reason_inferred"))
     return {"sample_id": sample_id, "run": run, "correct": correct, "output": output,
             "extracted_answer": _text(rec.get("extracted_answer")), "finish_reason": finish,
             "n_samples": n_samples, "n_correct": n_correct, "source_file": str(path), "source_line": line,
@@ -362,10 +361,3 @@ def _counts(rec: dict, correct: bool) -> tuple[int, int]:
 
 def _text(v: Any) -> str | None:
     return None if _missing(v) else (v if isinstance(v, str) else str(v))
-
-
-def _finish(v: Any) -> str | None:
-    if _missing(v):
-        return None
-    s = str(v).strip().lower()
-    return _FINISH.get(s, s) or None

@@ -12,20 +12,38 @@ pile up at the longest length the run allows. Without ``finish_reason`` the cap 
    at least half of them end mid-sentence (not on ``.``, ``!``, ``?``, a closing bracket or quote).
    Natural stopping lengths thin out towards the maximum; a cap gathers many outputs just under it.
 
-Outputs with a ``finish_reason`` keep it; this only fills the unknown ones.
+Outputs with a ``finish_reason`` keep it; this only fills the unknown ones. Sources spell the
+reason in several ways; :func:`normalize_finish_reason` brings them to ``stop`` / ``length``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import pandas as pd
 
+#: Finish reasons as sources spell them (lower case) -> ``stop`` or ``length``.
+FINISH_REASONS = {"stop": "stop", "eos": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length",
+                  "max_tokens": "length", "model_length": "length"}
 #: Outputs within this share of the longest one count as at the cap (the spike).
 TOLERANCE = 0.05
 #: The spike needs at least this many outputs, and this share of the run.
 MIN_AT_CAP, MIN_SHARE = 3, 0.02
+
+
+def normalize_finish_reason(v: Any) -> str | None:
+    """A source's finish reason as slicelab spells it.
+
+    The value as text, stripped and lower-cased, mapped through :data:`FINISH_REASONS` (``eos``,
+    ``end_turn``, ``stop_sequence`` -> ``stop``; ``max_tokens``, ``model_length`` -> ``length``);
+    other values are kept. None for None, NaN or a blank value.
+    """
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    s = str(v).strip().lower()
+    return FINISH_REASONS.get(s, s) or None
 
 
 def length_capped(run: pd.DataFrame, setup: dict[str, Any] | None = None, *, tolerance: float = TOLERANCE
