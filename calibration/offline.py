@@ -17,7 +17,7 @@ from typing import Any
 from slicelab.calibration.evaluate import evaluate, gated_metrics, select_labeler
 from slicelab.calibration.gate import GATE_FILE, combine, load_gate, verdict
 from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
-from slicelab.calibration.records import calibrations_dir, save_record
+from slicelab.calibration.records import calibrations_dir, read_record, save_record
 from slicelab.calibration.run import cheap_labelers, leave_one_benchmark_out
 from slicelab.service.taxonomy import load_taxonomy
 
@@ -85,7 +85,6 @@ def bundled_record(kind: str, *, n_boot: int = 1000) -> dict[str, Any]:
     gold, thresholds or labeler code give a new record.
     """
     import hashlib
-    import json
 
     from slicelab.service.store import code_version
 
@@ -95,7 +94,7 @@ def bundled_record(kind: str, *, n_boot: int = 1000) -> dict[str, Any]:
     record_id = f"{BUNDLED_PREFIX}-{kind}-{digest[:12]}"
     path = calibrations_dir() / record_id / "record.json"
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_record(path)
     record = calibrate_offline(paths, n_boot=n_boot, lobo=False, record_id=record_id)
     save_record(record)
     return record

@@ -19,6 +19,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from slicelab.service.judge.backends import build_judge
+from slicelab.service.judge.spec import check_spec
 from slicelab.service.samples import Document, EvalSample
 
 if TYPE_CHECKING:
@@ -42,11 +43,13 @@ def make_judge(spec: dict[str, Any]):
         or a :class:`service.labelers.PerAxisLabeler`; the same object for an equal spec.
 
     Raises:
-        ConfigError: unknown backend or unusable configuration.
+        ConfigError: unknown backend, a field the spec schema does not know or a value out of
+            range (:mod:`service.judge.spec`), or unusable configuration.
         RecordError: a gold set the spec names cannot be read.
     """
     key = json.dumps(spec, sort_keys=True)
     if key not in _CACHE:
+        check_spec(spec)
         _CACHE[key] = _build(dict(spec))
     return _CACHE[key]
 

@@ -16,6 +16,7 @@ from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
 from slicelab.service.judge.backends import BACKENDS, build_judge
 from slicelab.service.judge.base import Attempt, Judge, JudgeResult, parse_reply, response_format
+from slicelab.service.judge.spec import check_spec, parse_spec
 
 
 def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, backend: str | None = None,
@@ -71,7 +72,7 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
             spec[key] = value
     if self_consistency > 0:
         spec["self_consistency"] = self_consistency_entry(self_consistency, sc_temperature, sc_seed)
-    return spec
+    return check_spec(spec, "judge options")
 
 
 def self_consistency_entry(k: int, temperature: float = defaults.SC_TEMPERATURE, seed: int = 0) -> dict[str, Any]:
@@ -102,5 +103,5 @@ def __getattr__(name: str) -> Any:
         return getattr(labeler_factory, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["BACKENDS", "Attempt", "Judge", "JudgeResult", "build_judge", "judge_spec", "parse_reply",
-           "response_format", "self_consistency_entry"]
+__all__ = ["BACKENDS", "Attempt", "Judge", "JudgeResult", "build_judge", "check_spec", "judge_spec", "parse_reply",
+           "parse_spec", "response_format", "self_consistency_entry"]
