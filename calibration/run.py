@@ -176,7 +176,7 @@ def _label_through_queue(plans: list, redis_url: str, *, workers: int, threads_p
                          on_progress: Callable[[int], None] | None) -> None:
     """Label the pending chunks of each run plan: in this process when ``inline``, else through the queue."""
     if inline:  # inside an RQ job already (the REST API): label here instead of waiting on other workers
-        from slicelab.workers.tasks import label_chunk
+        from slicelab.service.chunk_labeling import label_chunk
 
         for plan in plans:
             for c in plan.pending:

@@ -4,16 +4,16 @@ For every slice (:mod:`service.slice_stats` keys) the shared samples form a pair
 2×2 table: ``n11`` both correct, ``n10`` correct in the baseline only (losses),
 ``n01`` correct in the candidate only (gains), ``n00`` both wrong. From it:
 
-- the exact McNemar test (:func:`mcnemar_exact`) and the Benjamini–Hochberg adjusted
+- the exact McNemar test (:func:`service.stats.mcnemar_exact`) and the Benjamini–Hochberg adjusted
   p-value over every slice with enough support at every key (``q_value``; ``meta["n_tests"]``);
 - the change ``delta`` = candidate − baseline pass rate with the Agresti–Min interval
-  (:func:`paired_delta_interval`), and each run's Wilson interval;
+  (:func:`service.stats.paired_delta_interval`), and each run's Wilson interval;
 - whether the two runs' Wilson intervals overlap.
 
 How spread a regression is: the share of tested slices with a significant drop, the
 Gini coefficient of per-slice net loss rates and the Herfindahl–Hirschman index of
-per-slice net losses (:func:`gini`, :func:`hhi`). Whether a drop is *localised* — a slice
-losing more of its baseline-correct samples than the rest — and whether loss rates are
+per-slice net losses (:func:`service.stats.gini`, :func:`service.stats.hhi`). Whether a
+drop is *localised* — a slice losing more of its baseline-correct samples than the rest — and whether loss rates are
 homogeneous across the slices of a key: :mod:`service.localisation`. Newly failing samples
 get a failure mode from the deterministic checks on the candidate's output
 (:func:`classify_failure`). Evidence (join, examples, output lengths, finish reasons,
@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, false_discovery_control, norm
+from scipy.stats import false_discovery_control
 
-from slicelab.calibration.metrics import wilson_interval
 from slicelab.service.checks import UNCLASSIFIED, classify_output, failure_excerpt
 from slicelab.service.errors import ConfigError
 from slicelab.service.evidence import N_EXAMPLES, calibration_state, examples, join_report, run_profile
@@ -38,84 +37,11 @@ from slicelab.service.localisation import heterogeneity, loss_rate_tests
 from slicelab.service.passk import compare_pass_at_k
 from slicelab.service.slice_stats import KEYS, check_runs, slice_index
 from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES
+from slicelab.service.stats import gini, hhi, mcnemar_exact, paired_delta_interval, wilson_interval
 from slicelab.service.termination import length_capped
 
 #: Family-wise false discovery rate for the Benjamini–Hochberg step.
 ALPHA = 0.05
-
-
-def mcnemar_exact(n10: int, n01: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant pair counts.
-
-    Under H0 the ``n10 + n01`` discordant pairs split Binomial(n10 + n01, 1/2)
-    (McNemar 1947, exact form); the p-value is
-    ``scipy.stats.binomtest(n10, n10 + n01, 0.5).pvalue`` (two-sided), which equals
-    ``statsmodels.stats.contingency_tables.mcnemar(table, exact=True).pvalue``.
-
-    Returns:
-        The p-value in [0, 1]; 1.0 when there is no discordant pair.
-    """
-    n = int(n10) + int(n01)
-    return 1.0 if n == 0 else float(binomtest(int(n10), n, 0.5).pvalue)
-
-
-def paired_delta_interval(n11: int, n10: int, n01: int, n00: int, *,
-                          confidence: float = 0.95) -> tuple[float, float] | None:
-    """Confidence interval of the paired difference candidate − baseline pass rate.
-
-    Agresti & Min (2005), "Simple improved confidence intervals for comparing matched
-    proportions", Statistics in Medicine 24:729–740: add 1/2 to each cell of the 2×2
-    table, then use the Wald interval
-    ``d ± z·sqrt(((n01 + n10) − (n01 − n10)²/n) / n²)`` with ``d = (n01 − n10)/n``.
-
-    Returns:
-        ``(low, high)`` clipped to [−1, 1] (proportions), or None for an empty table.
-    """
-    if n11 + n10 + n01 + n00 == 0:
-        return None
-    b, c = n10 + 0.5, n01 + 0.5
-    n = n11 + n10 + n01 + n00 + 2.0
-    d = (c - b) / n
-    se = math.sqrt(max((b + c) - (c - b) ** 2 / n, 0.0)) / n
-    z = float(norm.ppf(0.5 + confidence / 2))
-    return max(-1.0, d - z * se), min(1.0, d + z * se)
-
-
-def gini(values: list[float] | np.ndarray) -> float | None:
-    """Gini coefficient of non-negative values (0 = all equal, → 1 = all in one).
-
-    Gini (1912) as half the relative mean absolute difference,
-    ``G = Σ_i Σ_j |x_i − x_j| / (2 n² x̄)``, computed from the sorted values as
-    ``G = 2 Σ_i i·x_(i) / (n Σ x) − (n + 1)/n`` (i = 1..n).
-
-    Returns:
-        G in [0, 1), or None when there are no values or they sum to 0.
-    """
-    x = np.sort(np.asarray(values, dtype=float))
-    if x.size == 0 or x.sum() <= 0:
-        return None
-    if (x < 0).any():
-        raise ValueError("gini: values must be non-negative")
-    i = np.arange(1, x.size + 1)
-    return float(2 * (i * x).sum() / (x.size * x.sum()) - (x.size + 1) / x.size)
-
-
-def hhi(values: list[float] | np.ndarray) -> tuple[float, float] | None:
-    """Herfindahl–Hirschman index of non-negative amounts and its normalised form.
-
-    ``H = Σ s_i²`` with shares ``s_i = x_i / Σ x`` (Hirschman 1945; Herfindahl 1950);
-    normalised ``H* = (H − 1/N) / (1 − 1/N)`` so that 0 = equal shares, 1 = one slice
-    holds everything (H* = 1 when N = 1).
-
-    Returns:
-        ``(H, H*)``, or None when there are no values or they sum to 0.
-    """
-    x = np.asarray(values, dtype=float)
-    if x.size == 0 or x.sum() <= 0:
-        return None
-    s = x / x.sum()
-    h = float((s ** 2).sum())
-    return h, (1.0 if x.size == 1 else float((h - 1 / x.size) / (1 - 1 / x.size)))
 
 
 def classify_failure(output: str | None, finish_reason: str | None, extracted_answer: str | None = None,

@@ -13,19 +13,19 @@ tests, both on the samples the baseline got right (the only ones that can be los
   correction) on the slices × {lost, kept} table; slices under the minimum support are
   pooled into one row so every sample counts once.
 
-When nothing is significant, :func:`mde_paired` gives the smallest change the data could
+When nothing is significant, :func:`service.stats.mde_paired` gives the smallest change the data could
 have detected.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
-from scipy.stats import chi2_contingency, false_discovery_control, fisher_exact, norm
+from scipy.stats import chi2_contingency, false_discovery_control, fisher_exact
+
+from slicelab.service.stats import mde_paired
 
 LOSS_TEST = "one-sided Fisher's exact test of in-slice vs out-of-slice loss rate among baseline-correct samples (Fisher 1922)"
 HOMOGENEITY_TEST = "Pearson chi-square test of homogeneity of loss rates across slices (Pearson 1900)"
@@ -105,40 +105,6 @@ def _families(slices: pd.DataFrame):
                 yield f"marginal:{axis}", ga
         else:
             yield str(key), g
-
-
-def mde_paired(n: int, psi: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
-    """Minimum detectable change in pass rate for a paired (McNemar) design of ``n`` items.
-
-    Connor (1987), "Sample size for testing differences in proportions for the paired-sample
-    design", Biometrics 43:207–211: ``n = (z_{1-α/2}·√ψ + z_{power}·√(ψ − δ²))² / δ²`` with ψ the
-    share of discordant pairs and δ the difference of the paired proportions; solved here for δ
-    (``scipy.optimize.brentq``).
-
-    Args:
-        n: paired items (≥ 1).
-        psi: expected discordant share ``(n10 + n01) / n`` in (0, 1].
-        alpha: two-sided significance level.
-        power: probability of detecting a change of that size.
-
-    Returns:
-        δ as a proportion (0.12 = 12 points), or None when even δ = ψ (every discordant pair in
-        one direction) is not detectable with ``n`` items.
-
-    Raises:
-        ValueError: ``n`` < 1, or ``psi`` outside (0, 1].
-    """
-    if n < 1 or not 0 < psi <= 1:
-        raise ValueError(f"mde_paired needs n >= 1 and 0 < psi <= 1; got n={n}, psi={psi}")
-    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
-
-    def gap(d: float) -> float:
-        return math.sqrt(n) * d - za * math.sqrt(psi) - zb * math.sqrt(max(psi - d * d, 0.0))
-
-    hi = min(psi, 1.0)
-    if gap(hi) < 0:
-        return None
-    return float(brentq(gap, 1e-12, hi)) if gap(1e-12) < 0 else 0.0
 
 
 def mde_summary(overall: dict[str, Any], slices: pd.DataFrame, alpha: float, power: float = 0.8) -> dict[str, Any]:

@@ -2,15 +2,15 @@
 
 Each results row carries ``n_samples`` generations of which ``n_correct`` are correct;
 pass@k of an item is the unbiased estimator of Chen et al. (2021)
-(:func:`service.slice_stats.pass_at_k`), defined only for ``k <= n_samples``. Items with
+(:func:`service.stats.pass_at_k`), defined only for ``k <= n_samples``. Items with
 fewer generations than k are left out of pass@k at that k and counted (``n_short``).
 
 - interval of a mean pass@k (one run, or a paired difference): percentile bootstrap over
   problems (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*, ch. 13;
-  ``scipy.stats.bootstrap``, 2,000 resamples, fixed seed);
+  :func:`service.stats.mean_interval`: ``scipy.stats.bootstrap``, 2,000 resamples, fixed seed);
 - paired test between two runs: Wilcoxon signed-rank test on the per-problem pass@k
   differences (Wilcoxon 1945), zero differences handled as in Pratt (1959)
-  (``scipy.stats.wilcoxon(zero_method="pratt")``), two-sided; Benjamini–Hochberg over the
+  (:func:`service.stats.wilcoxon_paired`), two-sided; Benjamini–Hochberg over the
   tested slices.
 """
 
@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap, false_discovery_control, wilcoxon
+from scipy.stats import false_discovery_control
 
 from slicelab.service.errors import ConfigError
-from slicelab.service.slice_stats import pass_at_k
+from slicelab.service.stats import MEAN_RESAMPLES, mean_interval, pass_at_k, wilcoxon_paired
 
 TEST = "Wilcoxon signed-rank test on per-problem pass@k differences, Pratt zero handling (Wilcoxon 1945; Pratt 1959)"
-INTERVAL = "percentile bootstrap over problems, 2000 resamples (Efron & Tibshirani 1993)"
-_RESAMPLES = 2000
+INTERVAL = f"percentile bootstrap over problems, {MEAN_RESAMPLES} resamples (Efron & Tibshirani 1993)"
 
 
 def parse_ks(text: str | None) -> tuple[int, ...]:
@@ -51,30 +50,6 @@ def item_pass_at_k(rows: pd.DataFrame, k: int) -> pd.Series:
     """pass@k per row of ``rows`` (``n_samples``, ``n_correct``); NaN where ``n_samples < k``."""
     return pd.Series([pass_at_k(int(n), int(c), k) if n >= k else np.nan
                       for n, c in zip(rows["n_samples"], rows["n_correct"])], index=rows.index, dtype=float)
-
-
-def mean_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile-bootstrap interval of the mean of ``values`` (see the module docstring).
-
-    Returns:
-        ``(low, high)``; the value itself twice when all values are equal; ``(None, None)`` when empty.
-    """
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return None, None
-    if np.all(v == v[0]):
-        return float(v[0]), float(v[0])
-    res = bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=_RESAMPLES, method="percentile",
-                    random_state=np.random.default_rng(0), vectorized=True)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def paired_test(diff: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences (1.0 when all are zero or none)."""
-    d = np.asarray(diff, dtype=float)
-    if d.size == 0 or not np.any(d != 0):
-        return 1.0
-    return float(wilcoxon(d, zero_method="pratt", alternative="two-sided").pvalue)
 
 
 def compare_pass_at_k(base: pd.DataFrame, cand: pd.DataFrame, members: pd.DataFrame, labels: pd.DataFrame,
@@ -134,4 +109,4 @@ def _row(sid: str, pb: pd.Series, pc: pd.Series, diff: pd.Series, n_short: int) 
     return {"slice_id": sid, "n_items": n, "n_short": n_short,
             "baseline": float(pb.mean()) if n else None, "candidate": float(pc.mean()) if n else None,
             "delta": float(diff.mean()) if n else None, "delta_ci_low": lo, "delta_ci_high": hi,
-            "p_value": paired_test(diff.to_numpy()) if n else None}
+            "p_value": wilcoxon_paired(diff.to_numpy()) if n else None}

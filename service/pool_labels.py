@@ -71,7 +71,7 @@ def make_best_labeler(kind: str, *, seed: int = 0, exclude: frozenset[str] = fro
     student, answer-shape and operation-cue labelers on the held-out split of the bundled gold
     sets (v1 and v2 merged) and selects, per axis, the one with the best lower bound of Cohen's
     kappa (:mod:`calibration.selection`). The pool labelers learn from the record's pool split,
-    as :func:`service.judge.per_axis_spec` does; the judge is not used.
+    as :func:`service.labeler_factory.per_axis_spec` does; the judge is not used.
 
     Args:
         exclude: item ids left out of the pool (so the items being labeled are never their own
@@ -177,7 +177,7 @@ def selected_labeler(kind: str, record: dict[str, Any] | None = None):
         being axis → the labeler used.
     """
     from slicelab.calibration.selection import used_selection, used_verdicts
-    from slicelab.service.judge import _pool, per_axis_spec
+    from slicelab.service.labeler_factory import gold_pool, per_axis_spec
     from slicelab.service.labelers import KNNLabeler, PerAxisLabeler, StudentLabeler
     from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
 
@@ -188,7 +188,7 @@ def selected_labeler(kind: str, record: dict[str, Any] | None = None):
     chosen, verdicts = used_selection(record), used_verdicts(record)
     use = {a: name if name in CHEAP else "knn" for a, name in chosen.items()}
     pool = per_axis_spec({}, record)["pool"]
-    items, labels = _pool(pool)
+    items, labels = gold_pool(pool)
     labelers: dict[str, Any] = {"knn": KNNLabeler(items, labels, pool_settings=dict(pool)),
                                 "shape": ShapeLabeler(), "cues": CueLabeler()}
     if "student" in use.values():

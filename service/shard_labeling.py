@@ -99,7 +99,7 @@ def _judge_values(r) -> dict[str, Any]:
 
 
 def _make_judge(spec: dict[str, Any]):
-    from slicelab.service.judge import make_judge  # imported on first use: a student-only worker stays light
+    from slicelab.service.labeler_factory import make_judge  # imported on first use: a student-only worker stays light
 
     return make_judge(spec)
 

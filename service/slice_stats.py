@@ -21,41 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slicelab.calibration.metrics import wilson_interval
 from slicelab.service.errors import ConfigError
 from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES, axis_verdicts
+from slicelab.service.stats import mean_interval, pass_at_k, wilson_interval
 
 #: Slice key kinds, coarse to fine is not implied; each is its own family of slices.
 KEYS = ("capability", "combination", "marginal")
 #: k values of pass@k reported when some item has at least k generations.
 PASS_AT_KS = (1, 5, 10)
 _NONE = "none"
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of one item from ``n`` generations of which ``c`` are correct.
-
-    pass@k = 1 - C(n-c, k) / C(n, k) (Chen et al. 2021, "Evaluating Large Language Models
-    Trained on Code", eq. 1), computed in the numerically stable product form of that
-    paper's Figure 3: 1 - prod_{i=n-c+1}^{n} (1 - k / i).
-
-    Args:
-        n: generations of the item (≥ 1).
-        c: correct generations, 0 ≤ c ≤ n.
-        k: attempts allowed, 1 ≤ k ≤ n.
-
-    Returns:
-        The probability, in [0, 1], that at least one of k generations drawn without
-        replacement from the n is correct.
-
-    Raises:
-        ValueError: n < 1, c outside [0, n], or k outside [1, n].
-    """
-    if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs n >= 1, 0 <= c <= n, 1 <= k <= n; got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
 @dataclass
@@ -157,9 +131,9 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
         ``(DataFrame[slice_id, key, label, run, n, n_correct, pass_rate, ci_low, ci_high,
         pass_at_<k>, pass_at_<k>_ci_low, pass_at_<k>_ci_high ..., low_support], meta)``:
         ``pass_rate`` is the share of samples whose result is ``correct``, with its Wilson 95%
-        interval (Wilson 1927, via :func:`calibration.metrics.wilson_interval`); ``pass_at_<k>``
-        the mean over the slice's items of :func:`pass_at_k`, with a percentile-bootstrap 95%
-        interval over items (:func:`service.passk.mean_interval`). ``meta`` adds to the
+        interval (Wilson 1927, via :func:`service.stats.wilson_interval`); ``pass_at_<k>``
+        the mean over the slice's items of :func:`service.stats.pass_at_k`, with a percentile-bootstrap 95%
+        interval over items (:func:`service.stats.mean_interval`). ``meta`` adds to the
         :class:`SliceIndex` meta the runs, ``min_support``, ``ks`` (reported), ``ks_skipped``
         (k → why), ``items_short`` (run → k → labeled items with fewer than k generations) and,
         per run, samples with results but no label (``n_results_unlabeled``).
@@ -175,8 +149,6 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     meta = {**index.meta, "runs": runs, "min_support": min_support,
             "n_results_unlabeled": {r: int((~res.loc[res["run"] == r, "sample_id"].isin(labeled_ids)).sum())
                                     for r in runs}}
-    from slicelab.service.passk import mean_interval  # passk imports pass_at_k from here
-
     multi = {r: int(res.loc[res["run"] == r, "n_samples"].max() or 1) for r in runs}
     top = max(multi.values(), default=1)
     meta["ks"] = sorted({k for k in ks if top > 1 and top >= k})

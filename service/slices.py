@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from slicelab.calibration.metrics import wilson_interval
+from slicelab.service.stats import wilson_interval
 from slicelab.service.taxonomy import Taxonomy
 
 #: Slice key columns, in order; operation axes are keyed by their primary operation.

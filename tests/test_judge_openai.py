@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from slicelab.service.judge import judge_spec, make_judge, parse_reply
+from slicelab.service.judge import judge_spec, parse_reply
 from slicelab.service.judge.openai_backend import OpenAIJudge
+from slicelab.service.labeler_factory import make_judge
 from slicelab.service.samples import EvalSample, Status
 from slicelab.service.taxonomy import load_taxonomy
 from tests.conftest import make_samples

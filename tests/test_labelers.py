@@ -7,8 +7,9 @@ import pytest
 
 from slicelab.calibration.evaluate import select_labeler
 from slicelab.calibration.gold import BUNDLED, GOLD, load_gold
-from slicelab.service.judge import judge_spec, make_judge, per_axis_spec
+from slicelab.service.judge import judge_spec
 from slicelab.service.judge.base import Attempt, Judge
+from slicelab.service.labeler_factory import make_judge, per_axis_spec
 from slicelab.service.labelers import (KNN_KS, CascadeLabeler, KNNLabeler, Labeler, PerAxisLabeler, SelfConsistentJudge,
                               StudentLabeler)
 from slicelab.service.output import labeled_row

@@ -16,9 +16,9 @@ from scipy.stats import chi2_contingency, fisher_exact, norm
 
 from slicelab.service.comparison import compare
 from slicelab.service.errors import ConfigError
-from slicelab.service.localisation import mde_paired
 from slicelab.service.mapping import DEFAULT_RULES, diagnose, load_rules
 from slicelab.service.results import load_results
+from slicelab.service.stats import mde_paired
 from tests.conftest import run_cli
 from tests.loop_data import BBH_OUTPUTS, COT, MATH_OUTPUTS, STRONG, WEAK, bbh_labels, math_labels
 from tests.verdict_data import bbh_candidate

@@ -16,13 +16,12 @@ from slicelab.calibration.metrics import (
     EMPTY_SPLIT,
     INVALID,
     NONE_CLASS,
-    bootstrap_ci,
     coverage_curve,
     krippendorff_alpha,
     operation_set_metrics,
     single_label_metrics,
-    wilson_interval,
 )
+from slicelab.service.stats import bootstrap_ci, wilson_interval
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -412,12 +411,12 @@ def test_fast_bootstrap_kappa_equals_sklearn():
     import numpy as np
     from sklearn.metrics import cohen_kappa_score
 
-    from slicelab.calibration.metrics import _kappa_fast
+    from slicelab.calibration.single_label import kappa_of_codes
 
     rng = np.random.default_rng(3)
     for _ in range(200):
         k = int(rng.integers(2, 7))
         a, b = rng.integers(0, k, 40), rng.integers(0, k, 40)
         b[:20] = a[:20]
-        assert _kappa_fast(a, b, k) == pytest.approx(cohen_kappa_score(a, b, labels=list(range(k))))
-    assert _kappa_fast(np.zeros(5, int), np.zeros(5, int), 3) is None
+        assert kappa_of_codes(a, b, k) == pytest.approx(cohen_kappa_score(a, b, labels=list(range(k))))
+    assert kappa_of_codes(np.zeros(5, int), np.zeros(5, int), 3) is None

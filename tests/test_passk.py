@@ -18,11 +18,12 @@ from scipy.stats import wilcoxon
 from slicelab.service.comparison import compare
 from slicelab.service.errors import ConfigError
 from slicelab.service.mapping import diagnose
-from slicelab.service.passk import item_pass_at_k, mean_interval, parse_ks, paired_test
+from slicelab.service.passk import item_pass_at_k, parse_ks
 from slicelab.service.pool_labels import label_items
 from slicelab.service.readers import read_eval_samples
 from slicelab.service.results import load_results
-from slicelab.service.slice_stats import pass_at_k, slice_stats
+from slicelab.service.slice_stats import slice_stats
+from slicelab.service.stats import mean_interval, pass_at_k, wilcoxon_paired
 from tests.conftest import run_cli
 from tests.loop_data import LOOP, passing_record
 
@@ -99,7 +100,7 @@ def test_paired_pass_at_k_comparison_between_two_runs():
 
 
 def test_paired_test_and_interval_edge_cases():
-    assert paired_test(np.zeros(5)) == 1.0 and paired_test(np.array([])) == 1.0
+    assert wilcoxon_paired(np.zeros(5)) == 1.0 and wilcoxon_paired(np.array([])) == 1.0
     assert mean_interval(np.array([0.5, 0.5])) == (0.5, 0.5) and mean_interval(np.array([])) == (None, None)
     lo, hi = mean_interval(np.array([0.0, 1.0] * 20))
     assert lo < 0.5 < hi

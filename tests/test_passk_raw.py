@@ -17,7 +17,7 @@ from slicelab.service.comparison import compare
 from slicelab.service.pool_labels import label_items
 from slicelab.service.readers import read_eval_samples
 from slicelab.service.results import load_results
-from slicelab.service.slice_stats import pass_at_k
+from slicelab.service.stats import pass_at_k
 from tests.conftest import DATA, run_cli
 from tests.loop_data import LOOP, passing_record
 

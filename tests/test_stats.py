@@ -12,11 +12,11 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from slicelab.calibration.metrics import wilson_interval
-from slicelab.service.comparison import compare, gini, hhi, mcnemar_exact, paired_delta_interval
+from slicelab.service.comparison import compare
 from slicelab.service.errors import ConfigError, InputFormatError, RecordError
 from slicelab.service.results import load_results
-from slicelab.service.slice_stats import pass_at_k, slice_index, slice_stats
+from slicelab.service.slice_stats import slice_index, slice_stats
+from slicelab.service.stats import gini, hhi, mcnemar_exact, paired_delta_interval, pass_at_k, wilson_interval
 from tests.conftest import DATA
 from tests.loop_data import BBH_OUTPUTS, COT, MATH_OUTPUTS, STRONG, WEAK, math_labels
 

@@ -15,11 +15,12 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from slicelab.service.errors import ConfigError
-from slicelab.service.judge import judge_spec, make_judge
+from slicelab.service.judge import judge_spec
 from slicelab.service.judge.openai_backend import OpenAIJudge
 from slicelab.service.judge.vllm_backend import (VLLMJudge, attempt_from_output, engine_kwargs, make_sampling_params,
                                         sampling_kwargs)
 from slicelab.service.label_cache import LabelCache, cache_key, content_hash, decode, encode
+from slicelab.service.labeler_factory import make_judge
 from slicelab.service.runner import enqueue_chunk, prepare_run
 from slicelab.service.samples import Document, Status
 from slicelab.service.throughput import common_prefix_len, label_chunk_size, prompt_text, run_stats, static_prefix
@@ -316,7 +317,7 @@ def test_unknown_backend_names_the_judge_backend_option():
 
 def test_samples_refused_by_an_open_circuit_are_not_counted_as_sent():
     from slicelab.service.judge import JudgeResult
-    from slicelab.workers.tasks import label_items
+    from slicelab.service.chunk_labeling import label_items
 
     items = make_samples(3)
     real = OpenAIJudge(base_url="http://127.0.0.1:9/v1", model="m")

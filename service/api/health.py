@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from slicelab.service import __version__
 from slicelab.service.api.state import ApiState, api_state
 from slicelab.service.errors import SlicelabError
-from slicelab.service.judge import make_judge
+from slicelab.service.labeler_factory import make_judge
 
 router = APIRouter(tags=["health"])
 

@@ -13,7 +13,8 @@ from slicelab.calibration.records import home
 from slicelab.service.api.job_folders import JobFolders
 from slicelab.service.api.limits import judge_concurrency
 from slicelab.service.api.settings import Settings
-from slicelab.service.judge import Judge, make_judge
+from slicelab.service.judge import Judge
+from slicelab.service.labeler_factory import make_judge
 from slicelab.service.taxonomy import Taxonomy, load_taxonomy
 
 
@@ -77,7 +78,7 @@ class ApiState:
         return conn
 
     def judge(self) -> Judge:
-        """The configured judge (built once per process by :func:`service.judge.make_judge`).
+        """The configured judge (built once per process by :func:`service.labeler_factory.make_judge`).
 
         Raises:
             ConfigError: an unusable judge configuration.

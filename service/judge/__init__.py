@@ -1,22 +1,21 @@
 """Judges: one interface (:class:`Judge`), several backends.
 
-``make_judge(spec)`` builds one from a plain, JSON-serialisable spec, so RQ
-jobs carry the spec (never a client) and each worker process builds and keeps
-its own judge.
+:func:`judge_spec` turns options into a plain, JSON-serialisable spec, so RQ jobs
+carry the spec (never a client); :func:`service.judge.backends.build_judge` builds
+the LLM judge of a spec. Judges with exemplars or self-consistency, and the
+per-axis labelers, are built (and cached per worker process) by
+:func:`service.labeler_factory.make_judge`, which reads the gold files they need.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
+from slicelab.service.judge.backends import BACKENDS, build_judge
 from slicelab.service.judge.base import Attempt, Judge, JudgeResult, parse_reply, response_format
-
-BACKENDS = ("embedded", "openai", "vllm")
-_CACHE: dict[str, Judge] = {}
 
 
 def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, backend: str | None = None,
@@ -86,108 +85,22 @@ def self_consistency_entry(k: int, temperature: float = defaults.SC_TEMPERATURE,
     return {"k": k, "temperature": temperature, "seed": seed}
 
 
-def make_judge(spec: dict[str, Any]) -> Judge:
-    """Build (and cache per process) the judge or labeler a spec describes.
+#: Names that moved to :mod:`service.labeler_factory`; importable from here until every caller imports them from there.
+_MOVED = ("make_judge", "per_axis_spec")
 
-    Backends: ``embedded``, ``openai``, ``vllm`` (LLM judges) and ``per_axis`` (the labelers a
-    calibration record selected per axis, see :func:`per_axis_spec`). A
-    ``self_consistency`` entry (``{"k", "temperature", "seed"}``) wraps the LLM
-    judge, set to that temperature, in a :class:`service.labelers.SelfConsistentJudge`.
 
-    Raises:
-        ConfigError: unknown backend or unusable configuration.
+def __getattr__(name: str) -> Any:
+    """``make_judge`` and ``per_axis_spec``, kept importable from here for callers not yet moved.
+
+    They build labelers from gold files, so they live in :mod:`service.labeler_factory`; this
+    package only turns options into a spec (:func:`judge_spec`) and a spec into an LLM judge
+    (:func:`service.judge.backends.build_judge`).
     """
-    key = json.dumps(spec, sort_keys=True)
-    if key not in _CACHE:
-        spec = dict(spec)
-        sc = spec.pop("self_consistency", None)
-        if sc:
-            from slicelab.service.labelers import SelfConsistentJudge
+    if name in _MOVED:
+        from slicelab.service import labeler_factory
 
-            _CACHE[key] = SelfConsistentJudge(make_judge(spec | {"temperature": sc["temperature"]}), sc["k"],
-                                              seed=sc.get("seed", 0))
-            return _CACHE[key]
-        backend = spec.pop("backend")
-        if spec.get("exemplars"):
-            spec |= _exemplar_kwargs(spec.pop("exemplars"))
-        if backend == "per_axis":
-            _CACHE[key] = _per_axis(spec)
-        elif backend == "openai":
-            from slicelab.service.judge.openai_backend import OpenAIJudge
+        return getattr(labeler_factory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-            _CACHE[key] = OpenAIJudge(**spec)
-        elif backend == "vllm":
-            from slicelab.service.judge.vllm_backend import VLLMJudge
-
-            _CACHE[key] = VLLMJudge(**spec)
-        elif backend == "embedded":
-            from slicelab.service.judge.embedded import EmbeddedJudge
-
-            _CACHE[key] = EmbeddedJudge(**spec)
-        else:
-            raise ConfigError(f"unknown judge backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    return _CACHE[key]
-
-
-def per_axis_spec(judge: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """The spec of a labeler that uses, per axis, the labeler a calibration record selected.
-
-    The self-consistent judge (``judge_sc``) is rebuilt with the settings the record measured.
-    """
-    split = record["split"]
-    exemplars = split.get("exemplars") or {}
-    sc = record["labelers"].get("judge_sc")
-    return {"backend": "per_axis", "judge": judge, "selection": record["selection"],
-            "pool": {"gold": exemplars.get("path") or record["gold"]["path"],
-                     "seed": split["seed"], "holdout_frac": 0.0 if exemplars else split["holdout_frac"]},
-            "cascade_threshold": record["labelers"]["cascade"]["threshold"], "calibration_id": record["id"],
-            **({"judge_sc": {k: sc[k] for k in ("k", "temperature", "seed")}} if sc else {})}
-
-
-def _pool(pool: dict[str, Any]):
-    from slicelab.calibration.gold import GOLD, load_gold
-
-    gold = load_gold(pool["gold"])
-    ids, _ = gold.split(seed=pool["seed"], holdout_frac=pool["holdout_frac"])
-    return [gold.items[i] for i in ids], {i: gold.labels[GOLD][i] for i in ids}
-
-
-def _per_axis(spec: dict[str, Any]):
-    from slicelab.service.labelers import CascadeLabeler, KNNLabeler, PerAxisLabeler, StudentLabeler
-
-    judge = make_judge(spec["judge"])
-    names = set(spec["selection"].values())
-    labelers: dict[str, Any] = {"judge": judge}
-    if "judge_sc" in names:
-        labelers["judge_sc"] = make_judge(spec["judge"] | {"self_consistency": spec["judge_sc"]})
-    if names & {"knn", "student", "cascade"}:
-        items, labels = _pool(spec["pool"])
-        settings = dict(spec["pool"])
-        if names & {"knn", "cascade"}:
-            labelers["knn"] = KNNLabeler(items, labels, pool_settings=settings)
-        if "student" in names:
-            labelers["student"] = StudentLabeler(items, labels, pool_settings=settings)
-        if "cascade" in names:
-            labelers["cascade"] = CascadeLabeler(labelers["knn"], judge, spec["cascade_threshold"])
-    if names & {"shape", "cues"}:
-        from slicelab.service.shape_labeler import CueLabeler, ShapeLabeler
-
-        labelers |= {"shape": ShapeLabeler(), "cues": CueLabeler()}
-    return PerAxisLabeler(labelers, spec["selection"])
-
-
-def _exemplar_kwargs(ex: dict[str, Any]) -> dict[str, Any]:
-    """Build the exemplar index from the pool split of a gold set (never its held-out items)."""
-    from slicelab.calibration.gold import load_gold
-    from slicelab.service.exemplars import ExemplarIndex
-
-    gold = load_gold(ex["gold"])
-    pool, _ = gold.split(seed=ex["seed"], holdout_frac=ex["holdout_frac"])
-    index = ExemplarIndex([gold.items[i] for i in pool], {i: gold.labels["gold"][i] for i in pool})
-    settings = {"gold_sha256": gold.sha256[:16], "seed": ex["seed"], "holdout_frac": ex["holdout_frac"],
-                "pool_size": len(pool)}
-    return {"exemplars": index, "k": ex["k"], "exemplar_settings": settings}
-
-
-__all__ = ["Attempt", "Judge", "JudgeResult", "judge_spec", "make_judge", "parse_reply", "per_axis_spec",
+__all__ = ["BACKENDS", "Attempt", "Judge", "JudgeResult", "build_judge", "judge_spec", "parse_reply",
            "response_format", "self_consistency_entry"]

@@ -15,6 +15,7 @@ once per worker, not once per sample.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -94,10 +95,37 @@ def _llama(model_path: Path, n_ctx: int, n_threads: int):
                 raise ConfigError(
                     "embedded judge: llama-cpp-python is not installed (pip install 'slicelab[embedded]')"
                 ) from e
-            _LLAMAS[key] = Llama(
-                model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, seed=0, verbose=False
-            )
+            with _plain_weight_buffers():
+                _LLAMAS[key] = Llama(
+                    model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, seed=0, verbose=False
+                )
         return _LLAMAS[key]
+
+
+@contextlib.contextmanager
+def _plain_weight_buffers():
+    """Load weights into plain CPU buffers, not llama.cpp's "extra" (AMX / repacked) ones.
+
+    On CPUs with AMX (e.g. Sapphire Rapids VMs) llama.cpp moves Q4 weights into an AMX buffer
+    whose matrix multiply segfaults in the first multi-token decode (llama.cpp issue #20824;
+    reproduced here with the bundled SmolLM2 Q4_1 model). ``Llama`` does not expose the model
+    parameter ``use_extra_bufts``, so its default-parameter factory is wrapped while loading.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    defaults_factory = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults_factory()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = defaults_factory
 
 
 class EmbeddedJudge(Judge):

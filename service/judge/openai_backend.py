@@ -40,11 +40,9 @@ from pydantic import BaseModel
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
 from slicelab.service.judge.base import Attempt, Judge, JudgeResult
-from slicelab.service.judge.resilience import Resilience, breaker_for, is_transient
+from slicelab.service.judge.resilience import API_KEY_ENV, Resilience, breaker_for, error_message, is_transient
 from slicelab.service.samples import Document, EvalSample, Status
 
-#: Environment variable holding the judge server's API key (never logged or stored).
-API_KEY_ENV = "SLICELAB_JUDGE_API_KEY"
 # Every failed attempt is recorded on its row (status, error, raw text); instructor's
 # own ERROR log lines for the same events would only repeat them in worker logs.
 logging.getLogger("instructor").setLevel(logging.CRITICAL)
@@ -256,7 +254,7 @@ class OpenAIJudge(Judge):
         return [None if isinstance(r, asyncio.CancelledError) else r for r in results]
 
     def _bad_request(self, e: openai.APIStatusError) -> Attempt:
-        msg = _message(e)
+        msg = error_message(e)
         status = Status.input_too_long if _context_overflow(e) else Status.judge_error
         return Attempt(error_status=status, error=f"judge server refused the request ({e.status_code}): {msg}")
 
@@ -332,7 +330,7 @@ def _body_text(completion: Any) -> str:
 
 def _context_overflow(e: Exception) -> bool:
     """Whether a 4xx/5xx error says the prompt does not fit the judge's context window."""
-    msg = f"{_message(e)} {getattr(e, 'body', '')}".lower()
+    msg = f"{error_message(e)} {getattr(e, 'body', '')}".lower()
     return any(m in msg for m in _CONTEXT_MARKERS)
 
 
@@ -361,15 +359,4 @@ def _root_cause(e: BaseException) -> BaseException:
 
 def _describe(e: Exception) -> str:
     code = getattr(e, "status_code", None)
-    return f"judge server: {'HTTP ' + str(code) + ' ' if code else ''}{type(e).__name__}: {_message(e)}"
-
-
-def _message(e: Exception) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(body.get("message"), str):
-            return body["message"]
-    return str(e)
+    return f"judge server: {'HTTP ' + str(code) + ' ' if code else ''}{type(e).__name__}: {error_message(e)}"

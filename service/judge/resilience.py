@@ -28,6 +28,8 @@ it) and a warning is logged.
 
 :func:`probe_judge` sends one tiny structured-output request before a run and
 turns a refused schema or an unreachable server into a :class:`ConfigError`.
+:func:`is_transient` and :func:`error_message` read the openai client's errors
+(for the breaker, the probe and the ``openai`` judge alike).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from typing import Any
 from slicelab.service.errors import ConfigError, JudgeConfigError
 
 log = logging.getLogger("slicelab.judge")
+
+#: Environment variable holding the judge server's API key (never logged or stored).
+API_KEY_ENV = "SLICELAB_JUDGE_API_KEY"
 
 #: HTTP statuses worth retrying (the openai client's own choice: timeout, conflict, rate limit, server errors).
 TRANSIENT_STATUS = frozenset({408, 409, 429})
@@ -86,6 +91,18 @@ def is_transient(exc: BaseException) -> bool:
         return True
     code = getattr(exc, "status_code", None)
     return isinstance(code, int) and (code >= 500 or code in TRANSIENT_STATUS)
+
+
+def error_message(e: Exception) -> str:
+    """The server's own message of an openai client error (``body.error.message`` or ``body.message``), else ``str(e)``."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(e)
 
 
 @dataclass(frozen=True)
@@ -397,7 +414,6 @@ def probe_judge(spec: dict[str, Any], *, timeout_s: float = 30.0) -> None:
     import openai
 
     from slicelab.service.judge.base import response_format
-    from slicelab.service.judge.openai_backend import API_KEY_ENV, _message
     from slicelab.service.taxonomy import load_taxonomy
 
     url, model = spec["base_url"], spec["model"]
@@ -415,7 +431,7 @@ def probe_judge(spec: dict[str, Any], *, timeout_s: float = 30.0) -> None:
         raise ConfigError(f"judge backend openai at {url} does not answer ({type(e).__name__}: {e}); "
                           "start the server or fix --judge-url") from None
     except openai.APIStatusError as e:
-        msg = _message(e)
+        msg = error_message(e)
         where = f"judge backend openai at {url} (model {model!r})"
         if e.status_code in (401, 403):
             raise JudgeConfigError(f"{where} refused the API key (HTTP {e.status_code}); set {API_KEY_ENV}") from None
