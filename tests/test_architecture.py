@@ -29,7 +29,7 @@ KNOWN_OVER_MODULES = frozenset({
 })
 #: Functions over MAX_FUNCTION_LINES (``path::qualified name``).
 KNOWN_OVER_FUNCTIONS = frozenset({
-    "service/cli.py::label_benchmark", "service/cli.py::label_shard",
+    "service/cli.py::label_shard",
     "calibration/report.py::render_html", "calibration/report.py::render_markdown",
     "calibration/run.py::run_calibration", "calibration/review.py::import_review",
     "calibration/evaluate.py::evaluate",

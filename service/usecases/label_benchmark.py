@@ -22,7 +22,8 @@ from slicelab.calibration.records import latest_for_config, load_record
 from slicelab.calibration.selection import gated_selection, used_selection, used_verdicts
 from slicelab.service import defaults
 from slicelab.service.errors import SlicelabError
-from slicelab.service.judge import make_judge, per_axis_spec, self_consistency_entry
+from slicelab.service.judge import self_consistency_entry
+from slicelab.service.labeler_factory import make_judge, per_axis_spec
 from slicelab.service.runner import RunPlan, collect, prepare_run
 from slicelab.service.slices import apply_gate
 from slicelab.service.taxonomy import load_taxonomy
