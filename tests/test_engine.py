@@ -224,3 +224,34 @@ def test_worker_stopped_normally_ends_without_a_traceback_and_leaves_no_heartbea
         out = _stop(p)
     assert p.returncode == 0 and "Traceback" not in out, out
     assert plan.store.done_chunks() == {0}  # the job it was on was finished first
+
+
+class _NothingDone:
+    """A run store in which no unit has its completion marker yet."""
+
+    def is_done(self, unit) -> bool:
+        return False
+
+    def marker(self, unit) -> dict:
+        raise KeyError(unit)
+
+
+def test_a_pass_reads_the_jobs_of_all_pending_units_in_one_pipelined_round_trip(redis_url, monkeypatch):
+    from rq.job import Job
+
+    from slicelab.service.engine import Engine, Work
+
+    conn = Redis.from_url(redis_url)
+    work = Work(_NothingDone(), list(range(20)), lambda q, u: q.enqueue("builtins.print", u), lambda u: f"chunk {u}")
+    engine = Engine(work, conn, f"pipeline-{uuid.uuid4().hex[:6]}")
+    engine.step()  # enqueues every unit
+    first = dict(engine.jobs)
+    conn.delete(Job.key_for(first["7"]))  # one job vanished (as after a flush)
+    commands = []
+    plain = conn.execute_command
+    monkeypatch.setattr(conn, "execute_command", lambda *a, **k: commands.append(a[0]) or plain(*a, **k))
+    engine.step()
+    assert commands == []  # no command per unit outside the pipeline
+    assert {k: v for k, v in engine.jobs.items() if v != first[k]}.keys() == {"7"}
+    assert [(e["unit"], e["reason"]) for e in engine.events] == [("7", "its job vanished from Redis")]
+    assert engine.requeues == {}  # a vanished job does not count toward the limit

@@ -144,17 +144,43 @@ class Engine:
                     self._event(u, "Redis was unreachable: enqueued again", job_id=self.jobs[self.work.key(u)])
                 self.jobs[self.work.key(u)] = None
         self.running = 0
+        current = self._fetch_jobs(pending)
         for u in pending:
-            self._check(u)
+            self._check(u, current.get(self.work.key(u)))
         if self.workers and pending and self.queue.count:
             self.workers.start()
         return pending
 
-    def _check(self, unit: Any) -> None:
+    def _fetch_jobs(self, units: list[Any]) -> dict[str, Job | None]:
+        """Unit key → its current RQ job (None: vanished from Redis), for the units that have one,
+        read in one pipelined round trip.
+
+        Raises:
+            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError: Redis does not answer.
+        """
+        keys = [self.work.key(u) for u in units]
+        ids = {key: self.jobs[key] for key in keys if self.jobs.get(key) is not None}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in ids.values():
+                pipe.hgetall(Job.key_for(job_id))
+            hashes = pipe.execute()
+        jobs: dict[str, Job | None] = {}
+        for (key, job_id), data in zip(ids.items(), hashes):
+            jobs[key] = None
+            if data:
+                try:
+                    job = Job(job_id, connection=self.connection)
+                    job.restore(data)
+                    jobs[key] = job
+                except Exception:  # noqa: BLE001 - a hash that no longer reads as a job
+                    pass
+        return jobs
+
+    def _check(self, unit: Any, job: Job | None) -> None:
         key = self.work.key(unit)
         job_id = self.jobs.get(key)
         if job_id is not None:
-            reason, counted, detail = self._lost(unit, job_id)
+            reason, counted, detail = self._lost(unit, job)
             if reason is None:
                 return
             if counted:
@@ -165,13 +191,9 @@ class Engine:
             self._event(unit, reason, detail, job_id)
         self.jobs[key] = self.work.enqueue(self.queue, unit).id
 
-    def _lost(self, unit: Any, job_id: str) -> tuple[str | None, bool, str | None]:
-        """``(reason, counted, detail)`` when the unit's job is lost, ``(None, False, None)`` otherwise."""
-        try:
-            job = Job.fetch(job_id, connection=self.connection)
-        except REDIS_DOWN:
-            raise
-        except Exception:  # noqa: BLE001 - no such job, or a hash that no longer reads as one
+    def _lost(self, unit: Any, job: Job | None) -> tuple[str | None, bool, str | None]:
+        """``(reason, counted, detail)`` when the unit's job (None: vanished) is lost, ``(None, False, None)`` otherwise."""
+        if job is None:
             return "its job vanished from Redis", False, None
         status = job.get_status(refresh=False)
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):

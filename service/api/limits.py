@@ -18,8 +18,8 @@ from typing import Any, Callable
 from starlette.exceptions import HTTPException
 
 from slicelab.service import defaults
+from slicelab.service.api.problems import PROBLEM
 
-PROBLEM = "application/problem+json"
 #: Bytes of an over-limit body read (and dropped) before the 413 goes out, so the client reads it.
 DRAIN_BYTES = 64 * 1024 * 1024
 

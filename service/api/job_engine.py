@@ -4,7 +4,8 @@ A REST job is a label run (:mod:`service.runner`) whose chunks go to the shared 
 ``slicelab worker`` processes listen on. Its ``job.json`` keeps the engine's saved state
 (current RQ job per chunk, counted re-enqueues, what was re-enqueued and why). Each time its
 state is read (``GET /v1/jobs/{id}`` or its results), the engine makes one pass
-(:meth:`service.engine.Engine.step`): a chunk whose job vanished (Redis flushed), failed, or
+(:meth:`service.engine.Engine.step`, which reads the RQ jobs of all unfinished chunks in one
+pipelined Redis round trip): a chunk whose job vanished (Redis flushed), failed, or
 whose worker died (no heartbeat for 30 s) is enqueued again, so the job finishes once a worker
 is available. After Redis did not answer, the next pass enqueues every unfinished chunk anew.
 """
