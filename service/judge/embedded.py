@@ -101,7 +101,7 @@ def _without_extra_buffer_types():
     weights in the AMX buffer type and crashes (SIGSEGV in ``llama_decode``) on the
     first prompt of more than one token. ``Llama()`` takes no argument for the
     field, so its default model parameters are patched while a model loads
-    (callers hold ``_LOCK``). Without AMX the field changes nothing for Q4_1 weights.
+    (callers hold ``_LOCK``). Without AMX it may give up repacked weight layouts (not measured).
     """
     import llama_cpp.llama_cpp as native
 
