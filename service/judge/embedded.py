@@ -179,6 +179,7 @@ class EmbeddedJudge(Judge):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
         self._grammars: dict[str, Any] = {}
+        self._grammar_hashes: dict[str, str] = {}
         self.prefix_reuse = os.environ.get(PREFIX_REUSE_ENV, "1") != "0" if prefix_reuse is None else prefix_reuse
 
     def grammar_text(self, model_cls: type[BaseModel], encode: Encoder | None = None) -> str:
@@ -212,7 +213,9 @@ class EmbeddedJudge(Judge):
         kind = "eval" if isinstance(item, EvalSample) else "document"
         note = {"role": "system", "content": format_instructions(list(self.taxonomy.axes(kind)), self.values_max_items)}
         messages = [messages[0], note, *messages[1:]]
-        fmt = {"type": "values", "grammar_sha256": grammar_hash(self.grammar_text(model_cls))}
+        if model_cls.__name__ not in self._grammar_hashes:
+            self._grammar_hashes[model_cls.__name__] = grammar_hash(self.grammar_text(model_cls))
+        fmt = {"type": "values", "grammar_sha256": self._grammar_hashes[model_cls.__name__]}
         return messages, model_cls, request_hash(messages, fmt), exemplar_ids
 
     def parse(self, text: str, finish_reason: str | None, model_cls: type[BaseModel]

@@ -8,7 +8,7 @@ of an operation axis separated by commas::
     everyday_world
     multiple_choice
     logical_deduction,case_analysis
-    choose_option
+    option_label
 
 :func:`values_grammar` builds a llama.cpp GBNF grammar that admits exactly
 these replies: per line only the ids of that axis from the taxonomy, operation
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from functools import lru_cache
 
 from pydantic import BaseModel
 
@@ -49,6 +48,11 @@ def label_axes(taxonomy: Taxonomy, model_cls: type[BaseModel]) -> list[AxisDef]:
                 by_name = {axis.name: axis for axis in taxonomy.axes(kind)}
                 return [by_name[name] for name in model_cls.model_fields]
     raise ValueError(f"{model_cls.__name__} is not a label model of taxonomy {taxonomy.name} {taxonomy.version}")
+
+
+def operation_cap(axis: AxisDef, max_items: int | None) -> int:
+    """The most ids an operation list may hold: ``max_items`` within the axis's bounds (None: its ``max_items``)."""
+    return max(axis.min_items, min(axis.max_items, max_items or axis.max_items))
 
 
 #: Turns a text into the model's token ids (``Llama.tokenize`` without BOS), for token-literal grammars.
@@ -112,13 +116,11 @@ def values_grammar(axes: list[AxisDef], *, max_items: int | None = None, encode:
         if axis.kind == "single":
             rules.append(f"{name} ::= " + " | ".join(_literal(i, encode) for i in axis.ids))
         else:
-            cap = max(axis.min_items, min(axis.max_items, max_items or axis.max_items))
-            rules.extend(_operation_rules(name, axis.ids, axis.min_items, cap, encode))
+            rules.extend(_operation_rules(name, axis.ids, axis.min_items, operation_cap(axis, max_items), encode))
     root = f" {_literal(AXIS_SEP, encode)} ".join(f"ax{n}" for n in range(len(axes)))
     return "\n".join([f"root ::= {root}", *rules]) + "\n"
 
 
-@lru_cache(maxsize=32)
 def grammar_hash(grammar: str) -> str:
     """sha256 prefix (16 hex digits) of a grammar's text, recorded in the request hash."""
     return hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
@@ -134,8 +136,7 @@ def format_instructions(axes: list[AxisDef], max_items: int | None = None) -> st
         if axis.kind == "single":
             what = "one id"
         else:
-            cap = max(axis.min_items, min(axis.max_items, max_items or axis.max_items))
-            what = f"{axis.min_items} to {cap} ids separated by commas, most important first"
+            what = f"{axis.min_items} to {operation_cap(axis, max_items)} ids separated by commas, most important first"
         when = " (only when the model output was scored wrong)" if axis.only_when else ""
         lines.append(f"- {axis.name}: {what}{when}")
     return ("Reply format: not JSON. Write only the label ids, one line per axis, in this order:\n"
