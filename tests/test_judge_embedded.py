@@ -47,6 +47,22 @@ def test_embedded_judge_labels_three_real_bbh_items_with_taxonomy_ids():
         assert r.completion_tokens <= judge.max_tokens and r.prompt_tokens > 500
 
 
+def test_embedded_judge_values_form_labels_a_real_item_in_few_output_tokens():
+    from slicelab.service.judge.embedded import EmbeddedJudge
+
+    item = next(s for s in read_eval_samples(BUNDLED) if isinstance(s, EvalSample) and not s.scored_wrong)
+    judge = EmbeddedJudge(n_threads=2, output_form="values")
+    r = judge.label(item)
+    assert r.status == Status.labeled and r.finish_reason == "stop", (r.error, r.raw_texts)
+    axes = [a for a in load_taxonomy().axes("eval") if not a.only_when]
+    assert list(r.labels) == [a.name for a in axes]
+    assert len(r.raw_texts[-1].split("\n")) == len(axes)  # the raw reply is kept: values only, one line per axis
+    for axis in axes:
+        values = r.labels[axis.name] if axis.kind == "operations" else [r.labels[axis.name]]
+        assert values and all(v in axis.ids for v in values) and len(values) <= 2
+    assert 4 <= r.completion_tokens <= 30 and r.prompt_tokens > 500
+
+
 def test_embedded_judge_reports_prompt_over_context_as_input_too_long():
     from slicelab.service.judge.embedded import EmbeddedJudge
 

@@ -150,11 +150,18 @@ def parse_reply(text: str, finish_reason: str | None, model_cls: type[BaseModel]
                                            f"object, optionally in a code fence): {e}")
     if not isinstance(data, dict):
         return None, Status.format_error, f"reply is JSON {type(data).__name__}, expected an object"
+    return validate_labels(data, model_cls)
+
+
+def validate_labels(data: dict[str, Any], model_cls: type[BaseModel], *, what: str = "reply",
+                    field: str = "") -> tuple[dict | None, Status, str | None]:
+    """Validate a parsed reply against the label model: ``(labels, labeled, None)`` or
+    ``(None, format_error, "<what> does not match the taxonomy: <field><location>: <problem>; ...")``."""
     try:
         labels = model_cls.model_validate(data)
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
-        return None, Status.format_error, f"reply does not match the taxonomy: {errs}"
+        errs = "; ".join(f"{field}{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+        return None, Status.format_error, f"{what} does not match the taxonomy: {errs}"
     return labels.model_dump(), Status.labeled, None
 
 
@@ -225,6 +232,11 @@ class Judge(ABC):
     @abstractmethod
     def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel]) -> Attempt:
         """Send one request; never raise for server or transport errors (report them)."""
+
+    def parse(self, text: str, finish_reason: str | None, model_cls: type[BaseModel]
+              ) -> tuple[dict | None, Status, str | None]:
+        """Validate one reply (a JSON object, see :func:`parse_reply`); backends with another output form override it."""
+        return parse_reply(text, finish_reason, model_cls)
 
     def config(self) -> dict[str, Any]:
         """What identifies this judge's labels (hashed into the calibration lookup)."""
@@ -314,7 +326,7 @@ class Judge(ABC):
             if a.error_status is not None:
                 status, error = a.error_status, a.error
                 break  # transport retries live in the backend; a prompt that does not fit never will
-            labels, status, error = parse_reply(a.text, a.finish_reason, model_cls)
+            labels, status, error = self.parse(a.text, a.finish_reason, model_cls)
             if status == Status.labeled:
                 break
             if status == Status.truncated:

