@@ -25,6 +25,10 @@ from slicelab.service.results import load_results
 Say = Callable[[str], None]
 
 
+def ignore(line: str) -> None:
+    """Drop a note line (the default ``say`` of these use cases: they never print)."""
+
+
 @dataclass
 class RunPair:
     """The two runs to compare and where their labels and results come from (CLI options of the same names).
@@ -70,7 +74,7 @@ class Settings:
 
 def load_labels_results(labels, results, *, id_field: str | None = None, run_field: str | None = None,
                         skip_bad_rows: bool = False, generation_field: str | None = None,
-                        aggregate_repeats: bool = False, say: Say = print):
+                        aggregate_repeats: bool = False, say: Say = ignore):
     """``(labels, results, rejects)``: the labeled table and the results table (either may be given loaded).
 
     Bad result rows raise, or with ``skip_bad_rows`` are collected in ``rejects`` (their count
@@ -93,7 +97,7 @@ def load_labels_results(labels, results, *, id_field: str | None = None, run_fie
     return lab, res, rejects
 
 
-def comparison(pair: RunPair, settings: Settings, *, say: Say = print, warn: Say | None = None) -> Comparison:
+def comparison(pair: RunPair, settings: Settings, *, say: Say = ignore, warn: Say | None = None) -> Comparison:
     """Compare ``pair.candidate`` with ``pair.baseline`` per slice (see :func:`slicelab.service.comparison.compare`).
 
     ``say`` gets what reading the logs reports; ``warn`` (default ``say``) the count of skipped result rows.
@@ -152,7 +156,7 @@ def report_stem(output: Path | None, report_dir: Path | None, name: str) -> Path
 
 
 def compare_runs(pair: RunPair, settings: Settings, *, output: Path | None = None, report_dir: Path | None = None,
-                 say: Say = print, warn: Say | None = None) -> tuple[Comparison, list[Path]]:
+                 say: Say = ignore, warn: Say | None = None) -> tuple[Comparison, list[Path]]:
     """``slicelab compare``: the comparison, written as JSON to ``output`` and as reports.
 
     Returns:
@@ -178,7 +182,7 @@ def compare_runs(pair: RunPair, settings: Settings, *, output: Path | None = Non
 
 def diagnose_runs(pair: RunPair, settings: Settings, *, output: Path, report_dir: Path | None = None,
                   rules: Path | None = None, training_config: Path | None = None,
-                  ignore_setup: tuple[str, ...] = (), say: Say = print,
+                  ignore_setup: tuple[str, ...] = (), say: Say = ignore,
                   warn: Say | None = None) -> tuple[Comparison, dict[str, Any], list[Path]]:
     """``slicelab diagnose``: compare, evaluate the mapping rules in order, write the diagnosis and its reports.
 
@@ -213,7 +217,7 @@ def diagnose_runs(pair: RunPair, settings: Settings, *, output: Path, report_dir
 
 def slices_over_runs(labels: Path, results: list[Path], runs: list[str] | None, *, output: Path,
                      report_dir: Path | None = None, allow_ungated: bool = False, min_support: int = 10,
-                     k: str = "1,5,10", say: Say = print) -> tuple[pd.DataFrame, dict[str, Any]]:
+                     k: str = "1,5,10", say: Say = ignore) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``slicelab slices --results``: per-run pass rates, Wilson intervals and pass@k per slice, as JSON (and reports).
 
     Returns:
