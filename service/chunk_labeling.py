@@ -18,7 +18,7 @@ from rq import get_current_job
 
 from slicelab.service.job_deadline import is_job_timeout, job_deadline, timed_out_result
 from slicelab.service.judge import Judge, JudgeResult
-from slicelab.service.label_cache import LabelCache, cache_key, cacheable
+from slicelab.service.label_cache import LabelCache, cache_key, job_cache
 from slicelab.service.labeler_factory import make_judge
 from slicelab.service.output import labeled_row
 from slicelab.service.samples import Document, EvalSample, Status
@@ -176,7 +176,4 @@ def _label_one(judge, item: EvalSample | Document) -> JudgeResult:
 
 def _cache_for(judge, manifest: dict) -> LabelCache | None:
     """The run's label cache: Redis of the RQ job running this task; None when off or not cacheable."""
-    if not manifest.get("options", {}).get("cache", True) or not cacheable(judge):
-        return None
-    job = get_current_job()
-    return LabelCache(job.connection) if job is not None else None
+    return job_cache(judge, manifest.get("options", {}).get("cache", True))

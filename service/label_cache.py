@@ -126,3 +126,46 @@ class LabelCache:
         if n:
             pipe.execute()
         return n
+
+
+def job_cache(judge: Any, enabled: bool = True) -> LabelCache | None:
+    """The label cache on the Redis of the RQ job running now.
+
+    None when ``enabled`` is False (``--no-cache``), the judge is not :func:`cacheable`, or no RQ
+    job is running (labeling in-process).
+    """
+    if not enabled or not cacheable(judge):
+        return None
+    from rq import get_current_job
+
+    job = get_current_job()
+    return LabelCache(job.connection) if job is not None else None
+
+
+class CachedJudge:
+    """A judge whose :meth:`label` answers from a :class:`LabelCache` first and stores what it labels.
+
+    A result from the cache has ``extra["cache_hit"] = True``; every other attribute is the judge's.
+    """
+
+    def __init__(self, judge: Judge, cache: LabelCache):
+        self.judge = judge
+        self.cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.judge, name)
+
+    def label(self, item: EvalSample | Document) -> JudgeResult:
+        """The cached label of ``item``, else the judge's (stored when ``labeled``)."""
+        try:
+            _, _, request_hash, _ = self.judge.build_request(item)
+        except Exception:  # the judge reports it as this item's error
+            return self.judge.label(item)
+        key = cache_key(item, request_hash, self.judge.config_hash())
+        hit = self.cache.get_many([key])[0]
+        if hit is not None:
+            hit.extra = {**hit.extra, "cache_hit": True}
+            return hit
+        result = self.judge.label(item)
+        self.cache.put_many([(key, result)])
+        return result

@@ -84,7 +84,7 @@ def _first8(h: np.ndarray) -> np.ndarray:
 
 def build_index(root: Path, shards: list[dict[str, Any]], *, text_field: str, id_field: str,
                 judge_sample: int, seed: int, batch_rows: int = defaults.SHARD_BATCH_ROWS,
-                on_rows: Callable[[int], None] | None = None) -> dict[str, Any]:
+                limit: int | None = None, on_rows: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Read every shard once and write the index files (see the module docstring).
 
     Args:
@@ -93,6 +93,8 @@ def build_index(root: Path, shards: list[dict[str, Any]], *, text_field: str, id
         text_field, id_field: record fields of the text and the id.
         judge_sample: distinct documents to draw for the judge (all of them when fewer).
         seed: seed of the judge sample.
+        limit: index only the first ``limit`` rows over the shards in run order (None: all); the
+            shards after them count 0 rows.
         on_rows: called with the number of rows after each batch (progress).
 
     Returns:
@@ -107,7 +109,9 @@ def build_index(root: Path, shards: list[dict[str, Any]], *, text_field: str, id
     n_rows, n_rejected = [], 0
     try:
         for s, shard in enumerate(shards):
-            n, rej = _index_shard(root, s, shard, (buckets, id_buckets), text_field, id_field, batch_rows, on_rows)
+            left = None if limit is None else limit - sum(n_rows)
+            n, rej = _index_shard(root, s, shard, (buckets, id_buckets), text_field, id_field, batch_rows, on_rows,
+                                  left)
             n_rows.append(n)
             n_rejected += rej
     finally:
@@ -129,7 +133,9 @@ def build_index(root: Path, shards: list[dict[str, Any]], *, text_field: str, id
 
 
 def _index_shard(root: Path, s: int, shard: dict[str, Any], all_buckets: tuple[list, list], text_field: str,
-                 id_field: str, batch_rows: int, on_rows: Callable[[int], None] | None) -> tuple[int, int]:
+                 id_field: str, batch_rows: int, on_rows: Callable[[int], None] | None,
+                 max_rows: int | None = None) -> tuple[int, int]:
+    """Index shard ``s`` (at most its first ``max_rows`` rows); return ``(rows, rejected rows)``."""
     buckets, id_buckets = all_buckets
     stride = defaults.JSONL_OFFSET_STRIDE
     n = rejected = 0
@@ -138,7 +144,8 @@ def _index_shard(root: Path, s: int, shard: dict[str, Any], all_buckets: tuple[l
     with open(root / f"hashes-{s:04d}.bin", "wb") as fh, open(root / f"ids-{s:04d}.bin", "wb") as fid, \
             open(root / f"ids-{s:04d}.idx", "wb") as fidx:
         fidx.write(np.uint64(0).tobytes())
-        for batch in iter_batches(shard["path"], batch_rows=batch_rows, text_field=text_field, id_field=id_field):
+        for batch in iter_batches(shard["path"], end=max_rows, batch_rows=batch_rows, text_field=text_field,
+                                  id_field=id_field):
             hashes, ids_pos, valid, id_recs = [], [], [], []
             id_blob = bytearray()
             for r in batch:

@@ -98,10 +98,14 @@ def _judge_values(r) -> dict[str, Any]:
             "prompt_ref": r.prompt_ref, "request_hash": r.request_hash}
 
 
-def _make_judge(spec: dict[str, Any]):
+def _make_judge(manifest: dict[str, Any]):
+    """The run's judge, answering from the label cache unless the run was started with ``--no-cache``."""
+    from slicelab.service.label_cache import CachedJudge, job_cache
     from slicelab.service.labeler_factory import make_judge  # imported on first use: a student-only worker stays light
 
-    return make_judge(spec)
+    judge = make_judge(manifest["judge"])
+    cache = job_cache(judge, manifest["options"].get("cache", True))
+    return CachedJudge(judge, cache) if cache else judge
 
 
 def _call_judge(judge, doc: Document):
@@ -134,7 +138,7 @@ def judge_tables(store: ShardRunStore, job: RangeJob) -> Iterator[pa.Table]:
     taxonomy = load_taxonomy()
     schema = judge_schema(taxonomy)
     index = DedupIndex(store.index_dir)
-    judge = _make_judge(m["judge"])
+    judge = _make_judge(m)
     max_tokens = m["options"]["max_tokens"]
     for batch in _read(store, job, index):
         keys = row_key(job.shard_index, np.array([r.row for r in batch], dtype=np.uint64))
@@ -230,7 +234,7 @@ def _student_rows(todo: list[tuple[dict, ShardRow, str]], student, student_hash:
         row |= {f"student_prob_{a}": prob.get(a) for a in axes}
         sent_before = row.get("judge_status") is not None  # a sample row whose judge call failed
         if prob and route_below is not None and not sent_before and min(prob.values()) < route_below:
-            judge = judge or _make_judge(manifest["judge"])
+            judge = judge or _make_judge(manifest)
             res = _call_judge(judge, _document(r, text))
             row |= {"routed": True, "judge_status": str(res.status), **_judge_values(res)}
             if res.status == Status.labeled:

@@ -65,6 +65,8 @@ class ShardOptions:
             gate: gate thresholds file ("": ``calibration/gate.yaml``).
         student: hash of a saved student to use instead of training one.
         n_boot: bootstrap resamples of the kappa intervals.
+        limit: label only the first ``limit`` rows over the shards in order (None: every row).
+        cache: judge calls go through the Redis label cache (False: ``--no-cache``).
     """
 
     text_field: str = "text"
@@ -81,6 +83,18 @@ class ShardOptions:
     gate: str = ""
     student: str | None = None
     n_boot: int = defaults.STUDENT_N_BOOT
+    limit: int | None = None
+    cache: bool = True
+
+    def recorded(self) -> dict[str, Any]:
+        """The options as the manifest and the run key hold them: ``limit`` only when set and
+        ``cache`` only when off, so a run without them keeps the run key it had before they existed."""
+        out = asdict(self)
+        if out["limit"] is None:
+            del out["limit"]
+        if out["cache"]:
+            del out["cache"]
+        return out
 
     def check(self) -> None:
         """Raises ConfigError naming the first option out of range."""
@@ -91,6 +105,8 @@ class ShardOptions:
         for name in ("max_tokens", "rows_per_job", "judge_docs_per_job", "batch_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.judge_sample < 0:
             raise ConfigError(f"--judge-sample must be >= 0, got {self.judge_sample}")
         if self.judge_sample == 0 and not self.student:
@@ -118,19 +134,20 @@ def plan_shard_run(shards: list[str], outdir: Path, options: ShardOptions, judge
     if len(set(paths)) != len(paths):
         raise ConfigError("a shard is listed twice: " + ", ".join(p for p in paths if paths.count(p) > 1))
     infos = [shard_info(p) for p in paths]
-    key = run_key({"shards": infos, "options": asdict(options), "judge": judge, "judge_config_hash": judge_config_hash})
+    recorded = options.recorded()
+    key = run_key({"shards": infos, "options": recorded, "judge": judge, "judge_config_hash": judge_config_hash})
     store = ShardRunStore(outdir.resolve())
     if store.exists():
         m = store.manifest()
         if m["run_key"] != key:
-            what = [n for n, a, b in (("shards", m["shards"], infos), ("options", m["options"], asdict(options)),
+            what = [n for n, a, b in (("shards", m["shards"], infos), ("options", m["options"], recorded),
                                       ("judge", m["judge"], judge)) if a != b] or ["judge configuration"]
             raise ConfigError(f"-o {outdir} holds another run (its {', '.join(what)} differ); "
                               "choose another output folder, or delete it to start over")
         return store, True
     if outdir.exists() and any(outdir.iterdir()):
         raise ConfigError(f"-o {outdir} is not empty and holds no shard run; choose a new or empty folder")
-    store.write_manifest({"run_key": key, "shards": infos, "options": asdict(options), "judge": judge,
+    store.write_manifest({"run_key": key, "shards": infos, "options": recorded, "judge": judge,
                           "judge_config_hash": judge_config_hash, "code_version": code_version(),
                           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return store, False
@@ -144,7 +161,8 @@ def ensure_index(store: ShardRunStore, on_rows: Callable[[int], None] | None = N
     m = store.manifest()
     o = m["options"]
     return build_index(store.index_dir, m["shards"], text_field=o["text_field"], id_field=o["id_field"],
-                       judge_sample=o["judge_sample"], seed=o["seed"], batch_rows=o["batch_rows"], on_rows=on_rows)
+                       judge_sample=o["judge_sample"], seed=o["seed"], batch_rows=o["batch_rows"],
+                       limit=o.get("limit"), on_rows=on_rows)
 
 
 def judge_jobs(store: ShardRunStore) -> list[RangeJob]:

@@ -8,13 +8,18 @@ Steps, shared by every entry point:
 3. the job engine labels the chunks (:func:`slicelab.service.runner.execute` or a REST job);
 4. :func:`finish` — the merged table with each axis's calibration verdict (``gate_<axis>``) and
    ``calibration_id`` attached.
+
+The command line goes through :func:`plan` (or :func:`resume`) and :func:`finish_job`, which add
+the output checks, the judge probe, the Redis connection and the output file around these steps.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -22,11 +27,16 @@ from slicelab.calibration.records import latest_for_config, load_record
 from slicelab.calibration.selection import gated_selection, used_selection, used_verdicts
 from slicelab.service import defaults
 from slicelab.service.errors import SlicelabError
-from slicelab.service.judge import self_consistency_entry
+from slicelab.service.judge import judge_spec, self_consistency_entry
+from slicelab.service.judge.resilience import probe_judge
 from slicelab.service.labeler_factory import make_judge, per_axis_spec
-from slicelab.service.runner import RunPlan, collect, prepare_run
+from slicelab.service.output import check_output, write_table
+from slicelab.service.readers import FieldMapping, read_eval_samples
+from slicelab.service.redis_conn import resolve_redis_url
+from slicelab.service.runner import RunPlan, collect, prepare_run, resume_plan
 from slicelab.service.slices import apply_gate
 from slicelab.service.taxonomy import load_taxonomy
+from slicelab.service.throughput import describe as describe_throughput, label_chunk_size, run_stats
 
 LABELER_CHOICES = ("selected", "judge")
 
@@ -151,3 +161,97 @@ def gate(df: pd.DataFrame, record: dict[str, Any] | None, kind: str, *, use: str
         note = f"calibration {record['id']}: {use} on every axis: " + ", ".join(
             f"{a} {v}" for a, v in verdicts.items())
     return apply_gate(df, record | {"verdicts": verdicts}, load_taxonomy(), kind), note
+
+
+@dataclass
+class LabelJob:
+    """A run ready for the job engine, with what its end needs (output file, gate).
+
+    Attributes:
+        plan: the run folder and its pending chunks.
+        output: the output file; ``fmt``: ``parquet`` or ``jsonl``.
+        record, use: as in :class:`LabelerChoice` (read back from the manifest on resume).
+        redis_url, redis_origin: the Redis the run uses, and where that URL came from
+            (see :func:`slicelab.service.redis_conn.resolve_redis_url`).
+    """
+
+    plan: RunPlan
+    output: Path
+    fmt: str
+    record: dict[str, Any] | None
+    use: str
+    redis_url: str
+    redis_origin: str
+
+
+def plan(input_path: Path, out_path: Path, *, judge: dict[str, Any], fmt: str | None = None,
+         input_format: str | None = None, mapping: FieldMapping | None = None, benchmark: str | None = None,
+         limit: int | None = None, chunk_size: int | None = None, no_cache: bool = False,
+         labeler: str = "selected", self_consistency: int = 0, sc_temperature: float = defaults.SC_TEMPERATURE,
+         on_choice: Callable[[LabelerChoice], None] | None = None) -> LabelJob:
+    """Check the output, choose the labelers, probe the judge and prepare the run folder of a benchmark file.
+
+    ``judge``: keyword arguments of :func:`slicelab.service.judge.judge_spec`. ``limit``: only the
+    first N records. ``no_cache``: the workers bypass the Redis label cache. ``on_choice`` sees the
+    labeler choice before the judge is probed (to show the selection while the judge starts).
+
+    Raises:
+        SlicelabError: an unwritable output, an unusable judge or input, a judge that fails its probe.
+    """
+    fmt = check_output(out_path, fmt, input_path)
+    spec = judge_spec(**judge)
+    choice = choose_labelers(spec, labeler=labeler, self_consistency=self_consistency, sc_temperature=sc_temperature)
+    if on_choice:
+        on_choice(choice)
+    probe_judge(choice.spec)
+    mapping = mapping or FieldMapping()
+    items = read_eval_samples(input_path, fmt=input_format, mapping=mapping, benchmark=benchmark)
+    if limit:
+        items = islice(items, limit)
+    run = prepare(items, choice, input_path=input_path, out_path=out_path,
+                  chunk_size=chunk_size or label_chunk_size(spec),
+                  options={"limit": limit, "mapping": vars(mapping), "input_format": input_format,
+                           "benchmark": benchmark, **({"cache": False} if no_cache else {})},
+                  meta={"output_format": fmt})
+    url, origin = resolve_redis_url(run.store.root.parent / "redis")
+    return LabelJob(run, out_path, fmt, choice.record, choice.use, url, origin)
+
+
+def resume(run_dir: Path, output: Path | None = None) -> LabelJob:
+    """Reopen a run from its folder alone (``output``: default, the file it was started with).
+
+    Raises:
+        SlicelabError: not a run folder, a manifest without an output and no ``output``, a
+            recorded calibration that is gone, a judge that fails its probe.
+    """
+    run = resume_plan(run_dir)
+    m = run.store.manifest()
+    meta = m.get("meta") or {}
+    if output is None and not m.get("output"):
+        raise SlicelabError(f"{run_dir}: the manifest does not name the output file; pass -o")
+    fmt = check_output(output or Path(m["output"]), None if output else meta.get("output_format"), Path(m["input"]))
+    output = output or Path(m["output"])
+    record, use = run_choice(meta)
+    probe_judge(m["judge"])
+    url, origin = resolve_redis_url(run.store.root.parent / "redis")
+    return LabelJob(run, output, fmt, record, use, url, origin)
+
+
+@dataclass
+class FinishedJob:
+    """A written run: its gated table, the gate note and the throughput line of this command's chunks."""
+
+    table: pd.DataFrame
+    note: str
+    throughput: str
+
+
+def finish_job(job: LabelJob) -> FinishedJob:
+    """Merge the run, attach the gate, write the output file and the run's ``throughput.json``."""
+    df, note = finish(job.plan, job.record, job.use)
+    write_table(df, job.output, job.fmt)
+    store = job.plan.store
+    stats = run_stats(store, df)
+    (store.root / "throughput.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
+    this_command = run_stats(store, chunks=job.plan.pending)  # the chunks this command labeled
+    return FinishedJob(df, note, describe_throughput(this_command, run=stats))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from slicelab.service.cli.common import fail, loop_console
 from slicelab.service.errors import SlicelabError
 
 _SUFFIXES = (".parquet", ".jsonl", ".csv")
@@ -22,8 +22,7 @@ def ingest_cmd(
     from slicelab.service.harness_logs import expand_logs
     from slicelab.service.ingest import ingest_logs
 
-    err = Console(stderr=True, soft_wrap=True)
-    out = Console(width=160, soft_wrap=True)
+    out = loop_console()
     rejects: list | None = [] if skip_bad_rows else None
     try:
         if output.suffix.lower() not in _SUFFIXES:
@@ -34,8 +33,7 @@ def ingest_cmd(
             out.print(f"[yellow]left out {escape(str(f))}: {escape(why)}[/yellow]")
         df = ingest_logs(logs, rejects=rejects, files=files)
     except SlicelabError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        fail(e)
     output.parent.mkdir(parents=True, exist_ok=True)
     suffix = output.suffix.lower()
     if suffix == ".parquet":

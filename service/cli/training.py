@@ -6,15 +6,16 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from slicelab.service.cli.common import fail, loop_console
+from slicelab.service.cli.options import AsJson
 from slicelab.service.errors import SlicelabError
 
 
 def lint_training_config_cmd(
     directory: Path = typer.Argument(..., exists=True, file_okay=False, help="folder with tokenizer_config.json / special_tokens_map.json (optionally generation_config.json and a training *.yaml)"),
-    as_json: bool = typer.Option(False, "--json", help="print the findings as JSON"),
+    as_json: AsJson = False,
 ) -> None:
     """Flag pad == EOS, a chat template without EOS, and EOS kept out of the loss. Exit 1 when an error is found."""
     from slicelab.service.training_lint import lint_training_config
@@ -22,12 +23,11 @@ def lint_training_config_cmd(
     try:
         lint = lint_training_config(directory)
     except SlicelabError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(e)
     if as_json:
         typer.echo(json.dumps(lint, indent=2, ensure_ascii=False))
     else:
-        out = Console(width=160, soft_wrap=True)
+        out = loop_console()
         t = lint["tokens"]
         out.print(f"{escape(lint['dir'])}: eos {t['eos']!r}, pad {t['pad']!r}, turn end {t['turn_end']!r} "
                   f"(read {', '.join(Path(f).name for f in lint['files'])})")
