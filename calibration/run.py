@@ -18,7 +18,8 @@ from slicelab.calibration.records import calibrations_dir, save_record
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
 from slicelab.service.exemplars import base_id, sample_id
-from slicelab.service.judge import make_judge, self_consistency_entry
+from slicelab.service.judge import self_consistency_entry
+from slicelab.service.labeler_factory import make_judge
 from slicelab.service.labelers import KNNLabeler, StudentLabeler
 from slicelab.service.runner import LocalWorkers, collect, execute, prepare_run
 from slicelab.service.samples import EvalSample

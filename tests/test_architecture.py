@@ -24,11 +24,10 @@ MAX_FUNCTION_LINES = 80
 # Allowed only until the files named are split (work in progress); these lists must shrink to empty.
 #: Modules over MAX_MODULE_LINES (path relative to the repository root).
 KNOWN_OVER_MODULES = frozenset({
-    "service/cli.py", "calibration/report.py",
+    "calibration/report.py",
 })
 #: Functions over MAX_FUNCTION_LINES (``path::qualified name``).
 KNOWN_OVER_FUNCTIONS = frozenset({
-    "service/cli.py::label_shard",
     "calibration/report.py::render_html", "calibration/report.py::render_markdown",
 })
 #: Import cycles (the modules of one strongly connected component).

@@ -86,22 +86,5 @@ def self_consistency_entry(k: int, temperature: float = defaults.SC_TEMPERATURE,
     return {"k": k, "temperature": temperature, "seed": seed}
 
 
-#: Names that moved to :mod:`service.labeler_factory`; importable from here until every caller imports them from there.
-_MOVED = ("make_judge", "per_axis_spec")
-
-
-def __getattr__(name: str) -> Any:
-    """``make_judge`` and ``per_axis_spec``, kept importable from here for callers not yet moved.
-
-    They build labelers from gold files, so they live in :mod:`service.labeler_factory`; this
-    package only turns options into a spec (:func:`judge_spec`) and a spec into an LLM judge
-    (:func:`service.judge.backends.build_judge`).
-    """
-    if name in _MOVED:
-        from slicelab.service import labeler_factory
-
-        return getattr(labeler_factory, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 __all__ = ["BACKENDS", "Attempt", "Judge", "JudgeResult", "build_judge", "check_spec", "judge_spec", "parse_reply",
            "parse_spec", "response_format", "self_consistency_entry"]

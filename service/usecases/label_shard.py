@@ -70,7 +70,8 @@ def start(shards: list[str], output: Path, options: ShardOptions, judge: dict[st
     check_writable_dir(output, "-o")
     spec, config_hash = {"backend": "none"}, ""
     if options.judge_sample or options.route_below is not None:
-        from slicelab.service.judge import judge_spec, make_judge
+        from slicelab.service.judge import judge_spec
+        from slicelab.service.labeler_factory import make_judge
 
         spec = judge_spec(**judge)
         config_hash = make_judge(spec).config_hash()
