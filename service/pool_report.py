@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from slicelab.service.budget import write_jsonl
-from slicelab.service.reports import _html, _markdown
+from slicelab.service.report_templates import sections_html, sections_markdown
 
 #: Rows shown per mixture table.
 MAX_ROWS = 12
@@ -39,8 +39,8 @@ def write_pool_outputs(manifest: pd.DataFrame, spec: dict[str, Any], path: str |
              "report_md": Path(f"{stem}.report.md"), "report_html": Path(f"{stem}.report.html")}
     paths["mixture"].write_text(json.dumps(spec, indent=2, allow_nan=False), encoding="utf-8")
     title, sections = report_sections(spec)
-    paths["report_md"].write_text(_markdown(title, sections), encoding="utf-8")
-    paths["report_html"].write_text(_html(title, sections), encoding="utf-8")
+    paths["report_md"].write_text(sections_markdown(title, sections), encoding="utf-8")
+    paths["report_html"].write_text(sections_html(title, sections), encoding="utf-8")
     return paths
 
 

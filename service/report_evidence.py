@@ -1,7 +1,7 @@
 """Report sections for the evidence behind a comparison or diagnosis: join, calibration state,
 per-run output lengths and finish reasons, example outputs, localisation tests and pass@k.
 
-Each function returns sections in the form :mod:`service.reports` renders:
+Each function returns sections in the form :mod:`service.report_templates` renders:
 ``(heading, paragraphs, (header, rows) or None, figure or None)``.
 """
 

@@ -1,38 +1,27 @@
 """Reports of ``slices``, ``compare`` and ``diagnose``: self-contained HTML, Markdown and JSON.
 
-The HTML has inline CSS and its figures as base64 PNG data URIs (no scripts, no external
-URLs): a heatmap of pass rate per capability slice and run, and per-slice changes
-candidate − baseline with their Agresti–Min 95% intervals. Figures are drawn with
-``matplotlib.figure.Figure`` on the Agg canvas (no pyplot, no GUI backend). The Markdown
-holds the same tables without figures; the JSON is the payload itself. Nothing is
-recomputed here. Evidence sections (join, calibration state, output lengths and finish
-reasons, example outputs, localisation, pass@k): :mod:`service.report_evidence`.
+Each report is a title and a list of sections (see :mod:`service.report_templates`), rendered
+by the shared templates: HTML with the one inline stylesheet and its figures as base64 PNG
+data URIs (no scripts, no external URLs): a heatmap of pass rate per capability slice and run,
+and per-slice changes candidate − baseline with their Agresti–Min 95% intervals
+(:mod:`service.report_figures`). The Markdown holds the same tables without figures; the JSON
+is the payload itself. Nothing is recomputed here. Evidence sections (join, calibration
+state, output lengths and finish reasons, example outputs, localisation, pass@k):
+:mod:`service.report_evidence`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
+from slicelab.service.report_evidence import (calibration_section, examples_section, failure_detail_section,
+                                              join_section, localisation_section, passk_sections, runs_section,
+                                              setup_section, slices_passk_note, training_section)
+from slicelab.service.report_figures import MAX_ROWS, deltas, heatmap
+from slicelab.service.report_templates import sections_html, sections_markdown
 from slicelab.service.setup import compare_setups
-from slicelab.service.report_evidence import (calibration_section, examples_section, failure_detail_section, join_section,
-                                     localisation_section, passk_sections, runs_section, setup_section,
-                                     slices_passk_note, training_section)
-
-#: Slices drawn in a figure or listed in a table (largest first).
-MAX_ROWS = 30
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
-padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;
-text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f5f5f5}
-.verdict{font-size:1.1rem;padding:.6rem 1rem;border-radius:6px;background:#eef4ff}.non_data{background:#fff4e5}
-.insufficient_evidence{background:#f3f3f3}.broad_regression{background:#f6eefc}.unexplained_regression{background:#fdecea}.drop{color:#b00020;font-weight:600}.muted{color:#666}
-img{max-width:100%;border:1px solid #eee}td{overflow-wrap:anywhere}code{background:#f5f5f5;padding:0 .2rem}"""
-
 
 def write_report(kind: str, payload: dict[str, Any], stem: Path, *,
                  comparison: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -60,8 +49,8 @@ def write_report(kind: str, payload: dict[str, Any], stem: Path, *,
     paths = {"json": stem.with_name(stem.name + ".json"), "md": stem.with_name(stem.name + ".md"),
              "html": stem.with_name(stem.name + ".html")}
     paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
-    paths["md"].write_text(_markdown(title, sections), encoding="utf-8")
-    paths["html"].write_text(_html(title, sections), encoding="utf-8")
+    paths["md"].write_text(sections_markdown(title, sections), encoding="utf-8")
+    paths["html"].write_text(sections_html(title, sections), encoding="utf-8")
     return paths
 
 
@@ -80,7 +69,7 @@ def _slices(p: dict[str, Any], _: Any) -> tuple[str, list]:
     head = ["slice", *(["run"] if runs else []), "n", "pass rate [95% CI]", *[f"pass@{k} [95% CI]" for k in ks],
             "low support"]
     table = [_slice_cells(r, meta, runs, ks) for r in cap[: MAX_ROWS * max(1, len(runs))]]
-    fig = _heatmap(cap, runs) if runs else None
+    fig = heatmap(cap, runs) if runs else None
     sections = [("Slices", intro, (head, table), fig)]
     prim = [r for r in rows if str(r.get("slice_id", "")).startswith("marginal:primary_operation=")]
     if prim and runs:
@@ -151,9 +140,9 @@ def _compare_sections(p: dict[str, Any], calibration: bool = True) -> list:
                 "loss rate in / out (q)", ""]
         figs = None
         if key == "capability":
-            figs = [_heatmap([{**r, "run": "baseline", "pass_rate": r["baseline_pass"]} for r in rows]
+            figs = [heatmap([{**r, "run": "baseline", "pass_rate": r["baseline_pass"]} for r in rows]
                              + [{**r, "run": "candidate", "pass_rate": r["candidate_pass"]} for r in rows],
-                             ["baseline", "candidate"]), _deltas(rows)]
+                             ["baseline", "candidate"]), deltas(rows)]
         more = [f"{len(rows) - MAX_ROWS} smaller slices are in the JSON."] if len(rows) > MAX_ROWS else []
         sections.append((f"{key.capitalize()} slices", more, (head, table), figs))
     return sections
@@ -223,72 +212,6 @@ def _evidence_text(e: dict[str, Any]) -> str:
     return e.get("reason", "")
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def png_data_uri(fig) -> str:
-    """A matplotlib figure as a base64 PNG data URI (the figure is cleared afterwards)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        fig.clear()
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _heatmap(rows: list[dict[str, Any]], runs: list[str]) -> str | None:
-    """Pass rate per capability slice (rows, largest first) and run (columns), values written in."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    sizes: dict[str, int] = {}
-    for r in rows:
-        sizes[r["label"]] = max(sizes.get(r["label"], 0), int(r["n"]))
-    labels = sorted(sizes, key=lambda s: -sizes[s])[:MAX_ROWS]
-    if not labels:
-        return None
-    grid = np.full((len(labels), len(runs)), np.nan)
-    for r in rows:
-        if r["label"] in labels and r.get("pass_rate") is not None:
-            grid[labels.index(r["label"]), runs.index(r["run"])] = r["pass_rate"]
-    fig = Figure(figsize=(3 + 1.6 * len(runs), 1.2 + 0.32 * len(labels)))
-    ax = fig.add_subplot()
-    im = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(runs)), [r[-28:] for r in runs], rotation=20, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), [f"{s[:72]} (n={sizes[s]})" for s in labels], fontsize=7)
-    for i in range(len(labels)):
-        for j in range(len(runs)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, label="pass rate", shrink=0.6)
-    ax.set_title("Pass rate per capability slice", fontsize=9)
-    return png_data_uri(fig)
-
-
-def _deltas(rows: list[dict[str, Any]]) -> str | None:
-    """Change candidate − baseline per tested slice with its 95% interval; significant drops in red."""
-    from matplotlib.figure import Figure
-
-    rows = [r for r in rows if r["tested"]][:MAX_ROWS]
-    if not rows:
-        return None
-    fig = Figure(figsize=(7.5, 1.2 + 0.3 * len(rows)))
-    ax = fig.add_subplot()
-    for i, r in enumerate(rows):
-        color = "#b00020" if r["significant_drop"] else ("#1b7f3b" if r["significant_gain"] else "#777")
-        ax.errorbar(r["delta"], i, xerr=[[r["delta"] - r["delta_ci_low"]], [r["delta_ci_high"] - r["delta"]]],
-                    fmt="o", color=color, capsize=3, markersize=4)
-    ax.axvline(0, color="#333", lw=0.8)
-    ax.set_yticks(range(len(rows)), [f"{r['label'][:72]} (n={r['n']})" for r in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("pass rate change, candidate − baseline (Agresti–Min 95% CI)", fontsize=8)
-    ax.set_title("Per-slice change (red: significant drop after Benjamini–Hochberg)", fontsize=9)
-    return png_data_uri(fig)
-
-
 # --------------------------------------------------------------------------- formatting
 
 
@@ -324,41 +247,3 @@ def _axes_line(meta: dict[str, Any]) -> str:
     if meta.get("allow_ungated") and meta.get("ungated_axes_used"):
         line += f" --allow-ungated: {', '.join(meta['ungated_axes_used'])} used without a passing calibration."
     return line
-
-
-def _markdown(title: str, sections: list) -> str:
-    out = [f"# {title}", ""]
-    for heading, paras, table, _ in sections:
-        out += [f"## {heading}", ""] + [f"{x}\n" for x in paras]
-        if table:
-            head, rows = table
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows] + [""]
-    return "\n".join(out) + "\n"
-
-
-def _html(title: str, sections: list) -> str:
-    e = html.escape
-    out = [f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-           f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>"]
-    for heading, paras, table, figs in sections:
-        cls = heading.split(": ", 1)[1] if heading.startswith("Verdict: ") else ""
-        out.append(f'<h2>{e(heading)}</h2>' if not cls else f'<p class="verdict {e(cls)}">{e(heading)}</p>')
-        out += [f"<p>{e(x)}</p>" for x in paras]
-        for fig in ([figs] if isinstance(figs, str) else figs or []):
-            if fig:
-                out.append(f'<img alt="{e(heading)}" src="{fig}">')
-        if table:
-            head, rows = table
-            out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
-            for r in rows:
-                cells = []
-                for c in r:
-                    c = str(c)
-                    klass = "drop" if c == "drop" else ("n" if c[:1].isdigit() or c[:1] in "+-—" else "")
-                    cells.append(f'<td class="{klass}">{e(c)}</td>' if klass else f"<td>{e(c)}</td>")
-                out.append("<tr>" + "".join(cells) + "</tr>")
-            out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out)

@@ -3,6 +3,7 @@ calibration state; the HTML looked at in headless Chromium."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import pytest
 
 from slicelab.service.evidence import LENGTH_BINS, run_profile, tail
+from slicelab.service.reports import write_report
 from slicelab.service.results import load_results
 from tests.conftest import run_cli
 from tests.loop_data import BBH_OUTPUTS, COT, bbh_labels, truncated_bbh
@@ -81,6 +83,21 @@ def test_reports_show_examples_distributions_and_calibration_state(reports):
         assert ("--allow-ungated was used" in md) == (stem == "diagnosis")
         lost = json.loads((tmp / "compare.json").read_text())["failure_modes"]["examples"]["non_termination"]
         assert all(x["sample_id"] in md and x["sample_id"] in page for x in lost)
+
+
+def test_html_reports_escape_sample_ids_and_output_excerpts(reports, tmp_path):
+    """A sample id and an output tail that hold markup come out escaped in the compare and diagnose pages."""
+    tmp, _, _, _ = reports
+    evil = '<script>alert("x")</script> & <b>bold</b>'
+    cmp = json.loads((tmp / "compare.json").read_text())
+    cmp["failure_modes"]["examples"]["non_termination"][0] |= {"sample_id": evil, "candidate_output_tail": evil}
+    d = json.loads((tmp / "diagnosis.json").read_text())
+    pages = [write_report("compare", cmp, tmp_path / "compare")["html"],
+             write_report("diagnose", d, tmp_path / "diagnosis", comparison=cmp)["html"]]
+    for path in pages:
+        page = path.read_text(encoding="utf-8")
+        assert "<script" not in page and "<b>" not in page, path.name
+        assert f"<td>{html.escape(evil)}</td>" in page and f"] {html.escape(evil)}</td>" in page, path.name
 
 
 def _chromium() -> str | None:

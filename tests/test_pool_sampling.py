@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from functools import lru_cache
@@ -17,7 +18,7 @@ from slicelab.service.leakage import EvalNgramIndex, eval_index, find_leaks, wor
 from slicelab.service.mapping import diagnose
 from slicelab.service.pool_items import final_answer, load_pool, read_pool_items
 from slicelab.service.pool_labels import label_items
-from slicelab.service.pool_report import headline, report_sections
+from slicelab.service.pool_report import headline, report_sections, write_pool_outputs
 from slicelab.service.pool_sampling import build_pool_manifest, item_slice_ids, sample_pool, weak_slice_targets
 from slicelab.service.slice_nesting import contains, item_groups, resolve_nesting
 from slicelab.service.readers import read_eval_samples
@@ -371,6 +372,20 @@ def test_leaked_items_are_dropped_from_the_manifest(tmp_path, diagnosis):
     assert leak["n_flagged"] == 2 and leak["ngram"] == 13 and "13-grams" in leak["method"]
     assert {x["item_id"] for x in leak["flagged"]} == set(expected)
     assert sum(t["pool_items_leaked"] for t in spec["slices"]) >= 1
+
+
+def test_pool_report_escapes_item_ids_labels_and_excerpts(diagnosis, pool, tmp_path):
+    """Item ids, slice labels and leaked excerpts that hold markup come out escaped in the HTML report."""
+    table, _ = pool
+    manifest, spec = build_pool_manifest(table, diagnosis, 2_000)
+    evil = '<script>alert("x")</script> & <b>bold</b>'
+    spec["slices"][0]["label"] = evil
+    spec["leakage"] = {"method": "13-gram overlap", "eval_file": "eval.jsonl", "n_eval_items": 1, "n_flagged": 1,
+                       "flagged": [{"item_id": evil, "eval_id": "e1", "shared_ngrams": 3, "share": 0.5,
+                                    "excerpt": f"… {evil}"}]}
+    page = write_pool_outputs(manifest, spec, tmp_path / "m.jsonl")["report_html"].read_text(encoding="utf-8")
+    assert "<script" not in page and "<b>" not in page
+    assert page.count(f"<td>{html.escape(evil)}</td>") == 2 and f"<td>… {html.escape(evil)}</td>" in page
 
 
 # --------------------------------------------------------------------------- shared budget code
