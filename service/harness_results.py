@@ -59,7 +59,7 @@ def harness_rows(path: Path, adapter: str, setup: SetupCollector
 
 
 def _finish(v: str | None) -> str | None:
-    from slicelab.service.results import _finish as norm
+    from slicelab.service.result_values import finish_reason as norm
 
     return norm(v)
 
