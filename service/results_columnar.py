@@ -31,8 +31,9 @@ from slicelab.service.result_values import finish_reason
 
 #: Rows read from the file at a time.
 BATCH_ROWS = 65_536
-#: Every character Python's ``str.strip()`` removes: a value made only of these is blank.
-WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+#: Every character Python's ``str.strip()`` removes (``c.isspace()``): a value made only of these is blank.
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+              "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _COUNTS = ("n_samples", "n_correct")
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtri
 
-from slicelab.calibration.metrics import wilson_interval
 from slicelab.service.errors import ConfigError
 from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES, axis_verdicts
 
@@ -102,27 +102,18 @@ def slice_index(labels: pd.DataFrame, *, allow_ungated: bool = False) -> SliceIn
     if len(dupes):
         raise ConfigError(f"labels table repeats sample ids: {list(dupes[:5])}")
     use_ops = "primary_operation" in used and "solving_operations" in labels
-    members, info = [], {}
-    for r in labeled.to_dict(orient="records"):
-        ids = []
-        if used:
-            values = [str(r.get(a) or _NONE) for a in used]
-            sid = "capability:" + "/".join(values)
-            info.setdefault(sid, {"key": "capability", "label": " / ".join(values), **dict(zip(used, values)),
-                                  "operations": [values[used.index("primary_operation")]] if use_ops else []})
-            ids.append(sid)
-        if use_ops:
-            ops = sorted(set(r.get("solving_operations") or [])) or [_NONE]
-            sid = "combination:" + "+".join(ops)
-            info.setdefault(sid, {"key": "combination", "label": " + ".join(ops), "operations": ops})
-            ids.append(sid)
-        for axis in used:
-            value = str(r.get(axis) or _NONE)
-            sid = f"marginal:{axis}={value}"
-            info.setdefault(sid, {"key": "marginal", "label": f"{axis} = {value}", "axis": axis, "value": value,
-                                  "operations": [value] if axis == "primary_operation" else []})
-            ids.append(sid)
-        members.extend((str(r["id"]), sid) for sid in ids)
+    values = {a: [str(v or _NONE) for v in labeled[a].tolist()] if a in labeled else [_NONE] * len(labeled)
+              for a in used}
+    kinds: list[dict[str, dict[str, Any]]] = []  # per kind: each row's slice id -> what the slice is
+    if used:
+        kinds.append(_capabilities(values, used, use_ops))
+    if use_ops:
+        kinds.append(_combinations(labeled["solving_operations"].tolist()))
+    kinds += [_marginals(axis, values[axis]) for axis in used]
+    ids = [str(i) for i in labeled["id"].tolist()]
+    members = [(sid, slice_id) for sid, row in zip(ids, zip(*(list(k["ids"]) for k in kinds))) for slice_id in row]
+    info = {slice_id: next(k["info"][slice_id] for k in kinds if slice_id in k["info"])
+            for slice_id in dict.fromkeys(slice_id for _, slice_id in members)}
     slices = pd.DataFrame([{"slice_id": sid, **d} for sid, d in info.items()],
                           columns=["slice_id", "key", "label", *SLICE_AXES, "operations", "axis", "value"])
     meta = {
@@ -137,6 +128,38 @@ def slice_index(labels: pd.DataFrame, *, allow_ungated: bool = False) -> SliceIn
         "calibration_id": next(iter(labels["calibration_id"].dropna()), None) if "calibration_id" in labels else None,
     }
     return SliceIndex(pd.DataFrame(members, columns=["sample_id", "slice_id"]), slices, meta)
+
+
+def _capabilities(values: dict[str, list[str]], used: list[str], use_ops: bool) -> dict[str, Any]:
+    """``{"ids": each row's capability slice id, "info": slice id -> what it is (from its first row)}``."""
+    ids, info = [], {}
+    for row in zip(*(values[a] for a in used)):
+        sid = "capability:" + "/".join(row)
+        ids.append(sid)
+        if sid not in info:
+            info[sid] = {"key": "capability", "label": " / ".join(row), **dict(zip(used, row)),
+                         "operations": [row[used.index("primary_operation")]] if use_ops else []}
+    return {"ids": ids, "info": info}
+
+
+def _combinations(operations: list[Any]) -> dict[str, Any]:
+    """The same for combination slices, from each row's ``solving_operations``."""
+    ids, info = [], {}
+    for value in operations:
+        ops = sorted(set(value or [])) or [_NONE]
+        sid = "combination:" + "+".join(ops)
+        ids.append(sid)
+        if sid not in info:
+            info[sid] = {"key": "combination", "label": " + ".join(ops), "operations": ops}
+    return {"ids": ids, "info": info}
+
+
+def _marginals(axis: str, values: list[str]) -> dict[str, Any]:
+    """The same for the marginal slices of one axis."""
+    info = {f"marginal:{axis}={v}": {"key": "marginal", "label": f"{axis} = {v}", "axis": axis, "value": v,
+                                     "operations": [v] if axis == "primary_operation" else []}
+            for v in dict.fromkeys(values)}
+    return {"ids": [f"marginal:{axis}={v}" for v in values], "info": info}
 
 
 def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | None = None, *,
@@ -157,7 +180,7 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
         ``(DataFrame[slice_id, key, label, run, n, n_correct, pass_rate, ci_low, ci_high,
         pass_at_<k>, pass_at_<k>_ci_low, pass_at_<k>_ci_high ..., low_support], meta)``:
         ``pass_rate`` is the share of samples whose result is ``correct``, with its Wilson 95%
-        interval (Wilson 1927, via :func:`calibration.metrics.wilson_interval`); ``pass_at_<k>``
+        interval (Wilson 1927, :func:`wilson_intervals`); ``pass_at_<k>``
         the mean over the slice's items of :func:`pass_at_k`, with a percentile-bootstrap 95%
         interval over items (:func:`service.passk.mean_interval`). ``meta`` adds to the
         :class:`SliceIndex` meta the runs, ``min_support``, ``ks`` (reported), ``ks_skipped``
@@ -169,38 +192,34 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     """
     index = slice_index(labels, allow_ungated=allow_ungated)
     runs = check_runs(results, runs)
-    res = results[results["run"].isin(runs)]
+    res = results.loc[results["run"].isin(runs), ["sample_id", "run", "correct", "n_samples", "n_correct"]]
     joined = index.members.merge(res, on="sample_id", how="inner")
-    labeled_ids = set(index.members["sample_id"])
+    labeled = res["sample_id"].isin(set(index.members["sample_id"]))
+    unlabeled = (~labeled).groupby(res["run"]).sum()
     meta = {**index.meta, "runs": runs, "min_support": min_support,
-            "n_results_unlabeled": {r: int((~res.loc[res["run"] == r, "sample_id"].isin(labeled_ids)).sum())
-                                    for r in runs}}
-    from slicelab.service.passk import mean_interval  # passk imports pass_at_k from here
-
-    multi = {r: int(res.loc[res["run"] == r, "n_samples"].max() or 1) for r in runs}
+            "n_results_unlabeled": {r: int(unlabeled.get(r, 0)) for r in runs}}
+    multi = res.groupby("run")["n_samples"].max()
+    multi = {r: int(multi[r] or 1) for r in runs}
     top = max(multi.values(), default=1)
     meta["ks"] = sorted({k for k in ks if top > 1 and top >= k})
     meta["ks_skipped"] = {str(k): ("every item has 1 generation" if top <= 1 else f"no item has {k} generations "
                                    f"(most: {top})") for k in sorted(set(ks)) if k not in meta["ks"]}
-    lab_res = res[res["sample_id"].isin(labeled_ids)]
-    meta["items_short"] = {r: {str(k): int((lab_res.loc[lab_res["run"] == r, "n_samples"] < k).sum())
-                               for k in meta["ks"]} for r in runs}
-    rows = []
-    for (sid, run), g in joined.groupby(["slice_id", "run"], sort=True):
-        n, k_ok = len(g), int(g["correct"].sum())
-        ci = wilson_interval(k_ok, n)
-        row = {"slice_id": sid, "run": run, "n": n, "n_correct": k_ok, "pass_rate": k_ok / n,
-               "ci_low": ci[0], "ci_high": ci[1], "low_support": n < min_support}
-        for k in meta["ks"]:
-            ok = bool((g["n_samples"] >= k).all()) and multi[run] >= k
-            vals = np.array([pass_at_k(a, b, k) for a, b in zip(g["n_samples"], g["n_correct"])]) if ok else None
-            row[f"pass_at_{k}"] = float(vals.mean()) if ok else None
-            row[f"pass_at_{k}_ci_low"], row[f"pass_at_{k}_ci_high"] = mean_interval(vals) if ok else (None, None)
-        rows.append(row)
+    lab_res = res[labeled]
+    meta["items_short"] = {r: {str(k): int((g["n_samples"] < k).sum()) for k in meta["ks"]}
+                           for r, g in ((r, lab_res[lab_res["run"] == r]) for r in runs)}
+    groups = joined.groupby(["slice_id", "run"], sort=True)
+    counts = groups["correct"].agg(["size", "sum"])
+    n, k_ok = counts["size"].to_numpy(dtype=np.int64), counts["sum"].to_numpy(dtype=np.int64)
+    low, high = wilson_intervals(k_ok, n)
+    table = pd.DataFrame({"slice_id": counts.index.get_level_values(0).tolist(),
+                          "run": counts.index.get_level_values(1).tolist(), "n": n, "n_correct": k_ok,
+                          "pass_rate": k_ok / n, "ci_low": low, "ci_high": high, "low_support": n < min_support})
+    for k in meta["ks"]:
+        table[f"pass_at_{k}"], table[f"pass_at_{k}_ci_low"], table[f"pass_at_{k}_ci_high"] = _pass_at(
+            groups, k, multi)
     cols = ["slice_id", "key", "label", "run", "n", "n_correct", "pass_rate", "ci_low", "ci_high",
             *[c for k in meta["ks"] for c in (f"pass_at_{k}", f"pass_at_{k}_ci_low", f"pass_at_{k}_ci_high")],
             "low_support"]
-    table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=cols), meta
     table = table.merge(index.slices[["slice_id", "key", "label"]], on="slice_id")
@@ -208,6 +227,46 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     table = table.sort_values(["key", "n", "slice_id"], key=lambda s: s.map(order) if s.name == "key" else
                               (-s if s.name == "n" else s), ignore_index=True)
     return table[cols], meta
+
+
+def _pass_at(groups: Any, k: int, multi: dict[str, int]) -> tuple[list, list, list]:
+    """pass@k of every (slice, run) group and its bootstrap interval; None where an item has fewer than k."""
+    from slicelab.service.passk import mean_interval  # passk imports pass_at_k from here
+
+    value, low, high = [], [], []
+    for (_, run), g in groups:
+        ok = bool((g["n_samples"] >= k).all()) and multi[run] >= k
+        vals = np.array([pass_at_k(a, b, k) for a, b in zip(g["n_samples"], g["n_correct"])]) if ok else None
+        value.append(float(vals.mean()) if ok else None)
+        lo, hi = mean_interval(vals) if ok else (None, None)
+        low.append(lo)
+        high.append(hi)
+    return value, low, high
+
+
+def wilson_intervals(k: np.ndarray, n: np.ndarray, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score intervals of many proportions ``k / n`` at once.
+
+    The same values, bit for bit, as :func:`calibration.metrics.wilson_interval` gives one at a time
+    (Wilson 1927, without continuity correction, in the form of Newcombe 1998 that
+    ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`` computes), without the
+    binomial test that call also runs.
+
+    Args:
+        k: successes per proportion (ints, ``0 <= k <= n``).
+        n: trials per proportion (ints, ``n >= 1``).
+        confidence: two-sided confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)`` arrays of proportions in [0, 1].
+    """
+    k, n = np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    p = k / n
+    z = ndtri(0.5 + 0.5 * confidence)
+    denom = 2 * (n + z ** 2)
+    center = (2 * n * p + z ** 2) / denom
+    delta = z / denom * np.sqrt(4 * n * p * (1 - p) + z ** 2)
+    return np.where(k == 0, 0.0, center - delta), np.where(k == n, 1.0, center + delta)
 
 
 def check_runs(results: pd.DataFrame, runs: list[str] | None) -> list[str]:

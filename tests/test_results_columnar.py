@@ -13,7 +13,7 @@ import pytest
 
 from slicelab.service.errors import ConfigError, RecordError
 from slicelab.service.results import GENERATION_FIELDS, TEXT_COLUMNS, load_results
-from slicelab.service.results_columnar import read_columnar
+from slicelab.service.results_columnar import WHITESPACE, read_columnar
 
 FINISH = ["stop", "EOS", " Length ", "max_tokens", "", None, "weird"]
 
@@ -108,3 +108,7 @@ def test_generation_markers_are_read_record_by_record(tmp_path):
     assert read_columnar(parquet, ("sample_id",), ("run",), marker_columns=GENERATION_FIELDS) is None
     same(load_results(jsonl), load_results(parquet))
     assert set(load_results(parquet)["n_samples"]) == {3}
+
+
+def test_whitespace_is_what_str_strip_removes():
+    assert WHITESPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
