@@ -106,7 +106,8 @@ def run_slicelab(job: Path, inp: Path, server: SimServer, args: argparse.Namespa
         import pandas as pd
 
         df = pd.read_parquet(out, columns=["id", "status"])
-        row.update(rows_out=int(len(df)), rows_labeled=int((df["status"] == "labeled").sum()))
+        row.update(rows_out=int(len(df)), rows_labeled=int((df["status"] == "labeled").sum()),
+                   statuses={k: int(v) for k, v in df["status"].value_counts().items()})
     row["setup"] = f"{args.workers} workers x {per_worker} in flight"
     return row
 
@@ -143,7 +144,8 @@ def measured(row: dict, server: SimServer, n: int, limit: float, load: list) -> 
                labels_per_s=round(labels / window, 1) if window and labels else None,
                share_of_limit=round(labels / window / limit, 3) if window and labels else None,
                cpu_ms_per_label=round(1000 * row["cpu_s"] / labels, 2) if labels else None,
-               rows_lost=n - labels, load_average_before=load)
+               rows_missing=n - row.get("rows_out", 0), rows_without_label=row.get("rows_out", 0) - labels,
+               load_average_before=load)
     return row
 
 
@@ -202,7 +204,7 @@ def line(tool: str, tag: str, r: dict, n: int) -> str:
     share = f"{100 * r['share_of_limit']:.1f}% of limit" if r.get("share_of_limit") else "—"
     return (f"{head} {r.get('labels_per_s') or 0:>7} labels/s = {share:<16} {r['wall_s']:>7.1f} s end to end  "
             f"{r.get('cpu_ms_per_label') or 0:>6} ms CPU/label  {r['peak_rss_gib']:.2f} GiB  "
-            f"{r.get('rows_labeled', 0)}/{n} rows labeled ({r.get('rows_out', 0)} out)  "
+            f"{r.get('rows_out', 0)}/{n} rows out, {r.get('rows_labeled', 0)} labeled  "
             f"server: {r['server_requests']} requests, {r['server_500s']} HTTP 500"
             + (f"  [exit {r['returncode']}: {r['error'][:200]}]" if r.get("error") else ""))
 

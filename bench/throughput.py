@@ -147,8 +147,8 @@ def make_app(latency_s: float, cap: int, fail_every: int = 0):
         schema = (tools[0]["function"].get("parameters", {}) if tools else
                   (request.get("response_format") or {}).get("json_schema", {}).get("schema", {}))
         messages = request.get("messages") or []
-        text = json.dumps(label_for_schema(schema, len(str(messages[-1].get("content")) if messages else 0)),
-                          separators=(",", ":"))
+        seed = len(str(messages[-1].get("content"))) if messages else 0
+        text = json.dumps(label_for_schema(schema, seed), separators=(",", ":"))
         message = ({"role": "assistant", "content": None, "tool_calls": [{
             "id": "call-sim", "type": "function", "function": {"name": tools[0]["function"]["name"], "arguments": text}}]}
             if tools else {"role": "assistant", "content": text})
