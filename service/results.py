@@ -194,7 +194,7 @@ def _read_columnar(paths: list[Path], id_field: str | None, run_field: str | Non
         if read is None:
             return None
         if read.table.num_rows:
-            parts.append(read.table.append_column("source_file", pa.array([str(path)] * read.table.num_rows)))
+            parts.append(read.table.append_column("source_file", pa.repeat(str(path), read.table.num_rows)))
         for run, rec in read.setup:
             setup.add(run, _record_setup(rec, adapter))
     table = pa.concat_tables(parts) if parts else None

@@ -3,8 +3,9 @@
 Where :func:`service.slice_stats.slice_stats` gives one row per (slice, run) with intervals, the
 series is the wide view a training run is read in: one row per slice, one column per
 checkpoint in checkpoint order, and how the slice moved from the first checkpoint to the last.
-Counts come from a samples × checkpoints matrix multiplied by the sparse slice membership, so
-fifty checkpoints of 100,000 samples cost a few megabytes beyond the results table.
+Counts come from :func:`service.slice_stats.slice_counts` (a samples × checkpoints matrix
+multiplied by the sparse slice membership), so fifty checkpoints of 100,000 samples cost a few
+tens of megabytes beyond the results table.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import csr_matrix
-
-from slicelab.service.slice_stats import KEYS, check_runs, slice_index
+from slicelab.service.slice_stats import KEYS, check_runs, slice_counts, slice_index
 from slicelab.service.slices import MIN_SUPPORT
 
 
@@ -57,20 +56,7 @@ def checkpoint_series(labels: pd.DataFrame, results: pd.DataFrame, runs: list[st
     index = slice_index(labels, allow_ungated=allow_ungated)
     runs = list(runs) if runs else checkpoint_order(check_runs(results, None))
     check_runs(results, runs)
-    samples = pd.Index(index.members["sample_id"].unique())
-    slices = pd.Index(index.slices["slice_id"])
-    res = results.loc[results["run"].isin(runs), ["sample_id", "run", "correct"]]
-    row = samples.get_indexer(res["sample_id"])
-    col = pd.Index(runs).get_indexer(res["run"])
-    kept = row >= 0
-    present = np.zeros((len(samples), len(runs)), dtype=np.int32)
-    correct = np.zeros_like(present)
-    present[row[kept], col[kept]] = 1
-    correct[row[kept], col[kept]] = res["correct"].to_numpy(dtype=bool)[kept]
-    member = csr_matrix((np.ones(len(index.members), dtype=np.int32),
-                         (slices.get_indexer(index.members["slice_id"]), samples.get_indexer(index.members["sample_id"]))),
-                        shape=(len(slices), len(samples)))
-    n, k = member @ present, member @ correct
+    _, n, k = slice_counts(index, results, runs)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, k / np.maximum(n, 1), np.nan)
     table = pd.DataFrame(rate, columns=runs)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 from scipy.special import ndtri
 
 from slicelab.service.errors import ConfigError
@@ -111,9 +112,12 @@ def slice_index(labels: pd.DataFrame, *, allow_ungated: bool = False) -> SliceIn
         kinds.append(_combinations(labeled["solving_operations"].tolist()))
     kinds += [_marginals(axis, values[axis]) for axis in used]
     ids = [str(i) for i in labeled["id"].tolist()]
-    members = [(sid, slice_id) for sid, row in zip(ids, zip(*(list(k["ids"]) for k in kinds))) for slice_id in row]
+    # one row per (sample, slice), each sample's slices together in the order of kinds
+    member_slices = np.array([k["ids"] for k in kinds], dtype=object).T.ravel().tolist() if kinds else []
+    members = pd.DataFrame({"sample_id": [sid for sid in ids for _ in kinds], "slice_id": member_slices}
+                           if member_slices else [], columns=["sample_id", "slice_id"])
     info = {slice_id: next(k["info"][slice_id] for k in kinds if slice_id in k["info"])
-            for slice_id in dict.fromkeys(slice_id for _, slice_id in members)}
+            for slice_id in dict.fromkeys(member_slices)}
     slices = pd.DataFrame([{"slice_id": sid, **d} for sid, d in info.items()],
                           columns=["slice_id", "key", "label", *SLICE_AXES, "operations", "axis", "value"])
     meta = {
@@ -127,7 +131,7 @@ def slice_index(labels: pd.DataFrame, *, allow_ungated: bool = False) -> SliceIn
         "n_not_labeled": int(len(labels) - len(labeled)),
         "calibration_id": next(iter(labels["calibration_id"].dropna()), None) if "calibration_id" in labels else None,
     }
-    return SliceIndex(pd.DataFrame(members, columns=["sample_id", "slice_id"]), slices, meta)
+    return SliceIndex(members, slices, meta)
 
 
 def _capabilities(values: dict[str, list[str]], used: list[str], use_ops: bool) -> dict[str, Any]:
@@ -192,8 +196,9 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     """
     index = slice_index(labels, allow_ungated=allow_ungated)
     runs = check_runs(results, runs)
-    res = results.loc[results["run"].isin(runs), ["sample_id", "run", "correct", "n_samples", "n_correct"]]
-    joined = index.members.merge(res, on="sample_id", how="inner")
+    res = results[["sample_id", "run", "correct", "n_samples", "n_correct"]]
+    if set(results["run"].unique()) - set(runs):
+        res = res[res["run"].isin(runs)]
     labeled = res["sample_id"].isin(set(index.members["sample_id"]))
     unlabeled = (~labeled).groupby(res["run"]).sum()
     meta = {**index.meta, "runs": runs, "min_support": min_support,
@@ -204,19 +209,23 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     meta["ks"] = sorted({k for k in ks if top > 1 and top >= k})
     meta["ks_skipped"] = {str(k): ("every item has 1 generation" if top <= 1 else f"no item has {k} generations "
                                    f"(most: {top})") for k in sorted(set(ks)) if k not in meta["ks"]}
-    lab_res = res[labeled]
+    lab_res = res[labeled] if meta["ks"] else res.iloc[:0]
     meta["items_short"] = {r: {str(k): int((g["n_samples"] < k).sum()) for k in meta["ks"]}
                            for r, g in ((r, lab_res[lab_res["run"] == r]) for r in runs)}
-    groups = joined.groupby(["slice_id", "run"], sort=True)
-    counts = groups["correct"].agg(["size", "sum"])
-    n, k_ok = counts["size"].to_numpy(dtype=np.int64), counts["sum"].to_numpy(dtype=np.int64)
-    low, high = wilson_intervals(k_ok, n)
-    table = pd.DataFrame({"slice_id": counts.index.get_level_values(0).tolist(),
-                          "run": counts.index.get_level_values(1).tolist(), "n": n, "n_correct": k_ok,
-                          "pass_rate": k_ok / n, "ci_low": low, "ci_high": high, "low_support": n < min_support})
-    for k in meta["ks"]:
-        table[f"pass_at_{k}"], table[f"pass_at_{k}_ci_low"], table[f"pass_at_{k}_ci_high"] = _pass_at(
-            groups, k, multi)
+    slice_ids, n_all, k_all = slice_counts(index, res, runs)
+    pairs = [(i, j) for i in np.argsort(slice_ids, kind="stable") for j in np.argsort(runs, kind="stable")
+             if n_all[i, j] > 0]  # (slice, run) in sorted order, as a sorted groupby gives them
+    n = np.array([n_all[i, j] for i, j in pairs], dtype=np.int64)
+    k_ok = np.array([k_all[i, j] for i, j in pairs], dtype=np.int64)
+    low, high = wilson_intervals(k_ok, n) if len(n) else (n, n)
+    table = pd.DataFrame({"slice_id": [slice_ids[i] for i, _ in pairs], "run": [runs[j] for _, j in pairs], "n": n,
+                          "n_correct": k_ok, "pass_rate": k_ok / np.maximum(n, 1), "ci_low": low, "ci_high": high,
+                          "low_support": n < min_support})
+    if meta["ks"]:
+        groups = index.members.merge(res, on="sample_id", how="inner").groupby(["slice_id", "run"], sort=True)
+        for k in meta["ks"]:
+            table[f"pass_at_{k}"], table[f"pass_at_{k}_ci_low"], table[f"pass_at_{k}_ci_high"] = _pass_at(
+                groups, k, multi)
     cols = ["slice_id", "key", "label", "run", "n", "n_correct", "pass_rate", "ci_low", "ci_high",
             *[c for k in meta["ks"] for c in (f"pass_at_{k}", f"pass_at_{k}_ci_low", f"pass_at_{k}_ci_high")],
             "low_support"]
@@ -227,6 +236,36 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     table = table.sort_values(["key", "n", "slice_id"], key=lambda s: s.map(order) if s.name == "key" else
                               (-s if s.name == "n" else s), ignore_index=True)
     return table[cols], meta
+
+
+def slice_counts(index: SliceIndex, results: pd.DataFrame, runs: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per slice and run, the member samples with a result and how many of them are ``correct``.
+
+    Counted as (slices × samples membership, sparse) @ (samples × runs results), so many runs cost
+    a samples × runs matrix, not a row per (slice, result).
+
+    Args:
+        index: the slice index.
+        results: ``DataFrame[sample_id, run, correct]`` (other runs and unlabeled samples are ignored;
+            a repeated (sample, run) row counts each time).
+        runs: the runs, in the column order wanted.
+
+    Returns:
+        ``(slice ids in index.slices order, n, n_correct)``, both ``int64`` arrays of shape (slices, runs).
+    """
+    samples = pd.Index(index.members["sample_id"].unique())
+    slices = list(index.slices["slice_id"])
+    row = samples.get_indexer(results["sample_id"])
+    col = pd.Index(runs).get_indexer(results["run"])
+    kept = (row >= 0) & (col >= 0)
+    present = np.zeros((len(samples), len(runs)), dtype=np.int64)
+    correct = np.zeros_like(present)
+    np.add.at(present, (row[kept], col[kept]), 1)
+    np.add.at(correct, (row[kept], col[kept]), results["correct"].to_numpy(dtype=bool)[kept].astype(np.int64))
+    member = csr_matrix((np.ones(len(index.members), dtype=np.int64),
+                         (pd.Index(slices).get_indexer(index.members["slice_id"]),
+                          samples.get_indexer(index.members["sample_id"]))), shape=(len(slices), len(samples)))
+    return slices, np.asarray(member @ present), np.asarray(member @ correct)
 
 
 def _pass_at(groups: Any, k: int, multi: dict[str, int]) -> tuple[list, list, list]:
