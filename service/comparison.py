@@ -35,7 +35,7 @@ from slicelab.service.errors import ConfigError
 from slicelab.service.evidence import N_EXAMPLES, calibration_state, examples, join_report, run_profile
 from slicelab.service.localisation import heterogeneity, loss_rate_tests
 from slicelab.service.passk import compare_pass_at_k
-from slicelab.service.slice_stats import KEYS, check_runs, slice_index, wilson_intervals
+from slicelab.service.slice_stats import KEYS, check_runs, positions, slice_index, wilson_intervals
 from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES
 from slicelab.service.termination import length_capped
 
@@ -228,10 +228,10 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
     join = join_report(labels, results, [baseline, candidate])
     pair = pd.DataFrame({"b": base.loc[shared, "correct"].astype(bool), "c": cand.loc[shared, "correct"].astype(bool)})
     index = slice_index(labels, allow_ungated=allow_ungated)
-    members = index.members[shared.get_indexer(index.members["sample_id"]) >= 0]
+    members = index.members[positions(index.members["sample_id"], shared) >= 0]
     overall = _slice_rows(np.zeros(len(pair), dtype=np.int64), ["overall"], pair)[0]
     codes, slice_ids = pd.factorize(members["slice_id"], sort=False)  # slices in order of first member
-    at = pair.index.get_indexer(members["sample_id"])  # each member's row of pair
+    at = positions(members["sample_id"], pair.index)  # each member's row of pair
     rows = _slice_rows(codes, list(slice_ids), pair.iloc[at])
     if rows:
         slices = pd.DataFrame(rows).merge(index.slices[["slice_id", "key", "label", *SLICE_AXES, "operations", "axis"]],

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import csr_matrix
 from scipy.special import ndtri
 
@@ -199,7 +201,8 @@ def slice_stats(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str] | N
     res = results[["sample_id", "run", "correct", "n_samples", "n_correct"]]
     if set(results["run"].unique()) - set(runs):
         res = res[res["run"].isin(runs)]
-    labeled = res["sample_id"].isin(set(index.members["sample_id"]))
+    labeled = pd.Series(positions(res["sample_id"], pd.Index(index.members["sample_id"].unique())) >= 0,
+                        index=res.index)
     unlabeled = (~labeled).groupby(res["run"]).sum()
     meta = {**index.meta, "runs": runs, "min_support": min_support,
             "n_results_unlabeled": {r: int(unlabeled.get(r, 0)) for r in runs}}
@@ -255,8 +258,8 @@ def slice_counts(index: SliceIndex, results: pd.DataFrame, runs: list[str]) -> t
     """
     samples = pd.Index(index.members["sample_id"].unique())
     slices = list(index.slices["slice_id"])
-    row = samples.get_indexer(results["sample_id"])
-    col = pd.Index(runs).get_indexer(results["run"])
+    row = positions(results["sample_id"], samples)
+    col = positions(results["run"], pd.Index(runs))
     kept = (row >= 0) & (col >= 0)
     present = np.zeros((len(samples), len(runs)), dtype=np.int64)
     correct = np.zeros_like(present)
@@ -266,6 +269,17 @@ def slice_counts(index: SliceIndex, results: pd.DataFrame, runs: list[str]) -> t
                          (pd.Index(slices).get_indexer(index.members["slice_id"]),
                           samples.get_indexer(index.members["sample_id"]))), shape=(len(slices), len(samples)))
     return slices, np.asarray(member @ present), np.asarray(member @ correct)
+
+
+def positions(values: pd.Series | pd.Index, keys: pd.Index) -> np.ndarray:
+    """For each value, its position in ``keys`` (unique), or -1 (``keys.get_indexer(values)``).
+
+    Text columns are matched with ``pyarrow.compute.index_in``, without a Python object per value.
+    """
+    if isinstance(values.dtype, pd.StringDtype) and isinstance(keys.dtype, pd.StringDtype):
+        found = pc.index_in(pa.array(values), value_set=pa.array(keys))
+        return found.fill_null(-1).to_numpy().astype(np.int64)
+    return keys.get_indexer(values)
 
 
 def _pass_at(groups: Any, k: int, multi: dict[str, int]) -> tuple[list, list, list]:
