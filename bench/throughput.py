@@ -72,20 +72,28 @@ def label_for_schema(schema: dict, seed: int) -> dict:
             node = resolve(next(n for n in node["anyOf"] if n.get("type") != "null"))
         return node
 
+    plain = {"string": "x", "integer": seed % 100, "number": 0.5, "boolean": bool(seed % 2)}
     out = {}
     for name, prop in schema.get("properties", {}).items():
         prop = resolve(prop)
         if prop.get("type") == "array":
             options = resolve(prop["items"])["enum"]
             out[name] = [options[(seed + i) % len(options)] for i in range(max(1, prop.get("minItems", 1)))]
-        else:
+        elif "enum" in prop:
             out[name] = prop["enum"][seed % len(prop["enum"])]
+        else:  # a field without a vocabulary (a client's own start-up check)
+            out[name] = plain.get(prop.get("type"), "x")
     return out
 
 
-def make_app(latency_s: float, cap: int):
-    """An ASGI app answering chat completions after ``latency_s`` with at most ``cap`` in flight."""
-    state = {"sem": None, "in_flight": 0, "max_in_flight": 0, "requests": 0, "first_start": None, "last_end": None}
+def make_app(latency_s: float, cap: int, fail_every: int = 0):
+    """An ASGI app answering chat completions after ``latency_s`` with at most ``cap`` in flight.
+
+    With ``fail_every`` = k > 0, every k-th labeling request (counted on arrival) gets an HTTP 500
+    instead, after the same latency: transient faults, a retry of the same request succeeds.
+    """
+    state = {"sem": None, "in_flight": 0, "max_in_flight": 0, "requests": 0, "first_start": None, "last_end": None,
+             "arrived": 0, "failed": 0}
 
     async def reply(send, status: int, payload: dict) -> None:
         body = json.dumps(payload).encode()
@@ -113,8 +121,10 @@ def make_app(latency_s: float, cap: int):
         if path.endswith("/stats"):
             return await reply(send, 200, {k: v for k, v in state.items() if k != "sem"})
         if path.endswith("/reset"):
-            state.update(in_flight=0, max_in_flight=0, requests=0, first_start=None, last_end=None)
+            state.update(in_flight=0, max_in_flight=0, requests=0, first_start=None, last_end=None, arrived=0, failed=0)
             return await reply(send, 200, {})
+        if path.endswith("/models"):  # what clients poll to see that an OpenAI-compatible server is up
+            return await reply(send, 200, {"object": "list", "data": [{"id": "sim", "object": "model"}]})
         if not path.endswith("/chat/completions"):
             return await reply(send, 404, {"error": {"message": "not found"}})
         request = json.loads(body)
@@ -122,43 +132,54 @@ def make_app(latency_s: float, cap: int):
             return await reply(send, 200, {"id": "probe", "object": "chat.completion", "created": 0, "model": "sim",
                                            "choices": [{"index": 0, "finish_reason": "stop",
                                                         "message": {"role": "assistant", "content": "{}"}}]})
+        state["arrived"] += 1
+        fail = fail_every > 0 and state["arrived"] % fail_every == 0
         async with state["sem"]:
             state["first_start"] = state["first_start"] or time.time()
             state["in_flight"] += 1
             state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
             await asyncio.sleep(latency_s)
             state["in_flight"] -= 1
-        schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
-        prompt = request["messages"][-1]["content"]
-        text = json.dumps(label_for_schema(schema, len(prompt)), separators=(",", ":"))
+        if fail:
+            state["failed"] += 1
+            return await reply(send, 500, {"error": {"message": "simulated server error", "type": "server_error"}})
+        tools = request.get("tools") or []  # the schema as a function's parameters (instructor's TOOLS mode)
+        schema = (tools[0]["function"].get("parameters", {}) if tools else
+                  (request.get("response_format") or {}).get("json_schema", {}).get("schema", {}))
+        messages = request.get("messages") or []
+        seed = len(str(messages[-1].get("content"))) if messages else 0
+        text = json.dumps(label_for_schema(schema, seed), separators=(",", ":"))
+        message = ({"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call-sim", "type": "function", "function": {"name": tools[0]["function"]["name"], "arguments": text}}]}
+            if tools else {"role": "assistant", "content": text})
         state["requests"] += 1
         state["last_end"] = time.time()
         return await reply(send, 200, {
             "id": "chatcmpl-sim", "object": "chat.completion", "created": int(time.time()), "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": sum(len(m["content"]) for m in request["messages"]) // 4,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tools else "stop"}],
+            "usage": {"prompt_tokens": sum(len(str(m.get("content"))) for m in messages) // 4,
                       "completion_tokens": len(text) // 4, "total_tokens": 0}})
 
     return app
 
 
-def serve(port: int, latency_s: float, cap: int) -> None:
+def serve(port: int, latency_s: float, cap: int, fail_every: int = 0) -> None:
     import uvicorn
 
-    uvicorn.run(make_app(latency_s, cap), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+    uvicorn.run(make_app(latency_s, cap, fail_every), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 backlog=4096, limit_concurrency=None)
 
 
 class SimServer:
     """The simulated server in a child process; ``get("stats")``, ``get("reset")``."""
 
-    def __init__(self, latency_s: float, cap: int):
+    def __init__(self, latency_s: float, cap: int, fail_every: int = 0):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port), "--latency", str(latency_s),
-                                      "--cap", str(cap)])
+                                      "--cap", str(cap), "--fail-every", str(fail_every)])
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -201,6 +222,15 @@ def machine() -> dict:
     return {"cpu": found.group(1).strip() if found else (platform.processor() or platform.machine()),
             "cores": os.cpu_count(), "python": platform.python_version(),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def write_result(result: dict, out: Path) -> None:
+    """Record the machine at the end in ``result``, print its load, write ``result`` to ``out`` (JSON)."""
+    result["machine_end"] = machine()
+    print(f"load average at the end: {result['machine_end']['load_average']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 def children_cpu_s() -> float:
@@ -292,6 +322,7 @@ def main() -> None:
     ap.add_argument("--scale-items", type=int, default=2000, help="samples of the smaller worker counts' runs")
     ap.add_argument("--latency", type=float, default=0.25, help="seconds the server takes per request")
     ap.add_argument("--cap", type=int, default=32, help="requests the server works on at once")
+    ap.add_argument("--fail-every", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--concurrency", type=int, default=16, help="requests each worker keeps in flight")
     ap.add_argument("--workers", default="1,2,4", help="worker counts to run")
     ap.add_argument("--cached-workers", type=int, default=2, help="workers of the cached re-run (no judge work: "
@@ -303,7 +334,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = ap.parse_args()
     if args.serve:
-        return serve(args.serve, args.latency, args.cap)
+        return serve(args.serve, args.latency, args.cap, args.fail_every)
 
     from slicelab.service.readers import read_eval_samples
 
@@ -357,11 +388,7 @@ def main() -> None:
             e = emb[when]
             print(f"embedded judge, {label}: {e['labels_per_s']} labels/s ({e['s_per_label']} s/label), "
                   f"{e['output_tokens_per_label']} output tokens/label, {e['labeled']}/{e['items']} labeled")
-    result["machine_end"] = machine()
-    print(f"load average at the end: {result['machine_end']['load_average']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

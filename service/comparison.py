@@ -35,9 +35,9 @@ from slicelab.service.errors import ConfigError
 from slicelab.service.evidence import N_EXAMPLES, calibration_state, examples, join_report, run_profile
 from slicelab.service.localisation import heterogeneity, loss_rate_tests
 from slicelab.service.passk import compare_pass_at_k
-from slicelab.service.slice_stats import KEYS, check_runs, slice_index
+from slicelab.service.slice_stats import KEYS, check_runs, positions, slice_index
 from slicelab.service.slices import MIN_SUPPORT, SLICE_AXES
-from slicelab.service.stats import gini, hhi, mcnemar_exact, paired_delta_interval, wilson_interval
+from slicelab.service.stats import gini, hhi, mcnemar_exact, paired_delta_interval, wilson_interval, wilson_intervals
 from slicelab.service.termination import length_capped
 
 #: Family-wise false discovery rate for the Benjamini–Hochberg step.
@@ -155,18 +155,20 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
     join = join_report(labels, results, [baseline, candidate])
     pair = pd.DataFrame({"b": base.loc[shared, "correct"].astype(bool), "c": cand.loc[shared, "correct"].astype(bool)})
     index = slice_index(labels, allow_ungated=allow_ungated)
-    members = index.members[index.members["sample_id"].isin(shared)]
-    overall = _slice_row("overall", pair)
-    rows = [_slice_row(sid, pair.loc[g["sample_id"]]) for sid, g in members.groupby("slice_id", sort=False)]
+    members = index.members[positions(index.members["sample_id"], shared) >= 0]
+    overall = _slice_rows(np.zeros(len(pair), dtype=np.int64), ["overall"], pair)[0]
+    codes, slice_ids = pd.factorize(members["slice_id"], sort=False)  # slices in order of first member
+    at = positions(members["sample_id"], pair.index)  # each member's row of pair
+    rows = _slice_rows(codes, list(slice_ids), pair.iloc[at])
     if rows:
         slices = pd.DataFrame(rows).merge(index.slices[["slice_id", "key", "label", *SLICE_AXES, "operations", "axis"]],
                                           on="slice_id")
         slices = loss_rate_tests(_test(slices, min_support, alpha), overall, alpha)
     else:
         slices = pd.DataFrame(columns=_COLUMNS)
-    labeled_ids = set(index.members["sample_id"])
+    labeled_ids = pd.Index(index.members["sample_id"].unique())
     meta = {**index.meta, "baseline": baseline, "candidate": candidate, "n_shared": int(len(shared)),
-            "n_shared_labeled": int(sum(s in labeled_ids for s in shared)),
+            "n_shared_labeled": int((labeled_ids.get_indexer(shared) >= 0).sum()),
             "n_baseline_only": int(len(base.index.difference(cand.index))),
             "n_candidate_only": int(len(cand.index.difference(base.index))),
             "min_support": min_support, "alpha": alpha,
@@ -177,10 +179,10 @@ def compare(labels: pd.DataFrame, results: pd.DataFrame, baseline: str, candidat
     failures = {**_failure_summary(newly), "length_cap": cap}
     failures["examples"] = {m: examples(list(g["sample_id"]), base, cand, n_examples)
                             for m, g in newly.groupby("failure_mode")}
-    lost = set(pair.index[pair["b"] & ~pair["c"]])
+    lost = members[(pair["b"] & ~pair["c"]).to_numpy()[at]].groupby("slice_id", sort=False)["sample_id"]
+    lost = {sid: list(ids) for sid, ids in lost}
     dropped = slices[slices["significant_drop"].astype(bool)] if len(slices) else slices
-    slice_examples = {sid: examples([i for i in members.loc[members["slice_id"] == sid, "sample_id"] if i in lost],
-                                    base, cand, n_examples) for sid in dropped["slice_id"]}
+    slice_examples = {sid: examples(lost.get(sid, []), base, cand, n_examples) for sid in dropped["slice_id"]}
     evidence = {"join": join, "n_examples": n_examples,
                 "runs": {baseline: run_profile(base.loc[shared]), candidate: run_profile(cand.loc[shared])},
                 "calibration": calibration_state(labels, index.meta), "slice_examples": slice_examples}
@@ -199,19 +201,31 @@ _COLUMNS = ["slice_id", "key", "label", *SLICE_AXES, "operations", "n", "n11", "
             "loss_p", "loss_q", "localised"]
 
 
-def _slice_row(sid: str, g: pd.DataFrame) -> dict[str, Any]:
-    b, c = g["b"].to_numpy(), g["c"].to_numpy()
-    n = len(g)
-    n11, n10, n01 = int((b & c).sum()), int((b & ~c).sum()), int((~b & c).sum())
-    n00 = n - n11 - n10 - n01
-    bci, cci = wilson_interval(int(b.sum()), n), wilson_interval(int(c.sum()), n)
-    dci = paired_delta_interval(n11, n10, n01, n00)
-    return {"slice_id": sid, "n": n, "n11": n11, "n10": n10, "n01": n01, "n00": n00,
-            "baseline_pass": float(b.mean()) if n else None, "baseline_ci_low": bci[0] if bci else None,
-            "baseline_ci_high": bci[1] if bci else None, "candidate_pass": float(c.mean()) if n else None,
-            "candidate_ci_low": cci[0] if cci else None, "candidate_ci_high": cci[1] if cci else None,
-            "delta": float(c.mean() - b.mean()) if n else None, "delta_ci_low": dci[0] if dci else None,
-            "delta_ci_high": dci[1] if dci else None, "p_value": mcnemar_exact(n10, n01)}
+def _slice_rows(codes: np.ndarray, slice_ids: list[str], pair: pd.DataFrame) -> list[dict[str, Any]]:
+    """The paired counts, pass rates, intervals and McNemar p-value of every slice.
+
+    Args:
+        codes: for each row of ``pair``, the index in ``slice_ids`` of the slice it counts for.
+        slice_ids: the slices, each with at least one row.
+        pair: ``DataFrame[b, c]``, baseline and candidate correctness (bools) of a shared sample.
+    """
+    b, c = pair["b"].to_numpy(dtype=bool), pair["c"].to_numpy(dtype=bool)
+    size = len(slice_ids)
+    n = np.bincount(codes, minlength=size)
+    n11, n10, n01 = (np.bincount(codes[m], minlength=size) for m in (b & c, b & ~c, ~b & c))
+    kb, kc = np.bincount(codes[b], minlength=size), np.bincount(codes[c], minlength=size)
+    b_low, b_high = wilson_intervals(kb, n)
+    c_low, c_high = wilson_intervals(kc, n)
+    rows = []
+    for i, sid in enumerate(slice_ids):
+        dci = paired_delta_interval(int(n11[i]), int(n10[i]), int(n01[i]), int(n[i] - n11[i] - n10[i] - n01[i]))
+        rows.append({"slice_id": sid, "n": int(n[i]), "n11": int(n11[i]), "n10": int(n10[i]), "n01": int(n01[i]),
+                     "n00": int(n[i] - n11[i] - n10[i] - n01[i]), "baseline_pass": float(kb[i] / n[i]),
+                     "baseline_ci_low": float(b_low[i]), "baseline_ci_high": float(b_high[i]),
+                     "candidate_pass": float(kc[i] / n[i]), "candidate_ci_low": float(c_low[i]),
+                     "candidate_ci_high": float(c_high[i]), "delta": float(kc[i] / n[i] - kb[i] / n[i]),
+                     "delta_ci_low": dci[0], "delta_ci_high": dci[1], "p_value": mcnemar_exact(n10[i], n01[i])})
+    return rows
 
 
 def _test(slices: pd.DataFrame, min_support: int, alpha: float) -> pd.DataFrame:
@@ -257,14 +271,14 @@ def _newly_failing(pair: pd.DataFrame, cand: pd.DataFrame, labels: pd.DataFrame,
             if isinstance(fm, str) and fm and isinstance(out, str):
                 label_fm[str(sid)] = (fm, out)
     capped, cap = length_capped(cand, setup)  # the candidate run's length cap, for outputs without finish_reason
+    lost = cand.loc[ids]
+    answers = lost["extracted_answer"].tolist() if "extracted_answer" in lost else [None] * len(lost)
     rows = []
-    for sid in ids:
-        r = cand.loc[sid]
+    for sid, output, finish, answer in zip(ids, lost["output"].tolist(), lost["finish_reason"].tolist(), answers):
         fm, out = label_fm.get(sid, (None, None))
-        c = classify_output(r["output"], r["finish_reason"], r.get("extracted_answer"),
-                            fm if out == r["output"] else None, at_cap=capped.get(sid))
+        c = classify_output(output, finish, answer, fm if out == output else None, at_cap=capped.get(sid))
         rows.append({"sample_id": sid, "failure_mode": c.mode, "failure_mode_detail": c.detail, "check": c.rule,
-                     "excerpt": failure_excerpt(r["output"], c.detail)})
+                     "excerpt": failure_excerpt(output, c.detail)})
     return pd.DataFrame(rows, columns=["sample_id", "failure_mode", "failure_mode_detail", "check", "excerpt"]), cap
 
 

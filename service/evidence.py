@@ -39,8 +39,8 @@ def join_report(labels: pd.DataFrame, results: pd.DataFrame, runs: list[str]) ->
             of both sides and the ``--id-field`` option.
     """
     labeled = labels.loc[labels["status"] == "labeled", "id"].astype(str) if "status" in labels else labels["id"]
-    label_ids = set(labeled)
-    per_run = {r: set(results.loc[results["run"] == r, "sample_id"].astype(str)) for r in runs}
+    label_ids = set(labeled.tolist())
+    per_run = {r: set(results.loc[results["run"] == r, "sample_id"].astype(str).tolist()) for r in runs}
     in_all = set.intersection(*per_run.values()) if per_run else set()
     matched = label_ids & in_all
     res_only = sorted(set().union(*per_run.values()) - label_ids)
@@ -102,7 +102,11 @@ def run_profile(rows: pd.DataFrame) -> dict[str, Any]:
         bin i holds ``edges[i] <= length < edges[i+1]``, the last bin is ``>= edges[-1]``.
     """
     reasons = rows["finish_reason"].map(lambda v: v if isinstance(v, str) and v else "unknown")
-    lengths = rows["output"].map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
+    output = rows["output"]
+    if isinstance(output.dtype, pd.StringDtype):  # characters of each output (0 when missing), without a call per row
+        lengths = output.str.len().fillna(0).to_numpy(dtype=np.int64)
+    else:
+        lengths = output.map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
     idx = np.searchsorted(np.asarray(LENGTH_BINS), lengths, side="right") - 1
     counts = np.bincount(idx, minlength=len(LENGTH_BINS)) if len(lengths) else np.zeros(len(LENGTH_BINS), int)
     return {"n": int(len(rows)), "finish_reason": {k: int(v) for k, v in reasons.value_counts().items()},

@@ -223,6 +223,6 @@ def read_table(path: Path) -> pd.DataFrame:
     else:
         df = pd.read_parquet(path)
     for col in df.columns:
-        if df[col].map(lambda v: isinstance(v, np.ndarray)).any():
+        if df[col].dtype == object and df[col].map(lambda v: isinstance(v, np.ndarray)).any():
             df[col] = df[col].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
     return df

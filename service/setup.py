@@ -127,15 +127,12 @@ class SetupCollector:
     """Accumulates per-run set-up values while results are read."""
 
     def __init__(self) -> None:
-        self._values: dict[str, dict[str, list[str]]] = {}
+        self._values: dict[str, dict[str, dict[str, None]]] = {}  # run -> field -> values seen (JSON text)
 
     def add(self, run: str, fields: dict[str, Any]) -> None:
         by_field = self._values.setdefault(run, {})
         for field, value in fields.items():
-            seen = by_field.setdefault(field, [])
-            key = json.dumps(value, sort_keys=True, default=str)
-            if key not in seen:
-                seen.append(key)
+            by_field.setdefault(field, {})[json.dumps(value, sort_keys=True, default=str)] = None
 
     def table(self) -> dict[str, dict[str, Any]]:
         """``{run: {field: value}}``; a field with several values in one run is ``{"mixed": [...]}``, or

@@ -42,7 +42,7 @@ def axis_verdicts(df: pd.DataFrame) -> dict[str, str]:
     out = {}
     for axis in SLICE_AXES:
         col = _GATE_COLUMN.get(axis, f"gate_{axis}")
-        values = set(df[col].dropna()) if col in df else set()
+        values = set(df[col].dropna().unique().tolist()) if col in df else set()
         out[axis] = values.pop() if len(values) == 1 else "ungated"
     return out
 

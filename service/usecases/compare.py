@@ -74,11 +74,13 @@ class Settings:
 
 def load_labels_results(labels, results, *, id_field: str | None = None, run_field: str | None = None,
                         skip_bad_rows: bool = False, generation_field: str | None = None,
-                        aggregate_repeats: bool = False, say: Say = ignore):
+                        aggregate_repeats: bool = False, runs: list[str] | None = None, say: Say = ignore):
     """``(labels, results, rejects)``: the labeled table and the results table (either may be given loaded).
 
     Bad result rows raise, or with ``skip_bad_rows`` are collected in ``rejects`` (their count
-    and the first one go to ``say``).
+    and the first one go to ``say``). With ``runs``, only those runs' rows are read (memory and
+    time independent of the other runs in the file); when one of them is not in the file,
+    every run is read, so the error that follows names the runs the file holds.
 
     Raises:
         ConfigError: an unreadable labeled table; InputFormatError: bad results (see
@@ -89,9 +91,19 @@ def load_labels_results(labels, results, *, id_field: str | None = None, run_fie
     except Exception as e:  # pandas/pyarrow raise many types for an unreadable file
         raise ConfigError(f"--labels {labels}: not a readable labeled table (.parquet or .jsonl): {e}") from None
     rejects: list | None = [] if skip_bad_rows else None
-    res = results if isinstance(results, pd.DataFrame) else load_results(
-        results, id_field=id_field, run_field=run_field, rejects=rejects, generation_field=generation_field,
-        aggregate_repeats=aggregate_repeats)
+
+    def read(only: list[str] | None) -> pd.DataFrame:
+        if rejects is not None:
+            rejects.clear()  # a second read collects the bad rows anew
+        return load_results(results, id_field=id_field, run_field=run_field, rejects=rejects,
+                            generation_field=generation_field, aggregate_repeats=aggregate_repeats, runs=only)
+
+    if isinstance(results, pd.DataFrame):
+        res = results
+    else:
+        res = read(runs)
+        if runs and not set(runs) <= set(res["run"].unique()):
+            res = read(None)
     if rejects:
         say(f"{len(rejects)} result rows skipped; first: {rejects[0]}")
     return lab, res, rejects
@@ -116,7 +128,8 @@ def comparison(pair: RunPair, settings: Settings, *, say: Say = ignore, warn: Sa
         raise ConfigError("--metric pass@k needs --k (e.g. --k 8)")
     lab, res, rejects = load_labels_results(labels, results, id_field=pair.id_field, run_field=pair.run_field,
                                             skip_bad_rows=pair.skip_bad_rows, generation_field=pair.generation_field,
-                                            aggregate_repeats=pair.aggregate_repeats, say=warn or say)
+                                            aggregate_repeats=pair.aggregate_repeats, runs=[baseline, candidate],
+                                            say=warn or say)
     multi = bool((res["n_samples"] > 1).any())
     ks = parse_ks(k) if k is not None else ((1, 5, 10) if multi else ())
     cmp = compare(lab, res, baseline, candidate, allow_ungated=settings.allow_ungated,
