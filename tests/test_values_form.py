@@ -10,10 +10,12 @@ import re
 import pytest
 
 from slicelab.service.errors import ConfigError
+from slicelab.service.judge import judge_spec
 from slicelab.service.judge.base import parse_reply
 from slicelab.service.judge.values_form import format_instructions, label_axes, parse_values, values_grammar
 from slicelab.service.samples import EvalSample, Status
 from slicelab.service.taxonomy import load_taxonomy
+from tests.conftest import ROOT, run_cli
 
 TAX = load_taxonomy()
 RIGHT = TAX.label_model("eval")
@@ -151,3 +153,13 @@ def test_llama_cpp_grammar_accepts_exactly_taxonomy_ids_in_axis_order(encoded):
                 GOOD.replace("\n", " ", 1),                            # whitespace
                 GOOD.rsplit("\n", 1)[0]):                              # an axis missing
         assert not _accepts(llm, gbnf, bad), bad
+
+
+def test_the_output_form_is_chosen_on_the_command_line_for_the_embedded_judge_only(tmp_path):
+    assert judge_spec(output_form="values") == {"backend": "embedded", "output_form": "values"}
+    assert judge_spec(output_form="json") == judge_spec()  # the default form: same spec, same configuration hash
+    with pytest.raises(ConfigError, match="allowed: json, values"):
+        judge_spec(output_form="yaml")
+    r = run_cli("label-benchmark", str(ROOT / "service" / "data" / "bbh_sample.jsonl"), "-o", str(tmp_path / "o.parquet"),
+                "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m", "--judge-output-form", "values")
+    assert r.returncode == 2 and "only the embedded judge has output forms" in r.stderr

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from slicelab.service import defaults
 from slicelab.service.cli.common import console, deprecated, fail, fmt, summary_console
-from slicelab.service.cli.options import (Gate, JudgeBackend, JudgeModel, JudgeUrl, MaxTokens, ScTemperature,
+from slicelab.service.cli.options import (Gate, JudgeBackend, JudgeOutputForm, JudgeModel, JudgeUrl, MaxTokens, ScTemperature,
                                           SelfConsistency, Workers)
 from slicelab.service.cli.progress import progress_bar
 from slicelab.service.errors import SlicelabError
@@ -28,6 +28,7 @@ def calibrate(
     judge_url: JudgeUrl = None,
     judge_model: JudgeModel = None,
     judge_backend: JudgeBackend = None,
+    judge_output_form: JudgeOutputForm = None,
     max_tokens: MaxTokens = None,
     exemplars_k: Annotated[int, typer.Option(min=0, help="show the k most similar exemplar-pool items in the prompt")] = 0,
     self_consistency: SelfConsistency = 0,
@@ -62,7 +63,7 @@ def calibrate(
         with progress_bar(console) as bar:
             task = bar.add_task("calibrating", total=None)
             record = usecase.run(
-                gold, dict(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens),
+                gold, dict(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, output_form=judge_output_form, max_tokens=max_tokens),
                 workers=workers, exemplars_k=exemplars_k, exemplars=exemplars, split_seed=split_seed,
                 holdout_frac=holdout_frac, limit=limit, gate=gate, cascade_threshold=cascade_threshold,
                 self_consistency=self_consistency, sc_temperature=sc_temperature, table_json=table_json,

@@ -14,7 +14,7 @@ from slicelab.service import defaults
 from slicelab.service.cli.common import (console, fail, fmt, local_workers, sigterm_as_interrupt, stopping_workers,
                                          summary_console)
 from slicelab.service.cli.progress import progress_bar
-from slicelab.service.cli.options import (JudgeBackend, JudgeConcurrency, JudgeModel, JudgeUrl, Limit, MaxAttempts,
+from slicelab.service.cli.options import (JudgeBackend, JudgeOutputForm, JudgeConcurrency, JudgeModel, JudgeUrl, Limit, MaxAttempts,
                                           MaxTokens, NoCache, Queue, ScTemperature, SelfConsistency, Workers)
 from slicelab.service.errors import SlicelabError
 
@@ -58,6 +58,7 @@ def label_benchmark(
     judge_url: JudgeUrl = None,
     judge_model: JudgeModel = None,
     judge_backend: JudgeBackend = None,
+    judge_output_form: JudgeOutputForm = None,
     judge_concurrency: JudgeConcurrency = defaults.JUDGE_CONCURRENCY,
     no_cache: NoCache = False,
     max_tokens: MaxTokens = None,
@@ -84,7 +85,7 @@ def label_benchmark(
         job = usecase.plan(input, output, fmt=fmt_, input_format=input_format, mapping=mapping, benchmark=benchmark,
                            limit=limit, chunk_size=chunk_size, no_cache=no_cache, labeler=labeler,
                            self_consistency=self_consistency, sc_temperature=sc_temperature,
-                           judge=dict(judge_url=judge_url, judge_model=judge_model, backend=judge_backend,
+                           judge=dict(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, output_form=judge_output_form,
                                       max_tokens=max_tokens, max_attempts=max_attempts,
                                       concurrency=judge_concurrency if judge_url else None),
                            on_choice=_show_choice)

@@ -21,6 +21,10 @@ JudgeBackend = Annotated[Optional[str], typer.Option(
     "--judge-backend", envvar="SLICELAB_JUDGE_BACKEND",
     help="embedded | openai | vllm (offline vllm.LLM on this machine's GPU, --judge-model names the model); "
          "default: openai with --judge-url, else embedded")]
+JudgeOutputForm = Annotated[Optional[str], typer.Option(
+    "--judge-output-form",
+    help="embedded judge: json (a JSON object; default) or values (only the label ids, about 6x fewer output "
+         "tokens; another judge configuration, calibrated on its own)")]
 JudgeConcurrency = Annotated[int, typer.Option("--judge-concurrency", min=1,
                                                help="with --judge-url: requests each worker keeps in flight")]
 MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", min=16, help="judge output tokens per label")]

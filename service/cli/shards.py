@@ -13,7 +13,7 @@ from rich.table import Table
 
 from slicelab.service import defaults
 from slicelab.service.cli.common import console, fail, fmt, local_workers, stopping_workers, summary_console
-from slicelab.service.cli.options import (AsJson, DocGold, Gate, JudgeBackend, JudgeModel, JudgeUrl, Limit,
+from slicelab.service.cli.options import (AsJson, DocGold, Gate, JudgeBackend, JudgeOutputForm, JudgeModel, JudgeUrl, Limit,
                                           MaxAttempts, MaxTokens, NBoot, NoCache, Queue, Workers)
 from slicelab.service.cli.progress import progress_bar
 from slicelab.service.errors import SlicelabError
@@ -43,6 +43,7 @@ def label_shard(
     judge_url: JudgeUrl = None,
     judge_model: JudgeModel = None,
     judge_backend: JudgeBackend = None,
+    judge_output_form: JudgeOutputForm = None,
     no_cache: NoCache = False,
     max_tokens: MaxTokens = None,
     max_attempts: MaxAttempts = None,
@@ -60,7 +61,7 @@ def label_shard(
             batch_rows=batch_rows, route_below=route_below, gold=str(gold.resolve()) if gold else "",
             gate=str(gate.resolve()) if gate else "", student=student, n_boot=n_boot, limit=limit,
             cache=not no_cache),
-            judge=dict(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, max_tokens=max_tokens,
+            judge=dict(judge_url=judge_url, judge_model=judge_model, backend=judge_backend, output_form=judge_output_form, max_tokens=max_tokens,
                        max_attempts=max_attempts))
         with progress_bar(console, spinner=True) as bar:
             task = bar.add_task("index (rows read)", total=None)

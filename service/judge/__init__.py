@@ -25,7 +25,7 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
                gguf: str | None = None, exemplars_gold: str | None = None, exemplars_k: int = 0,
                split_seed: int = 0, holdout_frac: float = 0.5, self_consistency: int = 0,
                sc_temperature: float = defaults.SC_TEMPERATURE, sc_seed: int = 0,
-               concurrency: int | None = None) -> dict[str, Any]:
+               concurrency: int | None = None, output_form: str | None = None) -> dict[str, Any]:
     """A judge spec from CLI options. Without a URL the backend is ``embedded``.
 
     With ``self_consistency`` k > 0 the spec describes a
@@ -35,11 +35,14 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
     ``concurrency`` (openai backend: requests in flight per worker) does not
     change labels and is not part of the judge's ``config_hash()``. The ``vllm``
     backend (offline batch inference on this machine's GPU) needs only the model.
+    ``output_form`` (embedded backend only): ``json`` (default) or ``values`` (the model writes
+    only the label ids, see :mod:`service.judge.values_form`; another judge configuration).
 
     Raises:
         ConfigError: unknown backend, the openai backend without URL/model, the vllm
             backend without a model, concurrency below 1, or
-            self-consistency with ``sc_temperature`` <= 0 and k > 1.
+            self-consistency with ``sc_temperature`` <= 0 and k > 1, an ``output_form`` other
+            than ``json``/``values`` or with a backend other than ``embedded``.
     """
     backend = backend or ("openai" if judge_url else "embedded")
     if backend not in BACKENDS:
@@ -61,6 +64,13 @@ def judge_spec(*, judge_url: str | None = None, judge_model: str | None = None, 
         spec["model"] = judge_model
     elif gguf:
         spec["model_path"] = gguf
+    if output_form is not None:
+        if output_form not in ("json", "values"):
+            raise ConfigError(f"--judge-output-form: unknown form {output_form!r}; allowed: json, values")
+        if backend != "embedded":
+            raise ConfigError(f"--judge-output-form: only the embedded judge has output forms (backend {backend!r})")
+        if output_form == "values":  # json is the default form: its spec (and configuration hash) stay as before
+            spec["output_form"] = "values"
     if exemplars_k > 0:
         from slicelab.calibration.gold import BUNDLED
 
