@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from slicelab.service.errors import RecordError
 from slicelab.service.record_files import RawRecord
+from slicelab.service.result_values import correct_token
 from slicelab.service.samples import Rejected, id_text
 
 #: Source keys tried, in order, for each EvalSample field of a generic record.
@@ -229,13 +230,10 @@ def correct_flag(value: Any, key: str | None) -> bool | None:
     """
     if is_null(value):
         return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
-    raise RecordError(f"correct field {key!r} has value {value!r}; allowed: true/false, 1/0", field=key)
+    token = correct_token(value)
+    if token is None:
+        raise RecordError(f"correct field {key!r} has value {value!r}; allowed: true/false, 1/0", field=key)
+    return token
 
 
 def apply_mapping(values: dict[str, Any], rec: dict, mapping: FieldMapping) -> None:

@@ -13,6 +13,16 @@ from slicelab.service.errors import RecordError
 from slicelab.service.samples import id_text
 
 
+def correct_token(v: Any) -> bool | None:
+    """``v`` as correctness when it is true/false or 1/0 (a bool, a number, or those words as text), else None."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
+        return v.strip().lower() in ("true", "1")
+    return None
+
 
 def missing(v: Any) -> bool:
     """None or NaN (a null of a Parquet column read by pandas)."""
@@ -42,13 +52,10 @@ def correct_value(rec: dict) -> bool:
     """
     v = rec.get("correct")
     if not missing(v):
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, (int, float)) and v in (0, 1):
-            return bool(v)
-        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
-            return v.strip().lower() in ("true", "1")
-        raise RecordError(f"bad value {v!r}; allowed: true/false, 1/0", field="correct")
+        token = correct_token(v)
+        if token is None:
+            raise RecordError(f"bad value {v!r}; allowed: true/false, 1/0", field="correct")
+        return token
     s = rec.get("score")
     if missing(s):
         present = [f"{k} is {_shown(rec[k])}" for k in ("correct", "score") if k in rec]
