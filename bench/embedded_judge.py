@@ -1,4 +1,4 @@
-"""The embedded judge's two output forms, side by side in one run: JSON object vs values only.
+"""The embedded judge's output forms, side by side in one run: JSON object, values only, values jump-forward.
 
 Zero-shot, prefix warm (one unmeasured call per form first), on ``--n`` held-out
 items of the bundled evaluation gold set (seeded split, items spread over its
@@ -13,7 +13,9 @@ primary operation), each next to its target: at most 20 output tokens and
     python bench/embedded_judge.py [--n 40] [--threads 2] [--block 5] [--out bench/results/embedded_judge.json]
 
 The machine (``lscpu``) and its load (``uptime``, before and after) are
-recorded; on a shared machine compare the two forms by their ratios.
+recorded; on a shared machine compare the forms by their ratios. The values form runs twice: with
+llama.cpp's grammar sampler and with jump-forward decoding
+(:mod:`service.judge.jump_forward`); the share of identical replies of the two is reported.
 Figures are printed and written to ``--out``; nothing is asserted.
 """
 
@@ -35,7 +37,10 @@ from slicelab.calibration.metrics import operation_set_metrics, single_label_met
 from slicelab.service.judge.embedded import EmbeddedJudge  # noqa: E402
 from slicelab.service.samples import EvalSample, Status  # noqa: E402
 
-FORMS = ("json", "values")
+#: The judges compared: output form, and for values replies the decoding (llama.cpp's grammar
+#: sampler, or :class:`service.judge.jump_forward.ValuesDecoder`).
+FORMS = {"json": {"output_form": "json"}, "values": {"output_form": "values", "jump_forward": False},
+         "values_jf": {"output_form": "values", "jump_forward": True}}
 TARGETS = {"output_tokens_per_label": 20, "s_per_label_idle_2_cores": 1.0}
 
 
@@ -112,7 +117,7 @@ def summary(rows: list[dict], gold, judge: EmbeddedJudge) -> dict:
 
 def run(n: int, threads: int, block: int) -> dict:
     ids, warm_id, gold = pick_items(n)
-    judges = {form: EmbeddedJudge(n_threads=threads, output_form=form) for form in FORMS}
+    judges = {form: EmbeddedJudge(n_threads=threads, **kw) for form, kw in FORMS.items()}
     rows: dict[str, list[dict]] = {form: [] for form in FORMS}
     load_before = shell("uptime")
     t0 = time.perf_counter()
@@ -122,10 +127,10 @@ def run(n: int, threads: int, block: int) -> dict:
             for item_id in ids[start:start + block]:
                 row = measure(judge, gold.items[item_id])
                 rows[form].append(row)
-                print(f"{form:6} {item_id:28} {row['status']:12} {row['s']:7.2f} s {row['output_tokens']:4} out "
+                print(f"{form:9} {item_id:28} {row['status']:12} {row['s']:7.2f} s {row['output_tokens']:4} out "
                       f"{row['prompt_tokens']:5} prompt {row['reused_tokens']:5} reused", flush=True)
     forms = {form: summary(rows[form], gold, judges[form]) for form in FORMS}
-    j, v = forms["json"], forms["values"]
+    j, v, jf = forms["json"], forms["values"], forms["values_jf"]
     return {
         "machine": machine(), "threads": threads, "load_before": load_before, "load_after": shell("uptime"),
         "wall_s": time.perf_counter() - t0, "items": ids, "n_wrong": sum(gold.items[i].scored_wrong for i in ids),
@@ -133,6 +138,10 @@ def run(n: int, threads: int, block: int) -> dict:
         "forms": forms,
         "ratios_json_over_values": {"median_s_per_label": j["median_s_per_label"] / v["median_s_per_label"],
                                     "output_tokens_per_label": j["output_tokens_per_label"] / v["output_tokens_per_label"]},
+        "ratios_over_values_jf": {"json": j["median_s_per_label"] / jf["median_s_per_label"],
+                                  "values": v["median_s_per_label"] / jf["median_s_per_label"]},
+        "values_jf_same_reply_share": sum(a["raw"] == b["raw"] for a, b in zip(rows["values"], rows["values_jf"]))
+        / len(ids),
         "rows": rows,
     }
 
@@ -146,7 +155,7 @@ def report(res: dict) -> None:
     print(f"\nmachine: {res['machine']['cpu']}, {res['machine']['cpus']} CPUs; llama.cpp threads {res['threads']}")
     print(f"load before: {res['load_before']}\nload after:  {res['load_after']}")
     print(f"items: {len(res['items'])} held-out eval gold items ({res['n_wrong']} scored wrong), zero-shot, prefix warm\n")
-    print("| figure | json | values | target |\n|---|---|---|---|")
+    print("| figure | json | values | values, jump-forward | target |\n|---|---|---|---|---|")
     lines = [("median s/label", "median_s_per_label", f"≤ {TARGETS['s_per_label_idle_2_cores']} (idle 2 cores)"),
              ("p90 s/label", "p90_s_per_label", ""),
              ("output tokens/label", "output_tokens_per_label", f"≤ {TARGETS['output_tokens_per_label']}"),
@@ -154,14 +163,16 @@ def report(res: dict) -> None:
              ("prompt tokens/label", "prompt_tokens_per_label", ""),
              ("prefix reuse share", "prefix_reuse_share", "")]
     for label, key, target in lines:
-        print(f"| {label} | {fmt(f['json'][key])} | {fmt(f['values'][key])} | {target} |")
+        print(f"| {label} | " + " | ".join(fmt(f[form][key]) for form in FORMS) + f" | {target} |")
     for axis in f["json"]["kappa"]:
-        kj, kv = f["json"]["kappa"][axis], f["values"]["kappa"][axis]
-        print(f"| κ {axis} (n={kj['n']}) | {fmt(kj['kappa'])} | {fmt(kv['kappa'])} | values ≥ json |")
-    print(f"| statuses | {f['json']['statuses']} | {f['values']['statuses']} | |")
-    r = res["ratios_json_over_values"]
+        ks = [f[form]["kappa"][axis] for form in FORMS]
+        print(f"| κ {axis} (n={ks[0]['n']}) | " + " | ".join(fmt(k["kappa"]) for k in ks) + " | values ≥ json |")
+    print("| statuses | " + " | ".join(str(f[form]["statuses"]) for form in FORMS) + " | |")
+    r, rj = res["ratios_json_over_values"], res["ratios_over_values_jf"]
     print(f"\njson / values, same run: {r['median_s_per_label']:.1f}× median s/label, "
           f"{r['output_tokens_per_label']:.1f}× output tokens/label")
+    print(f"json / values jump-forward: {rj['json']:.1f}× median s/label (target ≥ 5×); values / values jump-forward: "
+          f"{rj['values']:.2f}×; replies identical to the grammar sampler's: {100 * res['values_jf_same_reply_share']:.0f}%")
 
 
 def main(argv: list[str] | None = None) -> int:

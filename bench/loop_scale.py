@@ -15,7 +15,8 @@ process, is reported beside it (on a shared machine the CPU time is the steadier
   command writes them;
 - ``series``: every checkpoint, ``load_results(scores_only=True)`` + ``checkpoint_series``;
 - ``slices_all``: ``slice_stats`` over every checkpoint (``slices --results`` without ``--run``);
-- ``diagnose_cli``: the ``slicelab diagnose`` command as it is (it reads every run of the file);
+- ``diagnose_cli``: the ``slicelab diagnose`` command as users run it (it reads only the two runs compared);
+- ``slices_cli``: the ``slicelab slices --results --run A --run B`` command (reads only those runs);
 - at the largest N, ``diagnose`` on a file holding only the two runs compared (memory must not
   depend on the other runs) and the read of two runs by pyarrow (``load_results``), pyarrow
   dataset filters and DuckDB (``--duckdb-python``: a Python with duckdb and this project's
@@ -117,10 +118,18 @@ def in_process(kind: str, data: Path, baseline: str, candidate: str, *, python: 
 
 
 def cli_diagnose(data: Path, baseline: str, candidate: str) -> dict:
-    """``slicelab diagnose`` as users run it today (every run of the file is read)."""
+    """``slicelab diagnose`` as users run it (only the two compared runs of the file are read)."""
     cmd = [sys.executable, "-m", "slicelab.service.cli", "diagnose", "--labels", str(data / "labels.parquet"),
            "--results", str(data / "results.parquet"), "--baseline", baseline, "--candidate", candidate,
            "-o", str(data / "cli_diagnosis.json")]
+    return _timed(cmd, None)
+
+
+def cli_slices(data: Path, baseline: str, candidate: str) -> dict:
+    """``slicelab slices --results FILE --run A --run B`` as users run it (only those runs are read)."""
+    cmd = [sys.executable, "-m", "slicelab.service.cli", "slices", str(data / "labels.parquet"),
+           "--results", str(data / "results.parquet"), "--run", baseline, "--run", candidate,
+           "-o", str(data / "cli_slices.json")]
     return _timed(cmd, None)
 
 
@@ -189,7 +198,7 @@ def main() -> None:
     ap.add_argument("--candidate", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="10000,30000,100000", help="sample counts, comma-separated")
     ap.add_argument("--runs", type=int, default=50, help="checkpoints in the results file")
-    ap.add_argument("--skip-cli", action="store_true", help="do not run `slicelab diagnose` as it is")
+    ap.add_argument("--skip-cli", action="store_true", help="do not run the `slicelab diagnose` and `slicelab slices` commands")
     ap.add_argument("--duckdb-python", default=str(Path("/work/peer-venvs/prof/bin/python")),
                     help="a Python with duckdb and this project's packages, for the DuckDB read")
     ap.add_argument("--keep", type=Path, help="write the data here and keep it (default: a temporary folder)")
@@ -220,7 +229,9 @@ def main() -> None:
                 print(row_text(kind, rows[kind]))
             if not args.skip_cli:
                 rows["diagnose_cli"] = cli_diagnose(data, baseline, candidate)
-                print(row_text("diagnose_cli (reads every run)", rows["diagnose_cli"]))
+                print(row_text("diagnose_cli (the command)", rows["diagnose_cli"]))
+                rows["slices_cli"] = cli_slices(data, baseline, candidate)
+                print(row_text("slices_cli (--run x2, the command)", rows["slices_cli"]))
             if n == max(sizes):
                 two = root / f"n{n}-2runs"
                 two_run_copy(data, two, [baseline, candidate])

@@ -20,7 +20,11 @@ window as a share of its limit, end-to-end seconds, CPU ms per label (the tool's
 every process it starts; the server excluded), peak RSS (the sum over those processes, sampled
 every 0.2 s), output rows with a valid label against input rows, and the server's count of
 requests and 500s. A tool that cannot run gets its row with the reason. Figures are printed and
-written to ``--out``; nothing is asserted.
+written to ``--out``, and the goals are printed last with the figures they compare (:func:`goals`:
+slicelab ahead of every peer on share of limit and on CPU per label in the healthy runs, and the
+only tool that loses no row under faults); nothing is asserted.
+
+    python bench/peers.py --goals-only [--out FILE]   # the goals of a recorded run, without running
 """
 
 from __future__ import annotations
@@ -163,7 +167,11 @@ def main() -> None:
     ap.add_argument("--peer-python", action="append", default=[], metavar="TOOL=PATH")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/6")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
+    ap.add_argument("--goals-only", action="store_true", help="print the goals of the run recorded in --out and stop")
     args = ap.parse_args()
+    if args.goals_only:
+        print_goals(json.loads(args.out.read_text()))
+        return
     pythons = {t: f"/work/peer-venvs/{t}/bin/python" for t in PEERS} | dict(p.split("=", 1) for p in args.peer_python)
     limit = args.cap / args.latency
     args.timeout = args.timeout or max(180.0, 10 * args.n / limit)
@@ -195,6 +203,56 @@ def main() -> None:
             finally:
                 server.close()
     write_result(result, args.out)
+    print_goals(result)
+
+
+def goals(result: dict) -> list[dict]:
+    """The bench's goals, each with the figures it compares and whether it is met.
+
+    Args:
+        result: a recorded run (``--out`` JSON): ``runs[tool]["clean" | "faults"]`` rows.
+
+    Returns:
+        ``[{"goal", "slicelab", "peers", "met"}]``: ``met`` is None when a figure is missing
+        (slicelab or every peer could not run).
+    """
+    runs, n = result["runs"], result["n"]
+    ours = runs.get("slicelab", {})
+    peers = {t: r for t, r in runs.items() if t != "slicelab"}
+
+    def figure(row: dict | None, key: str):
+        return None if not row or (row.get("error") and not row.get("rows_labeled")) else row.get(key)
+
+    def compare(key: str, tag: str, better) -> dict:
+        mine = figure(ours.get(tag), key)
+        theirs = {t: figure(r.get(tag), key) for t, r in peers.items()}
+        known = [v for v in theirs.values() if v is not None]
+        met = None if mine is None or not known else all(better(mine, v) for v in known)
+        return {"slicelab": mine, "peers": theirs, "met": met}
+
+    def lossless(row: dict | None) -> bool | None:
+        return None if not row else row.get("rows_labeled") == n and row.get("rows_out") == n
+
+    faults = {t: lossless(r.get("faults")) for t, r in runs.items()}
+    return [
+        {"goal": "share of the server's limit (healthy server): slicelab ahead of every peer",
+         **compare("share_of_limit", "clean", lambda a, b: a > b)},
+        {"goal": "CPU ms per label (healthy server): slicelab below every peer",
+         **compare("cpu_ms_per_label", "clean", lambda a, b: a < b)},
+        {"goal": "under 5% HTTP 500s, the only tool that labels every row",
+         "slicelab": faults.get("slicelab"), "peers": {t: v for t, v in faults.items() if t != "slicelab"},
+         "met": None if faults.get("slicelab") is None else
+         bool(faults["slicelab"]) and not any(v for t, v in faults.items() if t != "slicelab")},
+    ]
+
+
+def print_goals(result: dict) -> None:
+    """Print each goal of :func:`goals` with its figures and ``met`` / ``NOT met`` / ``unknown``."""
+    print("goals:")
+    for g in goals(result):
+        verdict = {True: "met", False: "NOT met", None: "unknown (a figure is missing)"}[g["met"]]
+        peers = ", ".join(f"{t} {v}" for t, v in g["peers"].items())
+        print(f"  {g['goal']}: slicelab {g['slicelab']} vs {peers} -> {verdict}")
 
 
 def line(tool: str, tag: str, r: dict, n: int) -> str:

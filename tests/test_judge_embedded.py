@@ -63,6 +63,33 @@ def test_embedded_judge_values_form_labels_a_real_item_in_few_output_tokens():
     assert 4 <= r.completion_tokens <= 30 and r.prompt_tokens > 500
 
 
+def test_jump_forward_decoding_reproduces_the_grammar_sampler_and_is_its_own_configuration():
+    """Read one forced token at a time, the decoder gives the grammar sampler's replies exactly (same
+    prompt tokens, same reply tokens); batched, it gives valid values replies under another config hash."""
+    from slicelab.service.judge.embedded import EmbeddedJudge, _llama
+    from slicelab.service.judge.jump_forward import ValuesDecoder, chat_prompt
+    from slicelab.service.judge.values_form import label_axes
+
+    items = [s for s in read_eval_samples(BUNDLED) if isinstance(s, EvalSample)][:3]
+    sampler = EmbeddedJudge(n_threads=2, output_form="values", jump_forward=False)
+    jumping = EmbeddedJudge(n_threads=2, output_form="values", jump_forward=True)
+    assert jumping.config()["decoding"] == "jump_forward" and "decoding" not in sampler.config()
+    assert jumping.config_hash() != sampler.config_hash()
+    llm = _llama(sampler.model_path, sampler.n_ctx, sampler.n_threads)
+    encode = lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)  # noqa: E731
+    for item in items:
+        messages, model_cls, _, _ = sampler.build_request(item)
+        expected = sampler._send(messages, model_cls)
+        one_by_one = ValuesDecoder(llm, label_axes(sampler.taxonomy, model_cls), sampler.values_max_items, encode,
+                                   batch_forced=False)
+        reply = one_by_one.decode(chat_prompt(llm, messages), sampler.max_tokens)
+        assert (reply.text, reply.finish_reason) == (expected.text, expected.finish_reason), item.id
+        assert (reply.prompt_tokens, reply.completion_tokens) == (expected.prompt_tokens, expected.completion_tokens)
+        r = jumping.label(item)
+        assert r.status == Status.labeled and r.finish_reason == "stop", (r.error, r.raw_texts)
+        assert 4 <= r.completion_tokens <= 30
+
+
 def test_embedded_judge_reports_prompt_over_context_as_input_too_long():
     from slicelab.service.judge.embedded import EmbeddedJudge
 

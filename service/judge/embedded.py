@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
 from slicelab.service.judge.base import Attempt, Judge
+from slicelab.service.judge.jump_forward import ValuesDecoder, chat_prompt
 from slicelab.service.judge.values_form import (OUTPUT_FORMS, Encoder, format_instructions, grammar_hash, label_axes,
                                                 parse_values, values_grammar)
 from slicelab.service.prompts import request_hash
@@ -44,6 +45,9 @@ GGUF_ENV = "SLICELAB_GGUF"
 THREADS_ENV = "SLICELAB_LLAMA_THREADS"
 #: Environment variable; ``0`` turns off reuse of the shared prompt prefix's llama.cpp state.
 PREFIX_REUSE_ENV = "SLICELAB_PREFIX_REUSE"
+#: Environment variable; ``1`` decodes greedy values replies with
+#: :class:`service.judge.jump_forward.ValuesDecoder` instead of llama.cpp's grammar sampler.
+JUMP_FORWARD_ENV = "SLICELAB_JUMP_FORWARD"
 #: Default cap of the values form on an operation list (the primary operation and one more).
 VALUES_MAX_ITEMS = 2
 
@@ -153,6 +157,12 @@ class EmbeddedJudge(Judge):
             records of the JSON form do not apply to it.
         values_max_items: the values form's cap on the ids of an operation list (default
             :data:`VALUES_MAX_ITEMS`; the taxonomy's bound when larger than it). Part of :meth:`config`.
+        jump_forward: greedy (temperature 0) values replies are decoded by
+            :class:`service.judge.jump_forward.ValuesDecoder`, which reads the tokens the grammar
+            forces in one batch instead of one forward pass each (default ``$SLICELAB_JUMP_FORWARD``
+            == ``1``). The decision rule is the same greedy one, but batched forward passes move
+            near-tied logits, so labels can differ from the grammar sampler's: another judge
+            configuration, recorded by :meth:`config`.
         **kwargs: see :class:`service.judge.base.Judge`.
 
     Raises:
@@ -165,7 +175,7 @@ class EmbeddedJudge(Judge):
 
     def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = defaults.EMBEDDED_N_CTX,
                  n_threads: int | None = None, prefix_reuse: bool | None = None, output_form: str = "json",
-                 values_max_items: int = VALUES_MAX_ITEMS, **kwargs):
+                 values_max_items: int = VALUES_MAX_ITEMS, jump_forward: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         if output_form not in OUTPUT_FORMS:
             raise ConfigError(f"embedded judge: unknown output_form {output_form!r}; allowed: {', '.join(OUTPUT_FORMS)}")
@@ -180,6 +190,8 @@ class EmbeddedJudge(Judge):
         self.n_threads = n_threads or int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
         self._grammars: dict[str, Any] = {}
         self._grammar_hashes: dict[str, str] = {}
+        self._decoders: dict[str, ValuesDecoder] = {}
+        self.jump_forward = os.environ.get(JUMP_FORWARD_ENV, "0") == "1" if jump_forward is None else jump_forward
         self.prefix_reuse = os.environ.get(PREFIX_REUSE_ENV, "1") != "0" if prefix_reuse is None else prefix_reuse
 
     def grammar_text(self, model_cls: type[BaseModel], encode: Encoder | None = None) -> str:
@@ -250,6 +262,8 @@ class EmbeddedJudge(Judge):
         if seed is None:
             # greedy labels are reproducible; sampled ones (--samples k) must differ per request
             seed = 0 if self.temperature == 0 else random.randrange(2**31)
+        if self._jumps_forward():
+            return self._complete_values(llm, messages, model_cls, max_tokens)
         if not self.prefix_reuse:
             llm.reset()  # forget the evaluated tokens: the whole prompt is read again
         try:
@@ -275,7 +289,29 @@ class EmbeddedJudge(Judge):
             completion_tokens=int(usage.get("completion_tokens") or 0),
         )
 
+    def _complete_values(self, llm, messages: list[dict[str, str]], model_cls: type[BaseModel],
+                         max_tokens: int) -> Attempt:
+        """A greedy values reply by :class:`service.judge.jump_forward.ValuesDecoder`."""
+        name = model_cls.__name__
+        if name not in self._decoders:
+            encode = lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)  # noqa: E731
+            self._decoders[name] = ValuesDecoder(llm, label_axes(self.taxonomy, model_cls), self.values_max_items, encode)
+        try:
+            reply = self._decoders[name].decode(chat_prompt(llm, messages), max_tokens, reuse_prefix=self.prefix_reuse)
+        except ValueError as e:
+            status = Status.input_too_long if "context window" in str(e) else Status.judge_error
+            return Attempt(error_status=status, error=f"embedded judge: {e}")
+        except RuntimeError as e:
+            return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
+        return Attempt(text=reply.text, finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
+                       completion_tokens=reply.completion_tokens)
+
+    def _jumps_forward(self) -> bool:
+        return self.output_form == "values" and self.temperature == 0 and self.jump_forward
+
     def config(self) -> dict[str, Any]:
         form = ({"output_form": self.output_form, "values_max_items": self.values_max_items}
                 if self.output_form == "values" else {})  # the JSON form keeps its config_hash
+        if self._jumps_forward():
+            form["decoding"] = "jump_forward"
         return super().config() | {"n_ctx": self.n_ctx} | form

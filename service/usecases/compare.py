@@ -233,6 +233,8 @@ def slices_over_runs(labels: Path, results: list[Path], runs: list[str] | None, 
                      k: str = "1,5,10", say: Say = ignore) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``slicelab slices --results``: per-run pass rates, Wilson intervals and pass@k per slice, as JSON (and reports).
 
+    With ``runs``, only those runs' rows are read from the results (see :func:`load_labels_results`).
+
     Returns:
         ``(table, meta)`` (see :func:`slicelab.service.slice_stats.slice_stats`).
 
@@ -242,7 +244,7 @@ def slices_over_runs(labels: Path, results: list[Path], runs: list[str] | None, 
     from slicelab.service.slice_stats import slice_stats
 
     ks = parse_ks(k)
-    lab, res, _ = load_labels_results(labels, results, say=say)
+    lab, res, _ = load_labels_results(labels, results, runs=runs or None, say=say)
     table, meta = slice_stats(lab, res, runs, allow_ungated=allow_ungated, min_support=min_support, ks=ks)
     _write_slices(table, meta, output, report_dir)
     return table, meta
