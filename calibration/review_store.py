@@ -196,6 +196,11 @@ def decisions(review_id: str) -> dict[str, dict[str, dict]]:
         RecordError: an invalid or unknown review id, or an unreadable decisions file.
     """
     load_review(review_id)
+    return latest_decisions(review_id)
+
+
+def latest_decisions(review_id: str) -> dict[str, dict[str, dict]]:
+    """:func:`decisions` of a review known to exist (its ``review.json`` is not read)."""
     out: dict[str, dict[str, dict]] = {}
     for d in read_decision_lines(review_id):
         out.setdefault(d["item_id"], {})[d["axis"]] = d
@@ -282,7 +287,7 @@ def save_decision(review_id: str, item_id: str, labels: dict[str, Any], reviewer
     lines = [{"item_id": item_id, "axis": a, "label": check_label(axes[a], item, v), "reviewer": reviewer, "at": at}
              for a, v in labels.items()]
     append_decisions(review_id, lines)
-    return decisions(review_id).get(item_id, {})
+    return latest_decisions(review_id).get(item_id, {})
 
 
 def same_label(a: Any, b: Any) -> bool:
@@ -291,18 +296,23 @@ def same_label(a: Any, b: Any) -> bool:
 
 
 def progress(review_id: str) -> dict[str, int]:
-    """How far a review is.
+    """How far a review is (see :func:`review_progress`).
+
+    Raises:
+        RecordError: an invalid or unknown review id.
+    """
+    return review_progress(load_review(review_id))
+
+
+def review_progress(review: ReviewSet) -> dict[str, int]:
+    """How far a loaded review is.
 
     Returns:
         ``{"n_items", "n_reviewed": items with a decision on at least one axis, "n_complete": items
         with a decision on every axis that applies to them, "n_changed": (item, axis) decisions
         whose label differs from the item's prefill}``.
-
-    Raises:
-        RecordError: an invalid or unknown review id.
     """
-    review = load_review(review_id)
-    dec = decisions(review_id)
+    dec = latest_decisions(review.id)
     changed = complete = 0
     for item in review.items:
         got = dec.get(item.id, {})
@@ -330,7 +340,7 @@ def list_reviews() -> list[dict[str, Any]]:
             continue
         try:
             review = load_review(path.parent.name)
-            done = progress(review.id)["n_reviewed"]
+            done = review_progress(review)["n_reviewed"]
         except RecordError:
             continue
         out.append({"id": review.id, "source": review.source, "kind": review.kind, "record_id": review.record_id,
