@@ -7,7 +7,7 @@ from typing import Any
 
 from slicelab.calibration.cheap_labels import cheap_predictions, train_cheap
 from slicelab.calibration.gold import GOLD, GoldSet, load_gold
-from slicelab.calibration.review_rows import gold_paths, gold_rows, review_item
+from slicelab.calibration.review_rows import gold_rows, record_gold, review_item
 from slicelab.calibration.review_store import ReviewSet, new_review_id, now, same_label, save_review
 from slicelab.service.errors import ConfigError
 from slicelab.service.taxonomy import load_taxonomy
@@ -37,11 +37,7 @@ def create_calibration_review(record: dict[str, Any], *, labeler: str = "judge")
         RecordError / TaxonomyError: the gold file does not load (see :func:`calibration.gold.load_gold`).
     """
     taxonomy = load_taxonomy()
-    paths = gold_paths(record["gold"]["path"])
-    gold = load_gold(paths, taxonomy)
-    if gold.sha256 != record["gold"]["sha256"]:
-        raise ConfigError(f"gold set {', '.join(map(str, paths))} changed since record {record['id']} measured it "
-                          "(sha256 differs); review a record of the current gold set")
+    gold, paths = record_gold(record)
     axes = [a.name for a in taxonomy.axes(gold.kind)]
     pool_set, pool, heldout = _pool_and_heldout(record, gold, taxonomy)
     trained = train_cheap(pool_set, pool, taxonomy)

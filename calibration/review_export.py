@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
+from slicelab.calibration.gold import BUNDLED_ALL, GOLD
 from slicelab.calibration.records import load_record
 from slicelab.calibration.review import write_gold_file
-from slicelab.calibration.review_rows import gold_paths
+from slicelab.calibration.review_rows import record_gold
 from slicelab.calibration.review_store import (ReviewSet, applicable_axes, check_reviewer, load_review, now,
                                                read_decision_lines, review_path, save_review)
 from slicelab.service.errors import ConfigError
@@ -97,11 +97,7 @@ def _base_lines(review: ReviewSet, reviewed: set[str], reviewer: str, labels: di
     if review.source == "seed":
         paths = [Path(p) for p in BUNDLED_ALL[review.kind]]
     else:
-        record = load_record(review.record_id)
-        paths = gold_paths(record["gold"]["path"])
-        if load_gold(paths).sha256 != record["gold"]["sha256"]:
-            raise ConfigError(f"gold set {', '.join(map(str, paths))} changed since record {record['id']}; "
-                              "its review cannot be applied to it")
+        _, paths = record_gold(load_record(review.record_id))
     out = []
     for path in paths:
         for raw in path.read_bytes().splitlines(keepends=True):

@@ -6,14 +6,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from slicelab.calibration.gold import GoldSet, load_gold
 from slicelab.calibration.review_store import ReviewItem
+from slicelab.service.errors import ConfigError
 from slicelab.service.samples import EvalSample
 from slicelab.service.taxonomy import load_taxonomy
 
 
-def gold_paths(path: str | list[str]) -> list[Path]:
-    """A record's ``gold.path`` (one path, or a list for merged sets) as a list of paths."""
-    return [Path(p) for p in (path if isinstance(path, list) else [path])]
+def record_gold(record: dict[str, Any]) -> tuple[GoldSet, list[Path]]:
+    """The gold set a calibration record measured, loaded as it was (one file, or a list merged), and its files.
+
+    Raises:
+        ConfigError: the files changed since the record (their sha256 differs from the record's).
+        RecordError / TaxonomyError / OSError: they do not load (see :func:`calibration.gold.load_gold`).
+    """
+    spec = record["gold"]["path"]
+    paths = [Path(p) for p in (spec if isinstance(spec, list) else [spec])]
+    gold = load_gold(spec)
+    if gold.sha256 != record["gold"]["sha256"]:
+        raise ConfigError(f"gold set {', '.join(map(str, paths))} changed since record {record['id']} measured it "
+                          "(sha256 differs); review a record of the current gold set")
+    return gold, paths
 
 
 def gold_rows(paths: list[Path]) -> dict[str, dict[str, Any]]:
