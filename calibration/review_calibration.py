@@ -9,6 +9,7 @@ from slicelab.calibration.cheap_labels import cheap_predictions, train_cheap
 from slicelab.calibration.gold import GOLD, GoldSet, load_gold
 from slicelab.calibration.review_rows import gold_rows, record_gold, review_item
 from slicelab.calibration.review_store import ReviewSet, new_review_id, now, same_label, save_review
+from slicelab.calibration.run import cheap_labelers
 from slicelab.service.errors import ConfigError
 from slicelab.service.taxonomy import load_taxonomy
 
@@ -39,9 +40,13 @@ def create_calibration_review(record: dict[str, Any], *, labeler: str = "judge")
     taxonomy = load_taxonomy()
     gold, paths = record_gold(record)
     axes = [a.name for a in taxonomy.axes(gold.kind)]
+    judged = {it["id"]: it for it in record.get("items") or []}
+    available = (["judge"] if judged else []) + list(cheap_labelers(gold.kind))
+    if labeler not in available:
+        raise ConfigError(f"labeler {labeler!r} has no labels in record {record['id']}; available: "
+                          f"{', '.join(available)}")
     pool_set, pool, heldout = _pool_and_heldout(record, gold, taxonomy)
     trained = train_cheap(pool_set, pool, taxonomy)
-    judged = {it["id"]: it for it in record.get("items") or []}
     rows = gold_rows(paths)
     items = []
     for i in heldout:
@@ -50,9 +55,6 @@ def create_calibration_review(record: dict[str, Any], *, labeler: str = "judge")
             shown["judge"] = {"labels": {a: judged[i].get("judge", {}).get(a) for a in axes},
                               "confidence": {a: (judged[i].get("confidence") or {}).get(a) for a in axes}}
         shown |= cheap_predictions(trained, gold.items[i], axes)
-        if labeler not in shown:
-            raise ConfigError(f"labeler {labeler!r} has no labels in record {record['id']}; available: "
-                              f"{', '.join(shown)}")
         annotators = {a: gold.labels[a][i] for a in gold.annotators if i in gold.labels[a]}
         score, reason, conf = _disagreement(gold.labels[GOLD][i], annotators, shown[labeler], labeler, axes)
         items.append((conf, review_item(gold.items[i], rows[i], axes, gold=gold.labels[GOLD][i],
