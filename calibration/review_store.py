@@ -208,12 +208,21 @@ def latest_decisions(review_id: str) -> dict[str, dict[str, dict]]:
 
 
 def append_decisions(review_id: str, lines: list[dict[str, Any]]) -> None:
-    """Append decision lines in one write, under an exclusive lock, then flush and fsync the file."""
-    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in lines)
-    with open(review_path(review_id) / DECISIONS_FILE, "a", encoding="utf-8") as f:
+    """Append decision lines in one write, under an exclusive lock, then flush and fsync the file.
+
+    A torn last line (a write cut short by a crash, never acknowledged) is cut off first.
+    """
+    data = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in lines).encode("utf-8")
+    with open(review_path(review_id) / DECISIONS_FILE, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.write(text)
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(0)
+                body = f.read()
+                if not body.endswith(b"\n"):
+                    f.truncate(body.rfind(b"\n") + 1)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         finally:

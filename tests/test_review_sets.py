@@ -126,6 +126,13 @@ def test_the_latest_decision_wins_and_export_writes_a_new_gold_version(review, r
     assert decisions(review.id)[first.id]["task_type"]["label"] == other
     assert decisions(review.id)[second.id]["output_constraint"]["reviewer"] == "bob"
     assert progress(review.id) == {"n_items": 8, "n_reviewed": 2, "n_complete": 1, "n_changed": 2}
+    # a line cut short by a crash is ignored when read and cut off by the next save
+    log = reviews_dir() / review.id / "decisions.jsonl"
+    with log.open("a") as f:
+        f.write('{"item_id": "' + first.id + '", "axis": "task_')
+    assert decisions(review.id)[first.id]["task_type"]["label"] == other
+    save_decision(review.id, second.id, {"output_constraint": second.prefill["output_constraint"]}, "bob")
+    assert [json.loads(x)["reviewer"] for x in log.read_text().splitlines()[-2:]] == ["bob", "bob"]
 
     path = export_gold(review.id, "alice")
     assert path.parent == reviews_dir() / review.id and path.name == "gold_alice_1.jsonl"

@@ -84,7 +84,7 @@ def review_list(as_json: AsJson = False) -> None:
                   "or `slicelab review from-calibration`")
         return
     t = Table(title=f"review sets in {escape(str(reviews_dir()))}", title_justify="left")
-    for col in ("id", "source", "kind", "record / benchmark", "created", "reviewed"):
+    for col in ("id", "source", "kind", "from", "created", "reviewed"):
         t.add_column(col, no_wrap=col in ("id", "created"))
     for r in rows:
         t.add_row(r["id"], r["source"], r["kind"], escape(r["record_id"] or r["benchmark"] or "—"), r["created_at"],
