@@ -216,7 +216,7 @@ def import_review(csv_path: Path, gold_path: Path, out_path: Path | None = None)
     gold = load_gold(gold_path, taxonomy)
     corrections = _corrections(Path(csv_path), gold, gold_path, {a.name: a for a in taxonomy.axes(gold.kind)})
     out = _new_version_path(gold_path, out_path)
-    _write_new_version(out, _corrected_lines(gold_path, corrections), taxonomy)
+    write_gold_file(out, _corrected_lines(gold_path, corrections), taxonomy)
     return out
 
 
@@ -317,11 +317,13 @@ def _corrected_lines(gold_path: Path, corrections: dict[str, dict[str, Any]]) ->
     return new_lines
 
 
-def _write_new_version(out: Path, lines: list[bytes], taxonomy: Taxonomy) -> None:
+def write_gold_file(out: Path, lines: list[bytes], taxonomy: Taxonomy) -> None:
     """Write a new gold-set file (never over an existing one); remove it again unless it loads as a gold set.
 
     Raises:
-        ConfigError: ``out`` appeared meanwhile or cannot be written.
+        ConfigError: ``out`` exists (or appeared meanwhile) or cannot be written.
+        RecordError / TaxonomyError: the written file does not load (see :func:`calibration.gold.load_gold`);
+            it is removed.
     """
     try:
         f = out.open("xb")  # "x": fails if the file appeared meanwhile
