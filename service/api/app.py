@@ -15,6 +15,7 @@ from slicelab.service.api.settings import Settings
 from slicelab.service.api.state import ApiState
 from slicelab.service.api.tag import tag_router
 from slicelab.service.api.taxonomy import router as taxonomy_router
+from slicelab.service.api.ui import router as ui_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +34,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_problem_handlers(app)
     app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
     for router in (health_router, metrics_router, taxonomy_router, tag_router(state.taxonomy), jobs_router,
-                   calibrations_router):
+                   calibrations_router, ui_router):
         app.include_router(router)
     return app

@@ -22,6 +22,8 @@ from slicelab.service.errors import ConfigError
 from slicelab.service.judge import judge_spec
 
 router = APIRouter(tags=["calibrations"])
+#: The RQ task a calibration runs as (returns the record id).
+CALIBRATE_TASK = "slicelab.workers.tasks.calibrate"
 
 
 class CalibrationRequest(BaseModel):
@@ -37,28 +39,43 @@ class CalibrationRequest(BaseModel):
 def create_calibration(req: CalibrationRequest, _: str = Depends(RequireScope("calibrations")),
                        state: ApiState = Depends(api_state)) -> dict:
     """Calibrate the configured judge on a gold set (runs on a worker); returns the RQ job id."""
-    from slicelab.calibration.gold import BUNDLED, load_gold  # imports scikit-learn: seconds, only when used
+    from slicelab.calibration.gold import BUNDLED  # imports scikit-learn: seconds, only when used
 
-    cfg = state.settings
-    gold = BUNDLED[req.gold] if req.gold in BUNDLED else safe_path(cfg.data_root, req.gold)
-    load_gold(gold)  # a bad gold file is refused now (422), not after the judge has worked
-    spec = judge_spec(judge_url=cfg.judge.get("base_url"), judge_model=cfg.judge.get("model"),
-                      exemplars_k=req.exemplars_k, exemplars_gold=str(gold) if req.exemplars_k else None)
-    rq_job = Queue(cfg.queue, connection=state.answering_redis()).enqueue(
-        "slicelab.workers.tasks.calibrate", str(gold), spec, {"limit": req.limit, "lobo": req.leave_one_benchmark_out},
-        job_timeout=6 * 3600,
-        result_ttl=defaults.RESULT_TTL_S)
+    gold = BUNDLED[req.gold] if req.gold in BUNDLED else safe_path(state.settings.data_root, req.gold)
+    rq_job = enqueue_calibration(state, gold, exemplars_k=req.exemplars_k, limit=req.limit,
+                                 lobo=req.leave_one_benchmark_out)
     return {"task_id": rq_job.id, "state": "queued",
             "poll": f"/v1/calibrations/tasks/{rq_job.id}"}
+
+
+def enqueue_calibration(state: ApiState, gold: Path, *, exemplars_k: int = 0, limit: int | None = None,
+                        lobo: bool = True) -> Job:
+    """Enqueue a calibration of the configured judge on the gold file ``gold`` (a server path already checked).
+
+    The gold file is loaded first, so a bad one is refused before anything is enqueued; the
+    task (``slicelab.workers.tasks.calibrate``) returns the new record's id.
+
+    Raises:
+        RecordError / TaxonomyError: the gold file does not load (see :func:`calibration.gold.load_gold`).
+        redis.exceptions.ConnectionError: Redis does not answer (nothing is enqueued).
+    """
+    from slicelab.calibration.gold import load_gold  # imports scikit-learn: seconds, only when used
+
+    cfg = state.settings
+    load_gold(gold)  # a bad gold file is refused now (422), not after the judge has worked
+    spec = judge_spec(judge_url=cfg.judge.get("base_url"), judge_model=cfg.judge.get("model"),
+                      exemplars_k=exemplars_k, exemplars_gold=str(gold) if exemplars_k else None)
+    return Queue(cfg.queue, connection=state.answering_redis()).enqueue(
+        CALIBRATE_TASK, str(gold), spec, {"limit": limit, "lobo": lobo},
+        job_timeout=6 * 3600, result_ttl=defaults.RESULT_TTL_S)
 
 
 @router.get("/v1/calibrations/tasks/{task_id}")
 def calibration_task(task_id: str, _: str = Depends(RequireScope("calibrations")),
                      state: ApiState = Depends(api_state)) -> dict:
     """State of a calibration started with POST /v1/calibrations (and the record id when finished)."""
-    try:
-        job = Job.fetch(task_id, connection=state.redis())
-    except Exception:  # noqa: BLE001
+    job = calibration_job(state, task_id)
+    if job is None:
         raise HTTPException(404, f"no calibration task {task_id!r} (unknown, or expired from Redis)")
     status = job.get_status().value
     return {"task_id": task_id, "state": status,
@@ -79,6 +96,16 @@ def calibration_report(cal_id: str, _: str = Depends(RequireScope("calibrations"
     found = record(cal_id)
     paths = write_report(found, calibrations_dir() / found["id"])
     return HTMLResponse(Path(paths["html"]).read_text(encoding="utf-8"))
+
+
+def calibration_job(state: ApiState, task_id: str) -> Job | None:
+    """The RQ job of a calibration enqueued by :func:`enqueue_calibration`, or None (unknown, expired, or
+    another kind of job)."""
+    try:
+        job = Job.fetch(task_id, connection=state.redis())
+    except Exception:  # noqa: BLE001
+        return None
+    return job if job.func_name == CALIBRATE_TASK else None
 
 
 def record(cal_id: str) -> dict:

@@ -28,6 +28,8 @@ class Settings:
         max_body_bytes: request body limit (413 above it).
         max_text_chars: limit per text field of a tagged item (413 above it).
         tag_timeout_s: seconds one /v1/tag may take (504 above it).
+        ui_secret: the key review-page session cookies are signed with (``SLICELAB_UI_SECRET``);
+            None: a random key per process, so sessions end when the service restarts.
     """
 
     api_keys: dict[str, set[str]]
@@ -38,11 +40,13 @@ class Settings:
     max_body_bytes: int = 20 * 1024 * 1024
     max_text_chars: int = 200_000
     tag_timeout_s: float = 120.0
+    ui_secret: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
-        """Read ``SLICELAB_API_KEYS`` / ``SLICELAB_API_KEYS_FILE``, ``SLICELAB_DATA_ROOT``, judge and Redis settings.
+        """Read ``SLICELAB_API_KEYS`` / ``SLICELAB_API_KEYS_FILE``, ``SLICELAB_DATA_ROOT``, judge, Redis and
+        ``SLICELAB_UI_SECRET`` settings.
 
         Raises:
             ConfigError: an API key with an unknown scope.
@@ -57,6 +61,7 @@ class Settings:
             data_root=Path(os.environ.get("SLICELAB_DATA_ROOT") or ".").resolve(),
             judge=judge_spec(judge_url=url, judge_model=os.environ.get("SLICELAB_JUDGE_MODEL")),
             redis_url=os.environ.get("REDIS_URL") or defaults.REDIS_URL,
+            ui_secret=os.environ.get("SLICELAB_UI_SECRET") or None,
         )
 
 

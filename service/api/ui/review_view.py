@@ -1,0 +1,105 @@
+"""What a review page shows of one item (per axis: the choices, the current decision, every labeler's
+and annotator's labels) and the labels a submitted form holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+
+from slicelab.service.taxonomy import AxisDef, Taxonomy
+
+#: Suffix of the checkbox fields holding an operation axis's further operations (after the primary).
+MORE = "__more"
+
+
+def applicable(axis: AxisDef, item: Any) -> bool:
+    """Whether ``axis`` takes a label on ``item`` (failure_mode only on an item scored wrong)."""
+    return not (axis.only_when == "scored_wrong" and item.correct is not False)
+
+
+def label_text(value: Any) -> str:
+    """A label value as text: operations joined by ``, `` (primary first), ``—`` for none."""
+    if isinstance(value, list):
+        return ", ".join(value) if value else "(none)"
+    return "—" if value is None else str(value)
+
+
+def columns(item: Any) -> list[dict[str, Any]]:
+    """The label sources shown beside the decision: gold, each annotator, each labeler (with confidences)."""
+    cols = [{"name": "gold", "labels": item.gold, "confidence": {}}] if item.gold is not None else []
+    cols += [{"name": name, "labels": labels or {}, "confidence": {}}
+             for name, labels in sorted(item.annotators.items())]
+    cols += [{"name": name, "labels": lab.get("labels") or {}, "confidence": lab.get("confidence") or {}}
+             for name, lab in item.labelers.items()]
+    return cols
+
+
+def axis_rows(taxonomy: Taxonomy, review: Any, item: Any, decided: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per axis of the review: the decision form's state and each label source's cell.
+
+    Args:
+        taxonomy: the label vocabulary; review: the ReviewSet; item: one of its ReviewItems.
+        decided: axis → the latest decision line of this item (from ``review_sets.decisions``).
+
+    Returns:
+        Per axis ``{"name", "kind", "description", "options" [(id, meaning)], "applicable",
+        "value", "primary", "more", "allow_none", "max_items", "decided", "changed", "cells"}``;
+        ``value`` is the decision where one was saved, else the prefill; each cell
+        ``{"text", "confidence" (0-1 or None), "same" (equals value)}``.
+    """
+    rows = []
+    cols = columns(item)
+    for name in review.axes:
+        axis = taxonomy.axis(review.kind, name)
+        dec = decided.get(name)
+        value = dec["label"] if dec else item.prefill.get(name)
+        ops = axis.kind == "operations"
+        values = list(value or []) if ops else []
+        cells = []
+        for col in cols:
+            got = col["labels"].get(name)
+            cells.append({"text": label_text(got), "confidence": col["confidence"].get(name),
+                          "same": got is not None and got == value})
+        rows.append({"name": name, "kind": axis.kind, "description": axis.description,
+                     "options": [(lab.id, lab.meaning) for lab in axis.labels],
+                     "applicable": applicable(axis, item), "value": value,
+                     "primary": values[0] if values else None, "more": values[1:],
+                     "allow_none": ops and axis.min_items == 0, "max_items": axis.max_items,
+                     "decided": dec is not None, "changed": dec is not None and dec["label"] != item.prefill.get(name),
+                     "cells": cells})
+    return rows
+
+
+def form_labels(taxonomy: Taxonomy, review: Any, item: Any, form: FormData, only: str | None = None) -> dict[str, Any]:
+    """The labels a review form holds: every applicable axis, or only axis ``only``.
+
+    A single-label axis is the field ``<axis>``; an operation axis the primary ``<axis>``
+    (empty: no operation, where the axis allows none) and the checked ``<axis>__more`` values.
+
+    Raises:
+        HTTPException: 422 naming the axis: no label chosen, too many operations, or ``only``
+            not an applicable axis of the review.
+    """
+    out: dict[str, Any] = {}
+    for name in review.axes:
+        axis = taxonomy.axis(review.kind, name)
+        if (only and name != only) or not applicable(axis, item):
+            continue
+        chosen = str(form.get(name) or "")
+        if axis.kind == "single":
+            if not chosen:
+                raise HTTPException(422, f"{name}: choose a label")
+            out[name] = chosen
+            continue
+        more = [str(v) for v in form.getlist(name + MORE) if v and v != chosen]
+        ops = ([chosen] if chosen else []) + list(dict.fromkeys(more))
+        if len(ops) < axis.min_items or (not chosen and more):
+            raise HTTPException(422, f"{name}: choose the primary operation first")
+        if len(ops) > axis.max_items:
+            raise HTTPException(422, f"{name}: at most {axis.max_items} operations (got {len(ops)}: {', '.join(ops)})")
+        out[name] = ops
+    if only and only not in out:
+        raise HTTPException(422, f"axis {only!r} is not an axis of this item; its axes: {', '.join(review.axes)}")
+    return out
