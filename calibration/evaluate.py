@@ -138,8 +138,9 @@ def _annotator_agreement(gold: GoldSet, axis: AxisDef, items: list[str], metric)
     a_name, b_name = (gold.annotators + [None, None])[:2]
     if not (a_name and b_name):
         return None
-    both = [i for i in items if gold.labels[a_name].get(i, {}).get(axis.name) is not None
-            and gold.labels[b_name].get(i, {}).get(axis.name) is not None or axis.kind == "operations"]
+    rated = [i for i in items if i in gold.labels[a_name] and i in gold.labels[b_name]]  # both wrote a row
+    both = [i for i in rated if gold.labels[a_name][i].get(axis.name) is not None
+            and gold.labels[b_name][i].get(axis.name) is not None or axis.kind == "operations"]
     agreement = metric([gold.labels[a_name][i].get(axis.name) for i in both],
                        [gold.labels[b_name][i].get(axis.name) for i in both])
     agreement["pair"] = [a_name, b_name]
