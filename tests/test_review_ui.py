@@ -173,12 +173,13 @@ def work(redis_url: str) -> None:
 def screenshot(driver, name: str, out: Path) -> None:
     """A 1280-wide screenshot of the whole page to ``out/name`` (and to $SLICELAB_UI_SCREENSHOTS when set)."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height + 40, 600), 2400))
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 2400), "scale": 1}})
     out.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(out / name))
+    (out / name).write_bytes(base64.b64decode(shot["data"]))
     if os.environ.get("SLICELAB_UI_SCREENSHOTS"):
         shutil.copy(out / name, Path(os.environ["SLICELAB_UI_SCREENSHOTS"]) / name)
-    driver.set_window_size(1280, 1000)
 
 
 @pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
@@ -285,7 +286,11 @@ def seed_review(driver, wait, base, tmp_path) -> None:
     n = driver.find_element(By.ID, "n")
     n.clear()
     n.send_keys("5")
+    driver.find_element(By.ID, "benchmark").send_keys("arith")
+    screenshot(driver, "seed-page.png", tmp_path / "shots")
     driver.find_element(By.CSS_SELECTOR, "#seed button").click()
     wait.until(lambda d: re.search(r"/ui/reviews/rev-[0-9T]+-[0-9a-f]{6}$", d.current_url))
     assert len(driver.find_elements(By.CSS_SELECTOR, "#items tr")) == 1 + 5
-    screenshot(driver, "seed-page.png", tmp_path / "shots")
+    driver.find_element(By.ID, "continue").click()
+    wait.until(lambda d: d.current_url.endswith("/items/1"))
+    assert driver.find_element(By.ID, "question").text.startswith("What is ")  # an item of bench.jsonl

@@ -79,7 +79,7 @@ def task(task_id: str, session: Session = Depends(page_session), state: ApiState
     if job is None:
         raise HTTPException(404, f"no calibration task {task_id!r} (unknown, or expired from Redis)")
     status = job.get_status().value
-    context: dict[str, Any] = {"task_id": task_id, "status": status, "gold": str(job.args[0]), "record": None,
+    context: dict[str, Any] = {"task_id": task_id, "task_state": status, "gold": str(job.args[0]), "record": None,
                                "rows": [], "error": None, "note": None, "refresh": None}
     if status in RUNNING:
         context["refresh"] = REFRESH_S

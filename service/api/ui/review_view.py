@@ -47,7 +47,7 @@ def axis_rows(taxonomy: Taxonomy, review: Any, item: Any, decided: dict[str, dic
         Per axis ``{"name", "kind", "description", "options" [(id, meaning)], "applicable",
         "value", "primary", "more", "allow_none", "max_items", "decided", "changed", "cells"}``;
         ``value`` is the decision where one was saved, else the prefill; each cell
-        ``{"text", "confidence" (0-1 or None), "same" (equals value)}``.
+        ``{"text", "confidence" (0-1 or None), "same" (equals value; both None on an axis that does not apply)}``.
     """
     rows = []
     cols = columns(item)
@@ -61,7 +61,7 @@ def axis_rows(taxonomy: Taxonomy, review: Any, item: Any, decided: dict[str, dic
         for col in cols:
             got = col["labels"].get(name)
             cells.append({"text": label_text(got), "confidence": col["confidence"].get(name),
-                          "same": got is not None and got == value})
+                          "same": got == value})
         rows.append({"name": name, "kind": axis.kind, "description": axis.description,
                      "options": [(lab.id, lab.meaning) for lab in axis.labels],
                      "applicable": applicable(axis, item), "value": value,
