@@ -26,6 +26,7 @@ Modules:
 ``jobs``            router: ``/v1/jobs`` ...; ``job_folders`` (job folders on disk) and
                     ``job_engine`` (job state from the job engine)
 ``calibrations``    router: ``/v1/calibrations`` ...
+``ui``              router: the review pages under ``/ui`` (HTML; session cookie, CSRF)
 ==================  ==============================================================================
 """
 
