@@ -121,6 +121,44 @@ def test_a_foreign_origin_or_referer_is_forbidden(client):
     assert r.status_code == 303 and "slicelab_ui=" in r.headers["set-cookie"]
 
 
+def test_seed_review_decisions_are_saved_checked_and_shown_again(client, tmp_path):
+    from slicelab.service.taxonomy import load_taxonomy
+
+    token = login(client)
+    r = client.post("/ui/seed", data={"path": "../outside.jsonl", "n": "3", "csrf": token})
+    assert r.status_code == 422 and "outside the data root" in r.text
+    r = client.post("/ui/seed", data={"path": "bench.jsonl", "n": "3", "csrf": token}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    review = r.headers["location"]
+    assert "0 / 3 reviewed" in client.get(review).text
+    page = client.get(f"{review}/items/1").text
+    axes = load_taxonomy().axes("eval")
+    labels = {a.name: a.ids[-1] for a in axes if a.kind == "single" and f'id="ax-{a.name}"' in page}
+    form = labels | {"solving_operations": "arithmetic", "solving_operations__more": ["pattern_induction"],
+                     "csrf": token}
+    r = client.post(f"{review}/items/1", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].endswith("/items/2?saved=1")
+    page = client.get(f"{review}/items/1").text
+    for axis, label in labels.items():
+        assert re.search(rf'<option value="{label}" title="[^"]*" selected>', page), axis
+    assert re.search(r'name="solving_operations__more" value="pattern_induction"[^>]* checked', page)
+    r = client.post(f"{review}/items/2", data={**form, "only": "task_type"})
+    assert r.json() == {"saved": "task_type", "progress": r.json()["progress"]}
+    assert r.json()["progress"]["n_reviewed"] == 2
+    bad = client.post(f"{review}/items/1", data={**form, "solving_operations": ""})
+    assert bad.status_code == 422 and "solving_operations" in bad.text
+    bad = client.post(f"{review}/items/1", data={**form, "task_type": "no_such_label"})
+    assert bad.status_code == 422 and "no_such_label" in bad.text
+    assert client.get(f"{review}/items/99").status_code == 404
+    # Redis down: re-calibrate refuses before exporting anything
+    down = TestClient(create_app(settings(tmp_path / "data", "redis://127.0.0.1:1/0")), base_url="https://testserver",
+                      cookies=client.cookies)
+    r = down.post(f"{review}/recalibrate", data={"csrf": token})
+    assert r.status_code == 503 and "Redis does not answer" in r.text
+    assert not list((tmp_path / "home").glob("reviews/*/gold_*.jsonl"))
+    assert client.get("/ui/reviews/rev-..%2F..%2Fetc/items/1").status_code == 404
+
+
 # --------------------------------------------------------------------------- the loop in a browser
 
 
@@ -157,7 +195,6 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download a driver
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
@@ -192,6 +229,7 @@ def test_review_loop_in_headless_chromium(tmp_path, redis_url, judge_server, mon
     from slicelab.service.judge import judge_spec
 
     monkeypatch.setenv("SLICELAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download a driver
     write_samples(tmp_path / "data")
     record = run_calibration(BUNDLED["eval"], judge_spec(judge_url=judge_server.base_url, judge_model="test-judge"),
                              "", limit=8, workers=0, inline=True, lobo=False, n_boot=50)

@@ -75,9 +75,13 @@ async def _slicelab_error(request: Request, exc: SlicelabError) -> JSONResponse:
     return problem_response(request, Problem(422, "Invalid request", str(exc)))
 
 
+def redis_down_detail(exc: Exception) -> str:
+    """What a 503 says when Redis does not answer (``exc``: the connection or timeout error)."""
+    return f"Redis does not answer ({type(exc).__name__}); nothing was started, try again when it is back"
+
+
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-    return problem_response(request, Problem(503, "Service unavailable", f"Redis does not answer "
-                                             f"({type(exc).__name__}); nothing was started, try again when it is back"))
+    return problem_response(request, Problem(503, "Service unavailable", redis_down_detail(exc)))
 
 
 def add_problem_handlers(app: FastAPI) -> None:

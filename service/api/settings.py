@@ -13,6 +13,8 @@ from slicelab.service.judge import judge_spec
 
 #: Scopes an API key may hold; a key given without scopes holds all of them.
 SCOPES = ("tag", "jobs", "calibrations", "metrics")
+#: Fewest characters of the review pages' cookie signing secret.
+MIN_UI_SECRET = 32
 
 
 @dataclass
@@ -49,8 +51,13 @@ class Settings:
         ``SLICELAB_UI_SECRET`` settings.
 
         Raises:
-            ConfigError: an API key with an unknown scope.
+            ConfigError: an API key with an unknown scope, or a ``SLICELAB_UI_SECRET`` shorter than
+                :data:`MIN_UI_SECRET` characters.
         """
+        secret = os.environ.get("SLICELAB_UI_SECRET") or None
+        if secret is not None and len(secret) < MIN_UI_SECRET:
+            raise ConfigError(f"SLICELAB_UI_SECRET has {len(secret)} characters; give at least {MIN_UI_SECRET} "
+                              "(e.g. `openssl rand -hex 32`)")
         entries = [e for e in (os.environ.get("SLICELAB_API_KEYS") or "").split(",") if e.strip()]
         keys_file = os.environ.get("SLICELAB_API_KEYS_FILE")
         if keys_file:
@@ -61,7 +68,7 @@ class Settings:
             data_root=Path(os.environ.get("SLICELAB_DATA_ROOT") or ".").resolve(),
             judge=judge_spec(judge_url=url, judge_model=os.environ.get("SLICELAB_JUDGE_MODEL")),
             redis_url=os.environ.get("REDIS_URL") or defaults.REDIS_URL,
-            ui_secret=os.environ.get("SLICELAB_UI_SECRET") or None,
+            ui_secret=secret,
         )
 
 

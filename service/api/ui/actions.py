@@ -55,6 +55,7 @@ def recalibrate(review_id: str, limit: str = Form(""), lobo: str = Form(""), ses
     """Export a new gold version, then calibrate the configured judge on it (the task of POST /v1/calibrations)."""
     get_review(review_id)
     n = optional_int(limit, "limit")
+    state.answering_redis()  # nothing is exported when the task cannot be enqueued
     path = review_sets.export_gold(review_id, session.reviewer)
     job = enqueue_calibration(state, path, limit=n, lobo=bool(lobo))
     return see_other(f"/ui/tasks/{job.id}")

@@ -19,7 +19,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from slicelab.service.api.paths import relative_paths
+from slicelab.service.api.problems import redis_down_detail
 from slicelab.service.api.ui.session import Refusal
+from slicelab.service.engine import REDIS_DOWN
 from slicelab.service.errors import SlicelabError
 from slicelab.service.report_templates import render
 
@@ -61,7 +63,8 @@ def login_redirect(request: Request) -> RedirectResponse:
 
 class UiRoute(APIRoute):
     """A route answering its errors as HTML pages: a refused GET without a session becomes a redirect to
-    the login page, other refusals (401/403), HTTP errors, invalid forms and slicelab errors (422) error pages."""
+    the login page, other refusals (401/403), HTTP errors, invalid forms and slicelab errors (422) and a Redis
+    that does not answer (503) error pages."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
@@ -81,6 +84,8 @@ class UiRoute(APIRoute):
                 status, message = 422, f"invalid form: {fields}"
             except SlicelabError as e:
                 status, message = 422, str(e)
+            except REDIS_DOWN as e:
+                status, message = 503, redis_down_detail(e)
             return error_page(status, relative_paths(message, state.settings.data_root, state.jobs.root))
 
         return ui_handler
