@@ -93,7 +93,7 @@ def _disagreement(gold: dict[str, Any], annotators: dict[str, dict], shown: dict
     ann_differ = [a for a in axes
                   if any(not same_label(x.get(a), y.get(a)) for x, y in combinations(annotators.values(), 2))]
     score = len(differ) + len(ann_differ) / (len(axes) + 1)
-    parts = [f"{labeler}≠gold on {len(differ)} axis{'es' if len(differ) != 1 else ''}"
+    parts = [f"{labeler}≠gold on {len(differ)} {'axis' if len(differ) == 1 else 'axes'}"
              + (f" ({', '.join(differ)})" if differ else "")]
     if ann_differ:
         parts.append(f"annotators differ on {', '.join(ann_differ)}")
