@@ -134,8 +134,11 @@ def _axis_result(gold: GoldSet, axis: AxisDef, heldout: list[str], judge_labels:
 
 
 def _annotator_agreement(gold: GoldSet, axis: AxisDef, items: list[str], metric) -> dict[str, Any] | None:
-    """The first two annotators' agreement on one axis, with ``pair``: their names (None with fewer than two)."""
-    a_name, b_name = (gold.annotators + [None, None])[:2]
+    """Agreement of the two annotators who rated the most of ``items`` on one axis (ties: name order), with
+    ``pair``: their names (None with fewer than two). A reviewer who relabeled some items of an exported
+    gold set does not displace the pair who labeled them all."""
+    ranked = sorted(gold.annotators, key=lambda a: -sum(i in gold.labels[a] for i in items))
+    a_name, b_name = sorted((ranked + [None, None])[:2], key=lambda a: (a is None, a or ""))
     if not (a_name and b_name):
         return None
     rated = [i for i in items if i in gold.labels[a_name] and i in gold.labels[b_name]]  # both wrote a row

@@ -207,3 +207,19 @@ def test_gate_can_require_the_alt_test(tmp_path, eval_gold):
     path.write_text(yaml.safe_dump(gate | {"require": "sometimes"}))
     with pytest.raises(Exception, match="require"):
         load_gate(path)
+
+
+def test_annotator_pair_is_the_two_who_rated_most_items_not_a_partial_reviewer(tmp_path):
+    """An exported gold set holds a reviewer's rows for some items only; the annotator agreement stays
+    that of the two annotators who labeled every item, whatever the reviewer's name sorts as."""
+    from slicelab.calibration.evaluate import _annotator_agreement
+
+    rows = [json.loads(line) for line in BUNDLED["eval"].read_text().splitlines() if line.strip()]
+    extra = [dict(r, annotator="aa-reviewer") for r in rows if r["annotator"] == "annotator_a"][:3]
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + extra))
+    gold = load_gold(path)
+    assert gold.annotators[0] == "aa-reviewer"  # sorts first
+    axis = next(a for a in load_taxonomy().axes("eval") if a.name == "task_type")
+    got = _annotator_agreement(gold, axis, sorted(gold.items), lambda a, b: {"n": len(a)})
+    assert got["pair"] == ["annotator_a", "annotator_b"] and got["n"] == len(gold.items)
