@@ -64,9 +64,9 @@ def per_benchmark(gold: GoldSet, pool: list[str], heldout: list[str],
     Returns:
         benchmark (:func:`benchmark_family` of the item source) → ``{"n_heldout", "n_pool", "axes"}``;
         ``axes``: axis → ``{"labeler", "n" (items scored on the axis), "kappa", "kappa_ci_low",
-        "kappa_ci_high", "accuracy", "macro_f1", "lobo_kappa", "lobo_n"}`` (operation axes: the primary
-        operation; ``kappa_undefined``: why kappa is None where it is). ``lobo_kappa`` is the
-        leave-one-benchmark-out kappa of the same labeler and benchmark, None where the record has none
+        "kappa_ci_high", "accuracy", "macro_f1", "lobo_kappa", "lobo_accuracy", "lobo_n"}`` (operation axes: the primary
+        operation; ``kappa_undefined``: why kappa is None where it is). ``lobo_*`` are the
+        leave-one-benchmark-out figures of the same labeler and benchmark, None where the record has none
         (the LLM judge and the cascade are never left out). Every benchmark of the pool or held-out
         items has an entry.
     """
@@ -105,6 +105,7 @@ def _own(gold: GoldSet, axis: AxisDef, items: list[str], labeler: str,
 
 
 def _lobo_figure(lobo: dict[str, Any] | None, labeler: str, axis: str, bench: str) -> dict[str, Any]:
-    """``lobo_kappa`` and ``lobo_n`` of one labeler, axis and benchmark from a leave-one-benchmark-out result."""
+    """``lobo_kappa``, ``lobo_accuracy`` and ``lobo_n`` of one labeler, axis and benchmark from a
+    leave-one-benchmark-out result."""
     entry = (((lobo or {}).get(labeler) or {}).get(axis) or {}).get("by_source", {}).get(bench) or {}
-    return {"lobo_kappa": entry.get("kappa"), "lobo_n": entry.get("n")}
+    return {"lobo_kappa": entry.get("kappa"), "lobo_accuracy": entry.get("accuracy"), "lobo_n": entry.get("n")}

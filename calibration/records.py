@@ -83,6 +83,7 @@ class BenchmarkAxisAgreement(_Part):
     kappa: float | None = None
     accuracy: float | None = None
     lobo_kappa: float | None = None
+    lobo_accuracy: float | None = None
 
 
 class BenchmarkAgreement(_Part):

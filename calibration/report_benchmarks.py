@@ -15,7 +15,7 @@ from slicelab.calibration.report_content import Cell, axis_title, number
 #: Header of the per-benchmark table.
 PER_BENCHMARK_HEAD = ["benchmark", "axis", "n held-out\n(scored on the axis)", "labeler\nselected for the axis",
                       "own κ [95% CI]\ntrained on the full pool", "own accuracy",
-                      "LOBO κ\ntrained without this benchmark", "own − LOBO\nκ", "reading"]
+                      "LOBO κ\ntrained without this benchmark", "LOBO accuracy", "own − LOBO\nκ", "reading"]
 #: Labelers that leave-one-benchmark-out never measures (they call the LLM judge).
 NO_LOBO = ("judge", "judge_sc", "cascade")
 #: Own κ at least this much above LOBO κ reads as "better with its own gold items".
@@ -32,7 +32,8 @@ def per_benchmark_of(record: dict) -> dict[str, Any] | None:
 
 def per_benchmark_table(record: dict) -> tuple[list[str], list[list[Cell]]] | None:
     """Rows = benchmark × axis: held-out n (items scored on the axis), the selected labeler, its own κ [CI] and
-    accuracy on the benchmark's held-out items, its leave-one-benchmark-out κ, the difference, and a reading
+    accuracy on the benchmark's held-out items, its leave-one-benchmark-out κ and accuracy, the κ difference,
+    and a reading
     (:data:`TOO_FEW` below :data:`calibration.per_benchmark.MIN_HELDOUT` items). None without ``per_benchmark``."""
     pb = per_benchmark_of(record)
     if pb is None:
@@ -48,7 +49,8 @@ def per_benchmark_table(record: dict) -> tuple[list[str], list[list[Cell]]] | No
                          Cell(shown_n), Cell(str(a.get("labeler", "?")), num=False), _own_cell(a),
                          Cell(number(a["accuracy"])) if a.get("accuracy") is not None
                          else Cell("—", "no held-out item scored on this axis"),
-                         _lobo_cell(record, a), _diff_cell(a), Cell(_reading(n_heldout, a), num=False)])
+                         _lobo_cell(record, a, "lobo_kappa"), _lobo_cell(record, a, "lobo_accuracy"), _diff_cell(a),
+                         Cell(_reading(n_heldout, a), num=False)])
     return PER_BENCHMARK_HEAD, rows
 
 
@@ -62,10 +64,10 @@ def _own_cell(a: dict) -> Cell:
     return Cell(f"{kappa:.2f} [{lo:.2f}, {hi:.2f}]")
 
 
-def _lobo_cell(record: dict, a: dict) -> Cell:
-    """LOBO κ, or "—" with why there is none."""
-    if a.get("lobo_kappa") is not None:
-        return Cell(number(a["lobo_kappa"]))
+def _lobo_cell(record: dict, a: dict, key: str) -> Cell:
+    """A leave-one-benchmark-out figure (``key``: ``lobo_kappa`` or ``lobo_accuracy``), or "—" with why there is none."""
+    if a.get(key) is not None:
+        return Cell(number(a[key]))
     if not isinstance(record.get("leave_one_benchmark_out"), dict):
         return Cell("—", "leave-one-benchmark-out was not computed for this record")
     if a.get("labeler") in NO_LOBO:
@@ -82,16 +84,19 @@ def _diff_cell(a: dict) -> Cell:
 
 
 def _reading(n_heldout: int, a: dict) -> str:
-    """The row in words: too few items, or how own κ compares with LOBO κ."""
+    """The row in words: too few items, or how own κ compares with LOBO κ (a difference of :data:`HELPS` or more)."""
     if n_heldout < MIN_HELDOUT:
         return f"{TOO_FEW} (n < {MIN_HELDOUT})"
     if (a.get("n") or 0) < MIN_HELDOUT:
         return f"too few items scored on this axis to judge (n < {MIN_HELDOUT})"
-    if a.get("kappa") is None or a.get("lobo_kappa") is None:
+    if a.get("kappa") is None:
+        return "κ undefined (one class on these items): compare accuracies"
+    if a.get("lobo_kappa") is None:
         return ""
-    if a["kappa"] - a["lobo_kappa"] >= HELPS:
+    diff = a["kappa"] - a["lobo_kappa"]
+    if diff >= HELPS:
         return "better with its own gold items"
-    return "no better than without its own gold items"
+    return "worse with its own gold items" if diff <= -HELPS else "about the same without its own gold items"
 
 
 def per_benchmark_text(record: dict) -> tuple[str, list[str]]:
@@ -102,10 +107,11 @@ def per_benchmark_text(record: dict) -> tuple[str, list[str]]:
                 "agreement beside its leave-one-benchmark-out figure."), []
     intro = ("Own κ: the selected labeler of each axis, trained on the full exemplar pool (which holds the "
              "benchmark's own pool items), measured on that benchmark's held-out items only. LOBO κ: the same "
-             "labeler trained on the other benchmarks only (leave-one-benchmark-out, above). Own κ well above "
+             "labeler trained on the other benchmarks only (leave-one-benchmark-out). Own κ well above "
              "LOBO κ means the benchmark's gold items made its labels better; own κ near LOBO κ means they did "
              f"not add much. With fewer than {MIN_HELDOUT} held-out items a benchmark's κ is too uncertain "
-             "to judge. Operation axes: primary operation.")
+             "to judge. Where a benchmark's gold labels use one class on an axis, κ is undefined there: compare "
+             "the accuracies. Operation axes: primary operation.")
     few = [f"{b} ({e.get('n_heldout', 0)} held-out)" for b, e in pb.items() if e.get("n_heldout", 0) < MIN_HELDOUT]
     lines = []
     if few:

@@ -32,12 +32,18 @@ def record():
     return calibrate_offline(BUNDLED_ALL["eval"], n_boot=100)
 
 
-def _predictions(gold, record, axis: str, items: list[str]) -> list:
-    """The selected labeler of ``axis`` trained on the record's pool again, on ``items``."""
+@pytest.fixture(scope="module")
+def selected(gold, record):
+    """Axis → the record's selected labeler trained on the record's pool again (each labeler once)."""
     taxonomy = load_taxonomy()
     pool, _ = gold.split(seed=record["split"]["seed"], holdout_frac=record["split"]["holdout_frac"])
-    make = cheap_labelers(gold.kind)[record["selection"][axis]]
-    labeler = make([gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool}, taxonomy)
+    makers, trained = cheap_labelers(gold.kind), {}
+    for name in set(record["selection"].values()):
+        trained[name] = makers[name]([gold.items[i] for i in pool], {i: gold.labels[GOLD][i] for i in pool}, taxonomy)
+    return {axis: trained[name] for axis, name in record["selection"].items()}
+
+
+def _predictions(gold, labeler, axis: str, items: list[str]) -> list:
     return [labeler.predict(gold.items[i])[0].get(axis) for i in items]
 
 
@@ -58,14 +64,14 @@ def test_record_counts_each_benchmarks_held_out_and_pool_items(gold, record):
         assert sum(e["axes"][axis]["n"] for e in pb.values()) == m["n"], axis
 
 
-def test_own_kappa_is_cohens_kappa_on_the_benchmarks_held_out_items(gold, record):
+def test_own_kappa_is_cohens_kappa_on_the_benchmarks_held_out_items(gold, record, selected):
     _, held = gold.split(seed=0, holdout_frac=0.5)
     for bench in ("bbh", "math500"):
         items = [i for i in held if BENCHMARK[gold.sources[i]] == bench]
         for axis in ("task_type", "background_condition"):
             a = record["per_benchmark"][bench]["axes"][axis]
             truth = [gold.labels[GOLD][i][axis] for i in items]
-            predicted = _predictions(gold, record, axis, items)
+            predicted = _predictions(gold, selected[axis], axis, items)
             assert a["n"] == len(items)
             assert a["kappa"] == pytest.approx(cohen_kappa_score(truth, predicted)), (bench, axis)
             assert a["accuracy"] == pytest.approx(sum(t == p for t, p in zip(truth, predicted)) / len(items))
@@ -73,7 +79,7 @@ def test_own_kappa_is_cohens_kappa_on_the_benchmarks_held_out_items(gold, record
         axis = "solving_operations"
         a = record["per_benchmark"][bench]["axes"][axis]
         truth = [gold.labels[GOLD][i][axis][0] for i in items]
-        predicted = [p[0] for p in _predictions(gold, record, axis, items)]
+        predicted = [p[0] for p in _predictions(gold, selected[axis], axis, items)]
         assert a["kappa"] == pytest.approx(cohen_kappa_score(truth, predicted)), bench
 
 
@@ -85,6 +91,7 @@ def test_lobo_kappa_is_the_records_leave_one_benchmark_out_figure(record):
             figure = ((lobo.get(a["labeler"]) or {}).get(axis) or {}).get("by_source", {}).get(bench)
             expected = figure["kappa"] if figure else None
             assert a["lobo_kappa"] == expected, (bench, axis)
+            assert a["lobo_accuracy"] == (figure["accuracy"] if figure else None), (bench, axis)
             found += expected is not None
     assert found >= 4  # shape, cues, k-NN and student all have leave-one-benchmark-out figures
 
@@ -124,6 +131,9 @@ def test_record_round_trips_and_report_shows_the_table(record, tmp_path, monkeyp
     md = paths["md"].read_text(encoding="utf-8")
     assert "## Per benchmark: own agreement vs leave-one-benchmark-out" in md
     assert "| benchmark | axis | n held-out, (scored on the axis) | labeler, selected for the axis |" in md
+    # one class on a benchmark's axis: κ undefined there, the row says to compare accuracies
+    gsm = next(ln for ln in md.splitlines() if ln.startswith("| gsm8k | task_type |"))
+    assert pb["gsm8k"]["axes"]["task_type"]["kappa"] is None and "compare accuracies" in gsm
     line = next(ln for ln in md.splitlines() if ln.startswith("| bbh | task_type |"))
     assert f"{a['kappa']:.2f} [{a['kappa_ci_low']:.2f}, {a['kappa_ci_high']:.2f}]" in line
     assert sum("too few held-out items to judge" in ln for ln in md.splitlines() if ln.startswith("| aime |")) \
