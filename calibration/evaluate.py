@@ -104,10 +104,8 @@ def _axis_result(gold: GoldSet, axis: AxisDef, heldout: list[str], judge_labels:
     the nearest pool item's label); ``metric``: :func:`metric_fn` of the axis.
     """
     gl = gold.labels[GOLD]
-    items = [i for i in heldout if gl[i].get(axis.name) is not None or axis.kind == "operations"]
-    if axis.only_when:
-        items = [i for i in items if gl[i].get(axis.name) is not None]
-    judged = {i: modal([(lab or {}).get(axis.name) for lab in judge_labels.get(i, [None])]) for i in items}
+    items = axis_items(gold, axis, heldout)
+    judged = {i: judge_modal(judge_labels, i, axis.name) for i in items}
     judge_preds = [judged[i][0] for i in items]
     truth = [gl[i].get(axis.name) for i in items]
     result: dict[str, Any] = {"kind": axis.kind, "n": len(items)}
@@ -131,6 +129,22 @@ def _axis_result(gold: GoldSet, axis: AxisDef, heldout: list[str], judge_labels:
                   for n, labels in other_labelers.items() if n in result["labelers"]}
     result["alt_test"] = _alt_tests(gold, axis, items, predicted, gate)
     return result | _verdicts(result, axis, gate)
+
+
+def axis_items(gold: GoldSet, axis: AxisDef, heldout: list[str]) -> list[str]:
+    """The held-out items scored on one axis: those with a gold label on it (every item on an operation
+    axis, whose empty list is a label, unless the axis applies only under a condition), in ``heldout`` order."""
+    gl = gold.labels[GOLD]
+    items = [i for i in heldout if gl[i].get(axis.name) is not None or axis.kind == "operations"]
+    if axis.only_when:
+        items = [i for i in items if gl[i].get(axis.name) is not None]
+    return items
+
+
+def judge_modal(judge_labels: dict[str, list[dict[str, Any] | None]], item_id: str, axis: str) -> tuple[Any, float]:
+    """The judge's modal label of one item on one axis over its samples, and its share (a failed or
+    missing sample counts as None; see :func:`service.labelers.modal`)."""
+    return modal([(lab or {}).get(axis) for lab in judge_labels.get(item_id, [None])])
 
 
 def _annotator_agreement(gold: GoldSet, axis: AxisDef, items: list[str], metric) -> dict[str, Any] | None:

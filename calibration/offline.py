@@ -17,6 +17,7 @@ from typing import Any
 from slicelab.calibration.evaluate import evaluate, gated_metrics, select_labeler
 from slicelab.calibration.gate import GATE_FILE, combine, load_gate, verdict
 from slicelab.calibration.gold import BUNDLED_ALL, GOLD, load_gold
+from slicelab.calibration.per_benchmark import per_benchmark
 from slicelab.calibration.records import calibrations_dir, read_record, save_record
 from slicelab.calibration.run import cheap_labelers, leave_one_benchmark_out
 from slicelab.service.taxonomy import load_taxonomy
@@ -33,7 +34,8 @@ def calibrate_offline(gold_paths: list[str | Path], *, split_seed: int = 0, hold
     Returns:
         A calibration record (not saved): ``kind``, ``gold``, ``split``, ``judge`` (None),
         ``axes`` (:func:`calibration.evaluate.evaluate`), ``selection``, ``verdicts``,
-        ``judge_verdicts``, ``labelers.seconds_per_label`` and ``leave_one_benchmark_out``.
+        ``judge_verdicts``, ``labelers.seconds_per_label``, ``leave_one_benchmark_out`` and ``per_benchmark``
+        (:func:`calibration.per_benchmark.per_benchmark`).
     """
     taxonomy = load_taxonomy()
     gold = load_gold([str(p) for p in gold_paths], taxonomy)
@@ -54,6 +56,8 @@ def calibrate_offline(gold_paths: list[str | Path], *, split_seed: int = 0, hold
         m["selected"] = select_labeler(m["labelers"], m["kind"])
         m["verdict"] = combine(verdict(gated_metrics(m["labelers"][m["selected"]], m["kind"]), gate.threshold(axis)),
                                m["alt_test"].get(m["selected"]), gate.require)
+    selection = {a: m["selected"] for a, m in metrics.items()}
+    lobo_result = leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200)) if lobo else None
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
         "id": record_id or f"offline-{gold.kind}-{gold.sha256[:8]}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
@@ -69,11 +73,12 @@ def calibrate_offline(gold_paths: list[str | Path], *, split_seed: int = 0, hold
         "labelers": {"seconds_per_label": timing, "cascade": {"cheap": "knn", "threshold": None,
                                                               "share_to_judge": {"any_axis": 0.0}}},
         "axes": metrics,
-        "selection": {a: m["selected"] for a, m in metrics.items()},
+        "selection": selection,
         "verdicts": {a: m["verdict"]["verdict"] for a, m in metrics.items()},
         "judge_verdicts": {a: "ungated" for a in metrics},  # not measured here
-        "leave_one_benchmark_out": leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
-        if lobo else None,
+        "leave_one_benchmark_out": lobo_result,
+        "per_benchmark": per_benchmark(gold, pool, heldout, {}, others, selection, taxonomy, lobo=lobo_result,
+                                       n_boot=n_boot),
     }
 
 

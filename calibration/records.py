@@ -74,6 +74,27 @@ class LabelersInfo(_Part):
     judge_sc: SelfConsistencyInfo | None = None
 
 
+class BenchmarkAxisAgreement(_Part):
+    """One axis of one benchmark: the selected labeler's agreement on the benchmark's held-out items (own,
+    labelers trained on the full pool) and its leave-one-benchmark-out kappa (None where not computed)."""
+
+    labeler: str
+    n: int | None = None
+    kappa: float | None = None
+    accuracy: float | None = None
+    lobo_kappa: float | None = None
+    lobo_accuracy: float | None = None
+
+
+class BenchmarkAgreement(_Part):
+    """One benchmark's held-out and pool item counts and its per-axis agreement
+    (:func:`slicelab.calibration.per_benchmark.per_benchmark`)."""
+
+    n_heldout: int
+    n_pool: int
+    axes: dict[str, BenchmarkAxisAgreement] = Field(default_factory=dict)
+
+
 class CalibrationRecord(_Part):
     """One calibration: what was measured (judge, gold set, split, gate) and what it showed per axis.
 
@@ -83,8 +104,9 @@ class CalibrationRecord(_Part):
     labeler (see :mod:`slicelab.calibration.evaluate`), the ``selected`` labeler and the gate
     verdicts; ``verdicts`` / ``judge_verdicts`` / ``judge_sc_verdicts`` are ``pass``, ``fail``
     or ``ungated`` per axis for the selected labelers, the judge and the self-consistent judge.
-    Records written by older versions (without ``selection``, ``judge_verdicts`` or ``labelers``)
-    load with those empty.
+    ``per_benchmark`` holds each benchmark's own agreement beside its leave-one-benchmark-out figure.
+    Records written by older versions (without ``selection``, ``judge_verdicts``, ``labelers`` or
+    ``per_benchmark``) load with those empty.
     """
 
     id: str
@@ -106,6 +128,7 @@ class CalibrationRecord(_Part):
     judge_verdicts: dict[str, str] | None = None
     judge_sc_verdicts: dict[str, str] | None = None
     leave_one_benchmark_out: dict[str, Any] | None = None
+    per_benchmark: dict[str, BenchmarkAgreement] | None = None
     items: list[dict[str, Any]] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

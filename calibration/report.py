@@ -3,8 +3,8 @@
 Besides the LLM judge, a record made since per-axis labeler selection holds the k-NN,
 student and cascade labelers measured on the same items, the labeler selected per axis
 (its verdict is the gate's) and the judge-alone verdict, and a leave-one-benchmark-out
-estimate for the cheap labelers. Older records without those fields render with the
-judge as the only labeler.
+estimate for the cheap labelers, and per benchmark its own agreement beside that estimate.
+Older records without those fields render with the judge as the only labeler.
 
 The HTML is self-contained: the reports' one inline stylesheet, figures as base64 PNG data
 URIs, no scripts and no external URLs, so it can be mailed or attached to a review as one
@@ -15,7 +15,7 @@ record; nothing is recomputed here. A metric that is None is shown as "—" with
 Pages are rendered from the templates ``calibration.html.j2`` and ``calibration.md.j2``
 (:mod:`service.report_templates`; values are escaped by the HTML template's autoescape).
 What the report says: :mod:`calibration.report_content`; its tables:
-:mod:`calibration.report_tables`; its figures: :mod:`calibration.report_figures`.
+:mod:`calibration.report_tables` and :mod:`calibration.report_benchmarks`; its figures: :mod:`calibration.report_figures`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from slicelab.calibration.report_benchmarks import per_benchmark_table, per_benchmark_text
 from slicelab.calibration.report_content import (Notes, axis_flag, axis_title, cascade_sentence, clip,
                                                  gate_conclusion, gate_findings, gate_lines, has_selection,
                                                  judge_verdict, labeler_names, meta_rows, rater_metrics,
@@ -56,6 +57,8 @@ def report_context(record: dict) -> dict[str, Any]:
         intro, expect = lobo_text(record)
         head, rows = lobo_table(record) or (None, None)
         lobo = {"intro": intro, "expect": expect, "head": head, "rows": rows, "notes": Notes()}
+    pb_intro, pb_lines = per_benchmark_text(record)
+    pb_head, pb_rows = per_benchmark_table(record) or (None, None)
     lab_head, lab_rows = labelers_table(record) or (None, None)
     head, verdict_cols = summary_head(record)
     worst, total = worst_disagreements(record)
@@ -69,6 +72,7 @@ def report_context(record: dict) -> dict[str, Any]:
         "gate_version": (record.get("gate") or {}).get("version", "?"),
         "gate_rule": lines[0]["rule"].replace(" (primary operation)", "").removeprefix("rule: ") if lines else "",
         "lobo": lobo,
+        "per_benchmark": {"intro": pb_intro, "lines": pb_lines, "head": pb_head, "rows": pb_rows, "notes": Notes()},
         "labelers": {"head": lab_head, "rows": lab_rows, "notes": Notes(), "cascade": cascade_sentence(record)},
         "meta": meta_rows(record),
         "summary": {"head": head, "verdict_cols": verdict_cols, "rows": summary_rows(record),

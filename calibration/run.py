@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,10 @@ from typing import Any, Callable
 
 from redis import Redis
 
-from slicelab.calibration.evaluate import evaluate, modal
+from slicelab.calibration.evaluate import evaluate, judge_modal
 from slicelab.calibration.gate import GATE_FILE, load_gate
 from slicelab.calibration.gold import GOLD, GoldSet, load_gold
+from slicelab.calibration.per_benchmark import benchmark_family, per_benchmark, summary
 from slicelab.calibration.records import calibrations_dir, save_record
 from slicelab.service import defaults
 from slicelab.service.errors import ConfigError
@@ -96,7 +96,7 @@ def run_calibration(
     metrics = evaluate(split.gold, split.pool, split.heldout, judge_labels, taxonomy, gate,
                        other_labelers=others, pool_set=split.pool_set, n_boot=n_boot)
     record = _record(split, config, samples=samples, gate=gate, df=df, labelers=labelers, metrics=metrics,
-                     judge_labels=judge_labels, axes=axes, taxonomy=taxonomy, lobo=lobo, n_boot=n_boot)
+                     judge_labels=judge_labels, others=others, axes=axes, taxonomy=taxonomy, lobo=lobo, n_boot=n_boot)
     save_record(record)
     return record
 
@@ -186,7 +186,7 @@ def _cheap_and_cascade(split: _Split, taxonomy: Taxonomy, df, judge_labels: dict
         t0 = time.perf_counter()
         cheap[name] = {i: labeler.predict(gold.items[i]) for i in split.heldout}
         timing[name] = round((time.perf_counter() - t0) / max(1, len(split.heldout)), 5)
-    modal_judge = {i: {a: modal([(lab or {}).get(a) for lab in judge_labels.get(i, [None])])[0] for a in axes}
+    modal_judge = {i: {a: judge_modal(judge_labels, i, a)[0] for a in axes}
                    if any(judge_labels.get(i, [None])) else None for i in split.heldout}
     cascade, to_judge = _cascade(cheap["knn"], modal_judge, cascade_threshold, axes)
     timing["cascade"] = round(timing["knn"] + (timing["judge"] or 0.0) * to_judge["any_axis"], 5)
@@ -207,10 +207,13 @@ def _self_consistent_result(df_sc, sc_labeler, axes: list[str], k: int, temperat
 
 
 def _record(split: _Split, config, *, samples: int, gate, df, labelers: dict[str, Any], metrics: dict[str, Any],
-            judge_labels: dict[str, list], axes: list[str], taxonomy: Taxonomy, lobo: bool, n_boot: int
-            ) -> dict[str, Any]:
-    """The calibration record (see :func:`run_calibration`)."""
+            judge_labels: dict[str, list], others: dict[str, dict], axes: list[str], taxonomy: Taxonomy, lobo: bool,
+            n_boot: int) -> dict[str, Any]:
+    """The calibration record (see :func:`run_calibration`); ``others``: the other labelers' held-out labels."""
     gold, config_hash = split.gold, config.config_hash()
+    lobo_result = (leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
+                   if lobo and not split.exemplars_path else None)
+    selection = {a: m["selected"] for a, m in metrics.items()}
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
         "id": f"cal-{config_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
@@ -231,13 +234,14 @@ def _record(split: _Split, config, *, samples: int, gate, df, labelers: dict[str
         "output_tokens_per_label": _median(df, "judge_completion_tokens"),
         "labelers": labelers,
         "axes": metrics,
-        "selection": {a: m["selected"] for a, m in metrics.items()},
+        "selection": selection,
         "verdicts": {a: m["verdict"]["verdict"] for a, m in metrics.items()},
         "judge_verdicts": {a: m["judge_verdict"]["verdict"] for a, m in metrics.items()},
         **({"judge_sc_verdicts": {a: m["labeler_verdicts"]["judge_sc"] for a, m in metrics.items()}}
            if "judge_sc" in labelers else {}),
-        "leave_one_benchmark_out": leave_one_benchmark_out(gold, taxonomy, n_boot=min(n_boot, 200))
-        if lobo and not split.exemplars_path else None,
+        "leave_one_benchmark_out": lobo_result,
+        "per_benchmark": per_benchmark(gold, split.pool, split.heldout, judge_labels, others, selection, taxonomy,
+                                       lobo=lobo_result, pool_set=split.pool_set, n_boot=n_boot),
         "items": _items(gold, split.heldout, judge_labels, df, axes),
     }
 
@@ -302,11 +306,6 @@ def cheap_labelers(kind: str) -> dict[str, Callable[..., Any]]:
     return makers
 
 
-def benchmark_family(source: str) -> str:
-    """The benchmark a gold source belongs to: a trailing year is dropped (``aime2025`` → ``aime``)."""
-    return re.sub(r"(?<=\D)(19|20)\d\d$", "", source or "")
-
-
 def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, Any]:
     """Metrics of the labelers without an LLM when every item is labeled from pools of other benchmarks only.
 
@@ -357,14 +356,6 @@ def leave_one_benchmark_out(gold, taxonomy, *, n_boot: int = 200) -> dict[str, A
     return out
 
 
-def summary(metrics: dict[str, Any], kind: str) -> dict[str, Any]:
-    """n, accuracy, kappa with its 95% interval and macro-F1 (operation axes: of the primary)."""
-    m = metrics["primary"] if kind == "operations" else metrics
-    ci = m.get("cohen_kappa_ci") or [None, None]
-    return {"n": m["n"], "accuracy": m["accuracy"], "kappa": m["cohen_kappa"], "kappa_ci_low": ci[0],
-            "kappa_ci_high": ci[1], "macro_f1": m["macro_f1"]}
-
-
 def table(record: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per axis: the selected labeler, and per labeler n, accuracy, kappa, kappa_ci_low,
     kappa_ci_high, macro_f1 and seconds_per_label (the ``--json`` output of ``slicelab calibrate``)."""
@@ -403,7 +394,7 @@ def _items(gold, heldout, judge_labels, df, axes) -> list[dict[str, Any]]:
         text = item.question if isinstance(item, EvalSample) else item.text
         judged, conf = {}, {}
         for a in axes:
-            judged[a], conf[a] = modal([(lab or {}).get(a) for lab in judge_labels.get(i, [None])])
+            judged[a], conf[a] = judge_modal(judge_labels, i, a)
         row = first.loc[i] if i in first.index else None
         raw = row["judge_raw_output"] if row is not None else []
         out.append({

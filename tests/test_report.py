@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,7 @@ def test_document_record_report(doc_record, tmp_path):
 # --------------------------------------------------------------------------- labelers, selection, leave-one-benchmark-out
 
 #: Keys a record lacks when it was made before per-axis labeler selection.
-NEW_TOP_KEYS = ("labelers", "selection", "judge_verdicts", "leave_one_benchmark_out")
+NEW_TOP_KEYS = ("labelers", "selection", "judge_verdicts", "leave_one_benchmark_out", "per_benchmark")
 NEW_AXIS_KEYS = ("labelers", "selected", "judge_verdict")
 
 
@@ -273,6 +274,35 @@ def test_leave_one_benchmark_out_table(eval_record, eval_report):
     assert "## Leave-one-benchmark-out" in md and "| axis | knn, n | knn, κ [95% CI], new benchmark |" in md
 
 
+def test_record_has_each_benchmarks_own_agreement(eval_record, eval_report):
+    from slicelab.calibration.run import benchmark_family
+
+    pb, gold = eval_record["per_benchmark"], load_gold(EVAL_GOLD)
+    held = [it["id"] for it in eval_record["items"]]
+    assert {b: e["n_heldout"] for b, e in pb.items() if e["n_heldout"]} \
+        == dict(Counter(benchmark_family(gold.sources[i]) for i in held))
+    assert set(pb) == set(eval_record["leave_one_benchmark_out"]["sources"])
+    checked = 0
+    for axis, m in eval_record["axes"].items():
+        assert sum(e["axes"][axis]["n"] for e in pb.values()) == m["n"], axis
+        for bench, e in pb.items():
+            a = e["axes"][axis]
+            assert a["labeler"] == m["selected"]
+            if m["selected"] != "judge" or m["kind"] == "operations" or a["kappa"] is None:
+                continue
+            # the judge's modal labels of the record's items, judge failures as the invalid class
+            items = [it for it in eval_record["items"] if benchmark_family(gold.sources[it["id"]]) == bench
+                     and it["gold"].get(axis) is not None]
+            truth = [it["gold"][axis] for it in items]
+            judged = [it["judge"][axis] if it["judge"][axis] is not None else INVALID for it in items]
+            assert a["kappa"] == pytest.approx(cohen_kappa_score(truth, judged)), (bench, axis)
+            assert a["lobo_kappa"] is None  # the judge is never left out
+            checked += 1
+    assert checked >= 1
+    page = eval_report["html"].read_text(encoding="utf-8")
+    assert 'class="per-benchmark"' in page and "too few held-out items to judge" in page  # 12 held-out items in all
+
+
 def _regate(record: dict, gate: GateConfig) -> dict:
     """The record with its verdicts redone under another gate (same selection), by the real gate code."""
     record = json.loads(json.dumps(record))
@@ -343,6 +373,7 @@ def test_old_format_record_still_renders(eval_record, tmp_path):
     assert "predates per-axis labeler selection" in page and "predates per-axis labeler selection" in md
     assert '<table class="labelers">' not in page and "Leave-one-benchmark-out" not in page
     assert "selected labeler" not in page and "LLM judge alone" not in page
+    assert "predates per-benchmark agreement" in page and 'class="per-benchmark"' not in page
     for axis, v in old["verdicts"].items():
         assert re.search(rf"<strong>{axis}</strong> <span class=\"verdict {v}\">{v}</span> LLM judge \(the only", page)
     head = re.findall(r"<th>(.*?)</th>", _section(page, "summary"))
