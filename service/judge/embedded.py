@@ -45,8 +45,8 @@ GGUF_ENV = "SLICELAB_GGUF"
 THREADS_ENV = "SLICELAB_LLAMA_THREADS"
 #: Environment variable; ``0`` turns off reuse of the shared prompt prefix's llama.cpp state.
 PREFIX_REUSE_ENV = "SLICELAB_PREFIX_REUSE"
-#: Environment variable; ``1`` decodes greedy values replies with
-#: :class:`service.judge.jump_forward.ValuesDecoder` instead of llama.cpp's grammar sampler.
+#: Environment variable; ``0`` decodes greedy values replies with llama.cpp's grammar sampler
+#: instead of :class:`service.judge.jump_forward.ValuesDecoder` (the default).
 JUMP_FORWARD_ENV = "SLICELAB_JUMP_FORWARD"
 #: Default cap of the values form on an operation list (the primary operation and one more).
 VALUES_MAX_ITEMS = 2
@@ -160,7 +160,7 @@ class EmbeddedJudge(Judge):
         jump_forward: greedy (temperature 0) values replies are decoded by
             :class:`service.judge.jump_forward.ValuesDecoder`, which reads the tokens the grammar
             forces in one batch instead of one forward pass each (default ``$SLICELAB_JUMP_FORWARD``
-            == ``1``). The decision rule is the same greedy one, but batched forward passes move
+            != ``0``). The decision rule is the same greedy one, but batched forward passes move
             near-tied logits, so labels can differ from the grammar sampler's: another judge
             configuration, recorded by :meth:`config`.
         **kwargs: see :class:`service.judge.base.Judge`.
@@ -191,7 +191,7 @@ class EmbeddedJudge(Judge):
         self._grammars: dict[str, Any] = {}
         self._grammar_hashes: dict[str, str] = {}
         self._decoders: dict[str, ValuesDecoder] = {}
-        self.jump_forward = os.environ.get(JUMP_FORWARD_ENV, "0") == "1" if jump_forward is None else jump_forward
+        self.jump_forward = os.environ.get(JUMP_FORWARD_ENV, "1") != "0" if jump_forward is None else jump_forward
         self.prefix_reuse = os.environ.get(PREFIX_REUSE_ENV, "1") != "0" if prefix_reuse is None else prefix_reuse
 
     def grammar_text(self, model_cls: type[BaseModel], encode: Encoder | None = None) -> str:
