@@ -12,7 +12,6 @@ outside the reviews folder can be named).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slicelab.calibration.records import home
+from slicelab.calibration.review_log import append_decisions_to, read_decisions
 from slicelab.service.errors import ConfigError, RecordError
 from slicelab.service.taxonomy import AxisDef, load_taxonomy
 
@@ -171,62 +171,61 @@ def read_decision_lines(review_id: str) -> list[dict[str, Any]]:
     """Every decision line of a review, in the order saved (a torn last line, from a crash, is skipped).
 
     Raises:
-        RecordError: an invalid id, or a line before the last that is not JSON (line named).
+        RecordError: an invalid id, or a line that is not JSON or not a decision object (the file
+            and line named; see :mod:`calibration.review_log`).
     """
-    path = review_path(review_id) / DECISIONS_FILE
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    out = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if n < len(lines):  # only a last line without its newline may be torn
-                raise RecordError(f"{path}: not JSON: {e}", line=n) from None
-    return out
+    return read_decisions(review_path(review_id) / DECISIONS_FILE)
 
 
 def decisions(review_id: str) -> dict[str, dict[str, dict]]:
     """The latest decision line per item and axis: ``{item_id: {axis: {"item_id", "axis", "label", "reviewer", "at"}}}``.
 
     Raises:
-        RecordError: an invalid or unknown review id, or an unreadable decisions file.
+        RecordError: an invalid or unknown review id, or a damaged decisions file (file and line named).
     """
     load_review(review_id)
     return latest_decisions(review_id)
 
 
-def latest_decisions(review_id: str) -> dict[str, dict[str, dict]]:
-    """:func:`decisions` of a review known to exist (its ``review.json`` is not read)."""
+def latest(lines: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
+    """The latest of checked decision lines per item and axis (see :func:`decisions`)."""
     out: dict[str, dict[str, dict]] = {}
-    for d in read_decision_lines(review_id):
+    for d in lines:
         out.setdefault(d["item_id"], {})[d["axis"]] = d
     return out
 
 
-def append_decisions(review_id: str, lines: list[dict[str, Any]]) -> None:
+def latest_decisions(review_id: str) -> dict[str, dict[str, dict]]:
+    """:func:`decisions` of a review known to exist (its ``review.json`` is not read).
+
+    Raises:
+        RecordError: a damaged decisions file (file and line named).
+    """
+    return latest(read_decision_lines(review_id))
+
+
+def append_decisions(review_id: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Append decision lines in one write, under an exclusive lock, then flush and fsync the file.
 
-    A torn last line (a write cut short by a crash, never acknowledged) is cut off first.
+    The file is checked first (nothing is written to a damaged file); a torn last line (a write
+    cut short by a crash, never acknowledged) is cut off. Returns every decision line after the append.
+
+    Raises:
+        RecordError: a damaged decisions file (file and line named).
     """
-    data = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in lines).encode("utf-8")
-    with open(review_path(review_id) / DECISIONS_FILE, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            size = f.seek(0, os.SEEK_END)
-            if size:
-                f.seek(0)
-                body = f.read()
-                if not body.endswith(b"\n"):
-                    f.truncate(body.rfind(b"\n") + 1)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return append_decisions_to(review_path(review_id) / DECISIONS_FILE, lines)
+
+
+def scored_wrong(item: ReviewItem) -> bool:
+    """Whether an item is an answer scored wrong (``correct`` false with a model output): the rule under which
+    ``only_when`` axes (``failure_mode``) apply, as in :attr:`service.samples.EvalSample.scored_wrong`."""
+    return item.correct is False and item.model_output is not None
+
+
+def axis_applies(axis: AxisDef, item: ReviewItem) -> bool:
+    """Whether ``axis`` takes a label on ``item``: every axis, except ``only_when`` axes on an item not
+    :func:`scored_wrong`."""
+    return not axis.only_when or scored_wrong(item)
 
 
 def check_label(axis: AxisDef, item: ReviewItem, value: Any) -> Any:
@@ -241,11 +240,10 @@ def check_label(axis: AxisDef, item: ReviewItem, value: Any) -> Any:
     """
     where = f"item {item.id!r}, axis {axis.name}"
     allowed = ", ".join(axis.ids)
-    wrong = item.correct is False and item.model_output is not None
-    if axis.only_when and not wrong:
+    if not axis_applies(axis, item):
         if value is not None:
-            raise ConfigError(f"{where}: {value!r} given, but {axis.name} applies only to an answer scored wrong; "
-                              "leave it empty (null)")
+            raise ConfigError(f"{where}: {value!r} given, but {axis.name} applies only to an answer scored wrong "
+                              "with a model output; leave it empty (null)")
         return None
     if axis.kind == "single":
         if value not in axis.ids:
@@ -295,8 +293,7 @@ def save_decision(review_id: str, item_id: str, labels: dict[str, Any], reviewer
     at = now()
     lines = [{"item_id": item_id, "axis": a, "label": check_label(axes[a], item, v), "reviewer": reviewer, "at": at}
              for a, v in labels.items()]
-    append_decisions(review_id, lines)
-    return latest_decisions(review_id).get(item_id, {})
+    return latest(append_decisions(review_id, lines)).get(item_id, {})
 
 
 def same_label(a: Any, b: Any) -> bool:
@@ -332,27 +329,32 @@ def review_progress(review: ReviewSet) -> dict[str, int]:
 
 
 def applicable_axes(review: ReviewSet, item: ReviewItem) -> list[str]:
-    """The review's axes that apply to an item (``only_when`` axes only on an answer scored wrong)."""
-    only_when = {a.name for a in load_taxonomy().axes(review.kind) if a.only_when}
-    wrong = item.correct is False and item.model_output is not None
-    return [a for a in review.axes if wrong or a not in only_when]
+    """The review's axes that apply to an item (:func:`axis_applies`)."""
+    axes = {a.name: a for a in load_taxonomy().axes(review.kind)}
+    return [a for a in review.axes if axis_applies(axes[a], item)]
 
 
 def list_reviews() -> list[dict[str, Any]]:
-    """Every saved review set, newest first: ``{id, source, kind, record_id, benchmark, created_at, n_items, n_reviewed}``.
+    """Every saved review set, newest first: ``{id, source, kind, record_id, benchmark, created_at, n_items,
+    n_reviewed, error}``.
 
-    Folders without a readable ``review.json`` are skipped.
+    ``error`` is None, or the message of a review that cannot be read (an unreadable ``review.json``:
+    the other fields None; a damaged ``decisions.jsonl``: ``n_reviewed`` None), so one damaged review
+    is shown as such and never hides the others.
     """
     out = []
     for path in reviews_dir().glob(f"*/{REVIEW_FILE}"):
         if not REVIEW_ID.match(path.parent.name):
             continue
+        row: dict[str, Any] = dict.fromkeys(("source", "kind", "record_id", "benchmark", "created_at", "n_items",
+                                             "n_reviewed", "error"))
+        row["id"] = path.parent.name
         try:
             review = load_review(path.parent.name)
-            done = review_progress(review)["n_reviewed"]
-        except RecordError:
-            continue
-        out.append({"id": review.id, "source": review.source, "kind": review.kind, "record_id": review.record_id,
-                    "benchmark": review.benchmark, "created_at": review.created_at,
-                    "n_items": len(review.items), "n_reviewed": done})
-    return sorted(out, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+            row.update(source=review.source, kind=review.kind, record_id=review.record_id, benchmark=review.benchmark,
+                       created_at=review.created_at, n_items=len(review.items))
+            row["n_reviewed"] = review_progress(review)["n_reviewed"]
+        except RecordError as e:
+            row["error"] = str(e)
+        out.append(row)
+    return sorted(out, key=lambda r: (r["created_at"] or "", r["id"]), reverse=True)

@@ -223,3 +223,54 @@ def test_review_commands(record, bench, home):
     assert "3 eval items (seed)" in " ".join(seeded.stdout.split())
     unknown = run_cli("review", "from-calibration", record["id"], "--labeler", "oracle", env=env)
     assert unknown.returncode == 2 and "labeler 'oracle'" in unknown.stderr and "available: judge" in unknown.stderr
+
+
+def _copy(review):
+    """A new review set with the items of ``review`` and no decisions."""
+    from dataclasses import replace
+
+    from slicelab.calibration.review_store import new_review_id, save_review
+
+    copy = replace(review, id=new_review_id(), exports=[])
+    while (reviews_dir() / copy.id).exists():
+        copy = replace(copy, id=new_review_id())
+    save_review(copy)
+    return copy
+
+
+@pytest.mark.parametrize("bad", ["{}", "null", '{"item_id": "x", "axis": "task_type", "label": 3, '
+                                               '"reviewer": "a", "at": "t"}', '{"item_id": "x", "axi'])
+def test_a_damaged_decision_line_is_named_and_never_hides_other_reviews(review, home, bad):
+    damaged, fine = _copy(review), _copy(review)
+    item = damaged.items[0]
+    for reviewer in ("alice", "bob", "carol"):
+        save_decision(damaged.id, item.id, {"task_type": item.prefill["task_type"]}, reviewer)
+    log = reviews_dir() / damaged.id / "decisions.jsonl"
+    lines = log.read_text().split("\n")
+    lines[1] = bad
+    log.write_text("\n".join(lines))
+    size = log.stat().st_size
+    where = rf"line 2: .*{damaged.id}/decisions.jsonl"
+    for call in (lambda: decisions(damaged.id), lambda: progress(damaged.id), lambda: export_gold(damaged.id, "alice"),
+                 lambda: save_decision(damaged.id, item.id, {"task_type": item.prefill["task_type"]}, "alice")):
+        with pytest.raises(RecordError, match=where):
+            call()
+    assert log.stat().st_size == size  # a refused save appends nothing
+    rows = {r["id"]: r for r in list_reviews()}
+    assert "line 2" in rows[damaged.id]["error"] and rows[damaged.id]["n_items"] == len(review.items)
+    assert rows[fine.id]["error"] is None and rows[fine.id]["n_reviewed"] == 0
+    listed = run_cli("review", "list", "--json", env={"SLICELAB_HOME": str(home)})
+    assert listed.returncode == 0, listed.stderr
+    assert "line 2" in {r["id"]: r for r in json.loads(listed.stdout)}[damaged.id]["error"]
+
+
+def test_a_complete_last_line_without_its_newline_is_kept(review):
+    copy = _copy(review)
+    a, b = copy.items[0], copy.items[1]
+    save_decision(copy.id, a.id, {"task_type": a.prefill["task_type"]}, "alice")
+    log = reviews_dir() / copy.id / "decisions.jsonl"
+    log.write_text(log.read_text().rstrip("\n"))
+    assert decisions(copy.id)[a.id]["task_type"]["reviewer"] == "alice"
+    now = save_decision(copy.id, b.id, {"task_type": b.prefill["task_type"]}, "alice")
+    assert now["task_type"]["label"] == b.prefill["task_type"]
+    assert set(decisions(copy.id)) == {a.id, b.id} and len(log.read_text().splitlines()) == 2

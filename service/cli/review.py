@@ -86,9 +86,11 @@ def review_list(as_json: AsJson = False) -> None:
     t = Table(title=f"review sets in {escape(str(reviews_dir()))}", title_justify="left")
     for col in ("id", "source", "kind", "from", "created", "reviewed"):
         t.add_column(col, no_wrap=col in ("id", "created"))
+    t.add_column("error", overflow="fold")
     for r in rows:
-        t.add_row(r["id"], r["source"], r["kind"], escape(r["record_id"] or r["benchmark"] or "—"), r["created_at"],
-                  f"{r['n_reviewed']}/{r['n_items']}")
+        done = "—" if r["n_reviewed"] is None else f"{r['n_reviewed']}/{r['n_items']}"
+        t.add_row(r["id"], r["source"] or "—", r["kind"] or "—", escape(r["record_id"] or r["benchmark"] or "—"),
+                  r["created_at"] or "—", done, escape(r["error"] or ""))
     out.print(t)
 
 
