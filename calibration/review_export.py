@@ -9,7 +9,7 @@ from typing import Any
 from slicelab.calibration.gold import BUNDLED_ALL, GOLD
 from slicelab.calibration.records import load_record
 from slicelab.calibration.review import write_gold_file
-from slicelab.calibration.review_rows import record_gold
+from slicelab.calibration.review_rows import REVIEWED_IN, independent_annotators, record_gold
 from slicelab.calibration.review_store import (ReviewSet, applicable_axes, check_reviewer, load_review, now,
                                                read_decision_lines, review_path, save_review)
 from slicelab.service.errors import ConfigError
@@ -35,13 +35,15 @@ def export_gold(review_id: str, reviewer: str, out: Path | None = None) -> Path:
 
     Raises:
         RecordError: an invalid or unknown review id.
-        ConfigError: a bad reviewer name, no decision by ``reviewer``, a reviewed item still
+        ConfigError: a bad reviewer name or an annotator of the gold files (their independent rows are
+            never replaced), no decision by ``reviewer``, a reviewed item still
             missing a label on an axis that applies to it (item and axis named), the record's
             gold file changed since the record, or ``out`` exists (never overwritten).
         RecordError / TaxonomyError: the written file does not load as a gold set (it is removed).
     """
     review = load_review(review_id)
-    check_reviewer(reviewer)
+    paths, annotators = _base_files(review)
+    check_reviewer(reviewer, annotators)
     decided = _decisions_by(review, reviewer)
     labels = {}
     for item_id, by_axis in decided.items():
@@ -51,12 +53,12 @@ def export_gold(review_id: str, reviewer: str, out: Path | None = None) -> Path:
         if missing:
             raise ConfigError(f"item {item_id!r} has no label on {', '.join(missing)}; decide "
                               f"{'it' if len(missing) == 1 else 'them'} before exporting")
-    lines = _base_lines(review, set(labels), reviewer, labels)
+    lines = _base_lines(paths, set(labels), reviewer, labels)
     for item_id, lab in labels.items():
         fields = review.item(item_id).fields
         if review.source == "seed":
             lines.append(_row(fields, GOLD, lab))
-        lines.append(_row(fields, reviewer, lab))
+        lines.append(_row(fields | {REVIEWED_IN: review.id}, reviewer, lab))
     path = _out_path(review, reviewer, out)
     write_gold_file(path, lines, load_taxonomy())
     review.exports.append({"path": str(path), "reviewer": reviewer, "n_reviewed": len(labels), "at": now()})
@@ -87,9 +89,9 @@ def _row(fields: dict[str, Any], annotator: str, labels: dict[str, Any]) -> byte
     return (json.dumps(fields | {"annotator": annotator} | labels, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _base_lines(review: ReviewSet, reviewed: set[str], reviewer: str, labels: dict[str, dict]) -> list[bytes]:
-    """The lines the new file starts from: the record's gold files (calibration) or the bundled sets (seed),
-    with the ``gold`` rows of reviewed items relabeled and the reviewer's earlier rows of them dropped.
+def _base_files(review: ReviewSet) -> tuple[list[Path], list[str]]:
+    """The gold files the new file starts from (the record's, or the bundled sets of the kind for a seed
+    review) and their independent annotators (:func:`calibration.review_rows.independent_annotators`).
 
     Raises:
         ConfigError: the record's gold set changed since the record measured it.
@@ -98,6 +100,12 @@ def _base_lines(review: ReviewSet, reviewed: set[str], reviewer: str, labels: di
         paths = [Path(p) for p in BUNDLED_ALL[review.kind]]
     else:
         _, paths = record_gold(load_record(review.record_id))
+    return paths, sorted(independent_annotators(paths))
+
+
+def _base_lines(paths: list[Path], reviewed: set[str], reviewer: str, labels: dict[str, dict]) -> list[bytes]:
+    """The lines the new file starts from: every line of ``paths``, with the ``gold`` rows of reviewed items
+    relabeled and the reviewer's earlier rows of them dropped."""
     out = []
     for path in paths:
         for raw in path.read_bytes().splitlines(keepends=True):

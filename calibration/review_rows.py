@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from slicelab.calibration.gold import GoldSet, load_gold
+from slicelab.calibration.gold import BUNDLED_ALL, GoldSet, load_gold
 from slicelab.calibration.review_store import ReviewItem
 from slicelab.service.errors import ConfigError
 from slicelab.service.samples import EvalSample
@@ -43,9 +44,34 @@ def gold_rows(paths: list[Path]) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: Field of an exported reviewer row naming the review it came from (rows without it are independent annotations).
+REVIEWED_IN = "reviewed_in"
+
+
+def independent_annotators(paths: list[Path]) -> set[str]:
+    """The annotators of gold files with a row not written by a review export (no ``reviewed_in`` field):
+    the independent annotations a reviewer of the same name would replace. ``gold`` is not one.
+
+    The files are expected to load with :func:`calibration.gold.load_gold` already (rows are not checked here).
+    """
+    names = set()
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8-sig").split("\n"):
+            row = json.loads(line) if line.strip() else {}
+            if row and REVIEWED_IN not in row and row.get("annotator") != "gold":
+                names.add(str(row.get("annotator")))
+    return names
+
+
+@lru_cache(maxsize=1)
+def bundled_annotators() -> frozenset[str]:
+    """:func:`independent_annotators` of every bundled gold set (both kinds), read once per process."""
+    return frozenset(independent_annotators([Path(p) for paths in BUNDLED_ALL.values() for p in paths]))
+
+
 def item_fields(row: dict[str, Any], axes: list[str]) -> dict[str, Any]:
     """A gold row without its labels and annotator: the item's fields as a new gold row starts from."""
-    return {k: v for k, v in row.items() if k not in axes and k != "annotator"}
+    return {k: v for k, v in row.items() if k not in axes and k not in ("annotator", REVIEWED_IN)}
 
 
 def sample_fields(item, source: str) -> dict[str, Any]:

@@ -19,16 +19,16 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from slicelab.calibration.records import home
 from slicelab.calibration.review_log import append_decisions_to, read_decisions
 from slicelab.service.errors import ConfigError, RecordError
 from slicelab.service.taxonomy import AxisDef, load_taxonomy
 
-REVIEW_ID = re.compile(r"^rev-[0-9T]+-[0-9a-f]{6}$")
+REVIEW_ID = re.compile(r"rev-[0-9T]+-[0-9a-f]{6}")
 #: Reviewer names: letters, digits, ``_ . -`` (they name an annotator row and a file).
-REVIEWER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+REVIEWER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 REVIEW_FILE = "review.json"
 DECISIONS_FILE = "decisions.jsonl"
 
@@ -113,21 +113,30 @@ def review_path(review_id: str) -> Path:
     Raises:
         RecordError: the id does not match ``rev-<digits and T>-<6 hex>`` (field ``review_id``).
     """
-    if not isinstance(review_id, str) or not REVIEW_ID.match(review_id):
+    if not isinstance(review_id, str) or not REVIEW_ID.fullmatch(review_id):
         raise RecordError(f"{review_id!r} is not a review id (expected rev-YYYYmmddTHHMMSS-xxxxxx)",
                           field="review_id")
     return reviews_dir() / review_id
 
 
-def check_reviewer(reviewer: str) -> str:
-    """The reviewer name, checked: 1-64 letters, digits, ``_ . -``, starting with a letter or digit, not ``gold``.
+def check_reviewer(reviewer: str, annotators: Iterable[str] = ()) -> str:
+    """The reviewer name, checked: 1-64 letters, digits, ``_ . -``, starting with a letter or digit (the whole
+    string: no trailing newline or space), not ``gold`` and not one of ``annotators``.
+
+    This one rule serves the CLI, the Python functions and the review pages' login. ``annotators``:
+    the annotators of the gold set the decisions go into, whose independent rows an export under
+    the same name would replace.
 
     Raises:
-        ConfigError: another name (the value is shown).
+        ConfigError: another name (the value is shown), or an annotator's name (the annotators listed).
     """
-    if not isinstance(reviewer, str) or not REVIEWER.match(reviewer) or reviewer == "gold":
-        raise ConfigError(f"reviewer {reviewer!r} is not allowed: use 1-64 letters, digits, '_', '.', '-' "
-                          "(not 'gold', the adjudicated row)")
+    if not isinstance(reviewer, str) or not REVIEWER.fullmatch(reviewer) or reviewer == "gold":
+        raise ConfigError(f"reviewer {reviewer!r} is not allowed: use 1-64 letters, digits, '_', '.', '-', starting "
+                          "with a letter or digit (not 'gold', the adjudicated row)")
+    names = sorted(set(annotators))
+    if reviewer in names:
+        raise ConfigError(f"reviewer {reviewer!r} is an annotator of the gold set ({', '.join(names)}); choose "
+                          "another name (exporting under it would replace that annotator's independent labels)")
     return reviewer
 
 
@@ -344,7 +353,7 @@ def list_reviews() -> list[dict[str, Any]]:
     """
     out = []
     for path in reviews_dir().glob(f"*/{REVIEW_FILE}"):
-        if not REVIEW_ID.match(path.parent.name):
+        if not REVIEW_ID.fullmatch(path.parent.name):
             continue
         row: dict[str, Any] = dict.fromkeys(("source", "kind", "record_id", "benchmark", "created_at", "n_items",
                                              "n_reviewed", "error"))

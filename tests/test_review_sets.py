@@ -274,3 +274,22 @@ def test_a_complete_last_line_without_its_newline_is_kept(review):
     now = save_decision(copy.id, b.id, {"task_type": b.prefill["task_type"]}, "alice")
     assert now["task_type"]["label"] == b.prefill["task_type"]
     assert set(decisions(copy.id)) == {a.id, b.id} and len(log.read_text().splitlines()) == 2
+
+
+def test_an_annotator_name_or_a_name_with_a_newline_is_refused(review, home):
+    copy = _copy(review)
+    item = copy.items[0]
+    with pytest.raises(ConfigError, match=r"reviewer 'bob\\n' is not allowed"):
+        save_decision(copy.id, item.id, {"task_type": item.prefill["task_type"]}, "bob\n")
+    save_decision(copy.id, item.id, {"task_type": item.prefill["task_type"]}, "annotator_a")
+    with pytest.raises(ConfigError, match="'annotator_a' is an annotator of the gold set"):
+        export_gold(copy.id, "annotator_a")
+    assert not list((reviews_dir() / copy.id).glob("gold_*"))
+    bad = run_cli("review", "export", copy.id, "--reviewer", "annotator_b", env={"SLICELAB_HOME": str(home)})
+    assert bad.returncode == 2 and "'annotator_b' is an annotator of the gold set" in bad.stderr
+    # a reviewer's own exported rows are marked, so the same reviewer can review a later version again
+    from slicelab.calibration.review_rows import independent_annotators
+
+    save_decision(copy.id, item.id, {"task_type": item.prefill["task_type"]}, "erin")
+    path = export_gold(copy.id, "erin")
+    assert independent_annotators([path]) == {"annotator_a", "annotator_b"}

@@ -334,3 +334,36 @@ def seed_review(driver, wait, base, tmp_path) -> None:
     driver.find_element(By.ID, "continue").click()
     wait.until(lambda d: d.current_url.endswith("/items/1"))
     assert driver.find_element(By.ID, "question").text.startswith("What is ")  # an item of bench.jsonl
+
+
+def test_odd_numbers_paths_and_names_are_refused_and_an_unscored_wrong_item_is_completable(client, tmp_path):
+    for name in ("gold", "annotator_a", "bob\nx", "-x"):
+        r = client.post("/ui/login", data={"key": "cal-key", "reviewer": name}, follow_redirects=False)
+        assert r.status_code == 422 and "reviewer" in r.text and "set-cookie" not in r.headers, name
+    token = login(client, reviewer="1alice")  # the rule of the CLI: a leading digit is fine
+    for data, field in (({"path": "bench.jsonl", "n": "²"}, "n:"), ({"path": "bench.jsonl", "n": "3" * 5000}, "n:"),
+                        ({"path": "x" * 5000, "n": "3"}, "path:")):
+        r = client.post("/ui/seed", data=data | {"csrf": token})
+        assert r.status_code == 422 and field in r.text, data
+    # scored wrong without a model output: failure_mode does not apply (the gold-set rule), the item saves
+    (tmp_path / "data" / "noout.jsonl").write_text(json.dumps(
+        {"id": "nf1", "question": "What is 2+2?", "reference_answer": "4", "correct": False}) + "\n")
+    r = client.post("/ui/seed", data={"path": "noout.jsonl", "n": "3", "csrf": token}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    review = r.headers["location"]
+    page = client.get(f"{review}/items/1").text
+    assert 'id="ax-failure_mode"' not in page and "not applicable" in page
+    from slicelab.calibration.review_sets import load_review
+
+    item = load_review(review.rsplit("/", 1)[-1]).items[0]
+    form = {k: v for k, v in item.prefill.items() if v is not None and not isinstance(v, list)}
+    ops = item.prefill["solving_operations"]
+    form |= {"solving_operations": ops[0], "solving_operations__more": ops[1:], "csrf": token}
+    r = client.post(f"{review}/items/1", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert "1 / 1 reviewed" in client.get(review).text
+    r = client.post(f"{review}/items/1", data=form | {"only": "failure_mode"})
+    assert r.status_code == 422 and "does not apply to this item" in r.text
+    r = client.get(f"{review}/items/abc")
+    assert r.status_code == 422 and "item number" in r.text
+    assert client.get(f"{review}/items/2").status_code == 404

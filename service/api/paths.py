@@ -7,19 +7,28 @@ from pathlib import Path
 from starlette.exceptions import HTTPException
 
 
+#: Characters of a refused path shown in the error.
+MAX_SHOWN = 200
+
+
 def safe_path(root: Path, relative: str) -> Path:
     """Resolve ``relative`` under ``root``; refuse anything that escapes it or does not exist.
 
     Raises:
-        HTTPException: 422 for an escape attempt or a missing file.
+        HTTPException: 422 naming ``path`` for an escape attempt, a missing file, or a path the
+            system cannot use (too long, a component too long: the reason given; long paths shown cut).
     """
+    shown = repr(relative if len(relative) <= MAX_SHOWN else relative[:MAX_SHOWN] + "…")
     if "\x00" in relative:
         raise HTTPException(422, "path: NUL byte not allowed")
-    target = (root / relative).resolve()
-    if target != root and root not in target.parents:
-        raise HTTPException(422, f"path: {relative!r} is outside the data root")
-    if not target.is_file():
-        raise HTTPException(422, f"path: no file {relative!r} under the data root")
+    try:
+        target = (root / relative).resolve()
+        if target != root and root not in target.parents:
+            raise HTTPException(422, f"path: {shown} is outside the data root")
+        if not target.is_file():
+            raise HTTPException(422, f"path: no file {shown} under the data root")
+    except (OSError, ValueError) as e:
+        raise HTTPException(422, f"path: {shown} cannot be used ({getattr(e, 'strerror', None) or e})") from None
     return target
 
 

@@ -17,6 +17,7 @@ from slicelab.service.api.calibrations import calibration_job, enqueue_calibrati
 from slicelab.service.api.paths import safe_path
 from slicelab.service.api.state import ApiState, api_state
 from slicelab.service.api.ui.render import UiRoute, page, see_other
+from slicelab.service.api.ui.review_view import whole_number
 from slicelab.service.api.ui.reviews import get_review
 from slicelab.service.api.ui.session import Session, page_session, post_session
 
@@ -25,19 +26,6 @@ router = APIRouter(route_class=UiRoute, include_in_schema=False)
 REFRESH_S = 2
 #: RQ states in which a task has not ended yet.
 RUNNING = ("queued", "started", "deferred", "scheduled")
-
-
-def optional_int(value: str, field: str, low: int = 1, high: int = 100_000) -> int | None:
-    """A form field holding an optional whole number in ``low..high`` (empty: None).
-
-    Raises:
-        HTTPException: 422 naming the field for anything else.
-    """
-    if not value.strip():
-        return None
-    if not value.strip().isdigit() or not low <= int(value) <= high:
-        raise HTTPException(422, f"{field}: expected a whole number from {low} to {high}, got {value!r}")
-    return int(value)
 
 
 @router.post("/ui/reviews/{review_id}/export")
@@ -54,7 +42,7 @@ def recalibrate(review_id: str, limit: str = Form(""), lobo: str = Form(""), ses
                 state: ApiState = Depends(api_state)) -> Response:
     """Export a new gold version, then calibrate the configured judge on it (the task of POST /v1/calibrations)."""
     get_review(review_id)
-    n = optional_int(limit, "limit")
+    n = whole_number(limit, "limit")
     state.answering_redis()  # nothing is exported when the task cannot be enqueued
     path = review_sets.export_gold(review_id, session.reviewer)
     job = enqueue_calibration(state, path, limit=n, lobo=bool(lobo))
@@ -108,7 +96,7 @@ def seed(path: str = Form(...), n: str = Form("40"), benchmark: str = Form(""), 
     """Pick ``n`` items of the file to label (coverage first, then labeler disagreement) and open the review."""
     if kind not in ("eval", "document"):
         raise HTTPException(422, f"kind: expected eval or document, got {kind!r}")
-    count = optional_int(n, "n", high=1000) or 40
+    count = whole_number(n, "n", high=1000) or 40
     target = safe_path(state.settings.data_root, path.strip())
     review = review_sets.create_seed_review(target, n=count, benchmark=benchmark.strip() or None, kind=kind)
     return see_other(f"/ui/reviews/{review.id}")

@@ -7,10 +7,13 @@ import re
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from slicelab.calibration.review_rows import bundled_annotators
+from slicelab.calibration.review_store import check_reviewer
 from slicelab.service.api.auth import key_scopes
 from slicelab.service.api.ui.render import UiRoute, page, see_other
-from slicelab.service.api.ui.session import (REVIEWER, SCOPE, Refusal, Session, clear_cookie, new_session,
+from slicelab.service.api.ui.session import (SCOPE, Refusal, Session, clear_cookie, new_session,
                                              post_session, read_session, same_origin, set_cookie, signing_secret)
+from slicelab.service.errors import ConfigError
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 #: Where a login may return to: a review page path, nothing else (no open redirect).
@@ -43,16 +46,18 @@ def login(request: Request, key: str = Form(""), reviewer: str = Form(""), next:
     """Check the API key and reviewer name; on success set the session cookie and go on.
 
     Refusals re-show the form: 401 for an unknown key, 403 for a key without the
-    ``calibrations`` scope or a form from another site, 422 for a bad reviewer name.
+    ``calibrations`` scope or a form from another site, 422 for a bad reviewer name (the rule of
+    :func:`calibration.review_store.check_reviewer`, which also refuses the bundled gold sets' annotators).
     """
     if not same_origin(request):
         raise Refusal(403, "refused: this form was sent from another site (Origin/Referer does not match)")
     settings = request.app.state.api.settings
     reviewer = reviewer.strip()
     status, message = 0, None
-    if not REVIEWER.match(reviewer):
-        status, message = 422, ("reviewer: give a name of 1-40 letters, digits, '_', '.' or '-', starting with a "
-                                "letter (it becomes the annotator of exported gold rows)")
+    try:
+        check_reviewer(reviewer, bundled_annotators())
+    except ConfigError as e:
+        status, message = 422, f"reviewer: {e} (the name becomes the annotator of exported gold rows)"
     else:
         scopes = key_scopes(settings.api_keys, key) if key else None
         if scopes is None:

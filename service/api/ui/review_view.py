@@ -3,20 +3,39 @@ and annotator's labels) and the labels a submitted form holds."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
-from slicelab.service.taxonomy import AxisDef, Taxonomy
+from slicelab.calibration.review_store import axis_applies
+from slicelab.service.taxonomy import Taxonomy
+
+#: A whole number in a form or a page path: ASCII digits only, at most 9 of them.
+DIGITS = re.compile(r"[0-9]{1,9}")
+#: Characters of a refused value shown in the error.
+MAX_SHOWN = 40
 
 #: Suffix of the checkbox fields holding an operation axis's further operations (after the primary).
 MORE = "__more"
 
 
-def applicable(axis: AxisDef, item: Any) -> bool:
-    """Whether ``axis`` takes a label on ``item`` (failure_mode only on an item scored wrong)."""
-    return not (axis.only_when == "scored_wrong" and item.correct is not False)
+def whole_number(value: str, field: str, low: int = 1, high: int = 100_000) -> int | None:
+    """A form or path field holding an optional whole number in ``low..high`` (empty: None).
+
+    Only ASCII digits count (not ``²`` or other Unicode digits, no sign), at most 9 of them.
+
+    Raises:
+        HTTPException: 422 naming ``field`` (and the value, cut to 40 characters) for anything else.
+    """
+    text = value.strip()
+    if not text:
+        return None
+    if not DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        shown = text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
+        raise HTTPException(422, f"{field}: expected a whole number from {low} to {high}, got {shown!r}")
+    return int(text)
 
 
 def label_text(value: Any) -> str:
@@ -64,7 +83,7 @@ def axis_rows(taxonomy: Taxonomy, review: Any, item: Any, decided: dict[str, dic
                           "same": got == value})
         rows.append({"name": name, "kind": axis.kind, "description": axis.description,
                      "options": [(lab.id, lab.meaning) for lab in axis.labels],
-                     "applicable": applicable(axis, item), "value": value,
+                     "applicable": axis_applies(axis, item), "value": value,
                      "primary": values[0] if values else None, "more": values[1:],
                      "allow_none": ops and axis.min_items == 0, "max_items": axis.max_items,
                      "decided": dec is not None, "changed": dec is not None and dec["label"] != item.prefill.get(name),
@@ -85,7 +104,7 @@ def form_labels(taxonomy: Taxonomy, review: Any, item: Any, form: FormData, only
     out: dict[str, Any] = {}
     for name in review.axes:
         axis = taxonomy.axis(review.kind, name)
-        if (only and name != only) or not applicable(axis, item):
+        if (only and name != only) or not axis_applies(axis, item):
             continue
         chosen = str(form.get(name) or "")
         if axis.kind == "single":
@@ -101,5 +120,8 @@ def form_labels(taxonomy: Taxonomy, review: Any, item: Any, form: FormData, only
             raise HTTPException(422, f"{name}: at most {axis.max_items} operations (got {len(ops)}: {', '.join(ops)})")
         out[name] = ops
     if only and only not in out:
-        raise HTTPException(422, f"axis {only!r} is not an axis of this item; its axes: {', '.join(review.axes)}")
+        if only in review.axes:
+            raise HTTPException(422, f"axis {only!r} does not apply to this item (only to an answer scored wrong "
+                                     "with a model output)")
+        raise HTTPException(422, f"axis {only!r} is not an axis of this review; its axes: {', '.join(review.axes)}")
     return out

@@ -13,7 +13,7 @@ from slicelab.calibration import review_sets
 from slicelab.calibration.records import calibrations_dir, load_record, read_record
 from slicelab.service.api.state import ApiState, api_state
 from slicelab.service.api.ui.render import UiRoute, page, see_other
-from slicelab.service.api.ui.review_view import axis_rows, columns, form_labels
+from slicelab.service.api.ui.review_view import axis_rows, columns, form_labels, whole_number
 from slicelab.service.api.ui.session import Session, page_session, post_session
 from slicelab.service.errors import ConfigError, RecordError
 
@@ -37,11 +37,17 @@ def get_review(review_id: str) -> Any:
         raise HTTPException(404, str(e)) from e
 
 
-def get_item(review: Any, n: int) -> Any:
-    """Item ``n`` (1-based, review order). Raises HTTPException 404 outside 1..len(items)."""
-    if not 1 <= n <= len(review.items):
-        raise HTTPException(404, f"review {review.id} has items 1 to {len(review.items)}, not {n}")
-    return review.items[n - 1]
+def get_item(review: Any, number: str) -> tuple[int, Any]:
+    """``(n, item n)`` of a page path's item number (1-based, review order).
+
+    Raises:
+        HTTPException: 422 for a number that is not ASCII digits (:func:`review_view.whole_number`),
+            404 outside 1..len(items).
+    """
+    n = whole_number(number, "item number", low=0, high=999_999_999)
+    if n is None or not 1 <= n <= len(review.items):
+        raise HTTPException(404, f"review {review.id} has items 1 to {len(review.items)}, not {number}")
+    return n, review.items[n - 1]
 
 
 def calibration_records() -> list[dict[str, Any]]:
@@ -92,11 +98,11 @@ def review_overview(review_id: str, session: Session = Depends(page_session)) ->
 
 
 @router.get("/ui/reviews/{review_id}/items/{n}")
-def review_item(review_id: str, n: int, request: Request, session: Session = Depends(page_session),
+def review_item(review_id: str, n: str, request: Request, session: Session = Depends(page_session),
                 state: ApiState = Depends(api_state)) -> Response:
     """Item ``n`` of a review: its text and labels, and one decision field per axis."""
     review = get_review(review_id)
-    item = get_item(review, n)
+    n, item = get_item(review, n)
     decided = review_sets.decisions(review_id).get(item.id, {})
     return page("item", session=session, review=review, item=item, n=n, progress=review_sets.progress(review_id),
                 axes=axis_rows(state.taxonomy, review, item, decided), columns=[c["name"] for c in columns(item)],
@@ -104,7 +110,7 @@ def review_item(review_id: str, n: int, request: Request, session: Session = Dep
 
 
 @router.post("/ui/reviews/{review_id}/items/{n}")
-def save_item(review_id: str, n: int, session: Session = Depends(post_session),
+def save_item(review_id: str, n: str, session: Session = Depends(post_session),
               form: FormData = Depends(form_data), state: ApiState = Depends(api_state)) -> Response:
     """Save the decisions of item ``n`` as the session's reviewer.
 
@@ -113,7 +119,7 @@ def save_item(review_id: str, n: int, session: Session = Depends(post_session),
     every axis is saved and the next item opens (the overview after the last).
     """
     review = get_review(review_id)
-    item = get_item(review, n)
+    n, item = get_item(review, n)
     only = str(form.get("only") or "") or None
     labels = form_labels(state.taxonomy, review, item, form, only=only)
     review_sets.save_decision(review_id, item.id, labels, session.reviewer)

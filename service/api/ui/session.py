@@ -18,7 +18,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,6 +26,9 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import Response
 
+from slicelab.calibration.review_store import check_reviewer
+from slicelab.service.errors import ConfigError
+
 #: Name of the session cookie; it is sent only to pages under ``COOKIE_PATH``.
 COOKIE = "slicelab_ui"
 COOKIE_PATH = "/ui"
@@ -34,8 +36,6 @@ COOKIE_PATH = "/ui"
 SESSION_S = 8 * 3600
 #: The API-key scope the review pages need.
 SCOPE = "calibrations"
-#: Reviewer names: they become the ``annotator`` of exported gold rows and part of file names.
-REVIEWER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 #: The signing key when ``SLICELAB_UI_SECRET`` is not set: sessions end when the process does.
 PROCESS_SECRET = secrets.token_bytes(32)
 
@@ -141,10 +141,20 @@ def read_session(request: Request) -> Session | None:
     settings = request.app.state.api.settings
     secret = signing_secret(settings.ui_secret)
     session = unsign(secret, value)
-    if session is None or not REVIEWER.match(session.reviewer):
+    if session is None or not valid_reviewer(session.reviewer):
         return None
     scopes = scopes_of_key_id(secret, settings.api_keys, session.key_id)
     return session if scopes is not None and SCOPE in scopes else None
+
+
+def valid_reviewer(name: str) -> bool:
+    """Whether ``name`` passes the reviewer rule of the CLI and the Python functions
+    (:func:`calibration.review_store.check_reviewer`)."""
+    try:
+        check_reviewer(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def same_origin(request: Request) -> bool:
