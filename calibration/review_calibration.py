@@ -18,7 +18,7 @@ RULE = ("held-out items of the record, ordered by the number of axes where {labe
         "axes where the annotators differ, then by {labeler}'s highest confidence on a differing axis, then id")
 
 
-def create_calibration_review(record: dict[str, Any], *, labeler: str = "judge") -> ReviewSet:
+def create_calibration_review(record: dict[str, Any], *, labeler: str | None = None) -> ReviewSet:
     """A review set of a calibration record's held-out items, saved under ``$SLICELAB_HOME/reviews/``.
 
     Labelers shown per item: the judge (the record's modal labels and their vote share, when the
@@ -30,7 +30,8 @@ def create_calibration_review(record: dict[str, Any], *, labeler: str = "judge")
 
     Args:
         record: a calibration record (``slicelab calibrate`` or :func:`calibration.offline.calibrate_offline`).
-        labeler: the labeler compared with gold (``judge``, ``knn``, ``student``, ``cues``, ``shape``).
+        labeler: the labeler compared with gold (``judge``, ``knn``, ``student``, ``cues``, ``shape``);
+            None: ``judge`` when the record ran one, else ``knn`` (the review's ``labeler`` says which).
 
     Raises:
         ConfigError: the record's gold file changed since it was measured (digest differs), or
@@ -42,6 +43,7 @@ def create_calibration_review(record: dict[str, Any], *, labeler: str = "judge")
     axes = [a.name for a in taxonomy.axes(gold.kind)]
     judged = {it["id"]: it for it in record.get("items") or []}
     available = (["judge"] if judged else []) + list(cheap_labelers(gold.kind))
+    labeler = labeler or ("judge" if judged else "knn")
     if labeler not in available:
         raise ConfigError(f"labeler {labeler!r} has no labels in record {record['id']}; available: "
                           f"{', '.join(available)}")

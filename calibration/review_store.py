@@ -310,24 +310,28 @@ def same_label(a: Any, b: Any) -> bool:
     return (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
 
 
-def progress(review_id: str) -> dict[str, int]:
-    """How far a review is (see :func:`review_progress`).
+def progress(review_id: str, reviewer: str | None = None) -> dict[str, int]:
+    """How far a review is, by every reviewer or by ``reviewer`` only (see :func:`review_progress`).
 
     Raises:
-        RecordError: an invalid or unknown review id.
+        RecordError: an invalid or unknown review id, or a damaged decisions file (file and line named).
     """
-    return review_progress(load_review(review_id))
+    return review_progress(load_review(review_id), reviewer)
 
 
-def review_progress(review: ReviewSet) -> dict[str, int]:
-    """How far a loaded review is.
+def review_progress(review: ReviewSet, reviewer: str | None = None) -> dict[str, int]:
+    """How far a loaded review is, counting the decisions of every reviewer or of ``reviewer`` only.
 
     Returns:
         ``{"n_items", "n_reviewed": items with a decision on at least one axis, "n_complete": items
         with a decision on every axis that applies to them, "n_changed": (item, axis) decisions
         whose label differs from the item's prefill}``.
+
+    Raises:
+        RecordError: a damaged decisions file (file and line named).
     """
-    dec = latest_decisions(review.id)
+    lines = read_decision_lines(review.id)
+    dec = latest([d for d in lines if reviewer is None or d["reviewer"] == reviewer])
     changed = complete = 0
     for item in review.items:
         got = dec.get(item.id, {})

@@ -293,3 +293,18 @@ def test_an_annotator_name_or_a_name_with_a_newline_is_refused(review, home):
     save_decision(copy.id, item.id, {"task_type": item.prefill["task_type"]}, "erin")
     path = export_gold(copy.id, "erin")
     assert independent_annotators([path]) == {"annotator_a", "annotator_b"}
+
+
+def test_the_default_labeler_is_the_judge_else_knn_and_export_counts_the_reviewers_items(review, home):
+    from slicelab.calibration.offline import bundled_record
+
+    assert review.labeler == "judge"
+    offline = create_calibration_review(bundled_record("eval", n_boot=50))  # a record without a judge
+    assert offline.labeler == "knn" and "knn differs from gold" in offline.rule
+    copy = _copy(review)
+    a, b = copy.items[0], copy.items[1]
+    save_decision(copy.id, a.id, {"task_type": a.prefill["task_type"]}, "alice")
+    save_decision(copy.id, b.id, {"task_type": b.prefill["task_type"]}, "bob")
+    assert progress(copy.id)["n_reviewed"] == 2 and progress(copy.id, "alice")["n_reviewed"] == 1
+    done = run_cli("review", "export", copy.id, "--reviewer", "alice", env={"SLICELAB_HOME": str(home)})
+    assert done.returncode == 0 and "1 of 8 items reviewed by alice" in " ".join(done.stderr.split())

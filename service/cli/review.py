@@ -24,6 +24,7 @@ def _print_created(review) -> None:
     """A created review set: id, size, rule and the first items with their reasons."""
     out = summary_console()
     out.print(f"review [bold]{review.id}[/bold]: {len(review.items)} {review.kind} items ({review.source})")
+    out.print(f"compared with: {escape(review.labeler)}")
     out.print(f"rule: {escape(review.rule)}")
     t = Table(title="first items (review order)", title_justify="left")
     t.add_column("#", justify="right")
@@ -56,7 +57,7 @@ def review_seed(
 @review_app.command("from-calibration")
 def review_from_calibration(
     record_id: Annotated[str, typer.Argument(help="calibration record id (see $SLICELAB_HOME/calibrations/)")],
-    labeler: Annotated[str, typer.Option(help="labeler compared with gold to order the items: judge, knn, student, cues, shape")] = "judge",
+    labeler: Annotated[Optional[str], typer.Option(help="labeler compared with gold to order the items: judge, knn, student, cues, shape (default: judge when the record ran one, else knn)")] = None,
 ) -> None:
     """A review set of a calibration record's held-out items, the labeler's disagreements with gold first."""
     from slicelab.calibration.records import load_record
@@ -105,11 +106,11 @@ def review_export(
 
     try:
         path = export_gold(review_id, reviewer, output)
-        done = progress(review_id)
+        done = progress(review_id, reviewer)
     except (SlicelabError, OSError) as e:
         fail(e)
-    summary_console(stderr=True).print(f"{done['n_reviewed']} of {done['n_items']} items reviewed, "
-                                       f"{done['n_changed']} labels changed from the prefill")
+    summary_console(stderr=True).print(escape(f"{done['n_reviewed']} of {done['n_items']} items reviewed by {reviewer}, "
+                                              f"{done['n_changed']} labels changed from the prefill"))
     typer.echo(str(path))
 
 

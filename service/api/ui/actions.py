@@ -34,7 +34,7 @@ def export(review_id: str, session: Session = Depends(post_session)) -> Response
     review = get_review(review_id)
     path = review_sets.export_gold(review_id, session.reviewer)
     return page("exported", session=session, review=review, path=str(path),
-                progress=review_sets.progress(review_id))
+                progress=review_sets.progress(review_id, session.reviewer))
 
 
 @router.post("/ui/reviews/{review_id}/recalibrate")

@@ -73,12 +73,12 @@ def reviews(session: Session = Depends(page_session)) -> Response:
 
 
 @router.post("/ui/reviews")
-def create_review(record_id: str = Form(...), labeler: str = Form("judge"),
+def create_review(record_id: str = Form(...), labeler: str = Form(""),
                   session: Session = Depends(post_session)) -> Response:
     """Start a review of a calibration record's held-out items and open it."""
     if not record_id.replace("-", "").isalnum():
         raise HTTPException(404, f"no calibration record {record_id!r}")
-    review = review_sets.create_calibration_review(load_record(record_id), labeler=labeler or "judge")
+    review = review_sets.create_calibration_review(load_record(record_id), labeler=labeler or None)
     return see_other(f"/ui/reviews/{review.id}")
 
 
