@@ -66,7 +66,7 @@ def test_embedded_judge_values_form_labels_a_real_item_in_few_output_tokens():
 def test_jump_forward_decoding_reproduces_the_grammar_sampler_and_is_its_own_configuration():
     """Read one forced token at a time, the decoder gives the grammar sampler's replies exactly (same
     prompt tokens, same reply tokens); batched, it gives valid values replies under another config hash."""
-    from slicelab.service.judge.embedded import EmbeddedJudge, _llama
+    from slicelab.service.judge.embedded import EmbeddedJudge, _encoder, _llama
     from slicelab.service.judge.jump_forward import ValuesDecoder, chat_prompt
     from slicelab.service.judge.values_form import label_axes
 
@@ -76,7 +76,7 @@ def test_jump_forward_decoding_reproduces_the_grammar_sampler_and_is_its_own_con
     assert jumping.config()["decoding"] == "jump_forward" and "decoding" not in sampler.config()
     assert jumping.config_hash() != sampler.config_hash()
     llm = _llama(sampler.model_path, sampler.n_ctx, sampler.n_threads)
-    encode = lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)  # noqa: E731
+    encode = _encoder(llm)
     for item in items:
         messages, model_cls, _, _ = sampler.build_request(item)
         expected = sampler._send(messages, model_cls)

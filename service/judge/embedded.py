@@ -114,6 +114,19 @@ def _llama(model_path: Path, n_ctx: int, n_threads: int):
         return _LLAMAS[key]
 
 
+def _encoder(llm) -> Encoder:
+    """The token ids of a text in ``llm``'s vocabulary, without BOS: how grammar literals and the
+    values decoder spell ids and separators."""
+    return lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+
+def _failed(e: Exception) -> Attempt:
+    """The failed attempt of a llama.cpp error: a prompt over the context window (llama.cpp's ValueError
+    "Requested tokens (N) exceed context window of M") is ``input_too_long``, anything else ``judge_error``."""
+    too_long = isinstance(e, ValueError) and ("context window" in str(e) or "context size" in str(e))
+    return Attempt(error_status=Status.input_too_long if too_long else Status.judge_error, error=f"embedded judge: {e}")
+
+
 @contextlib.contextmanager
 def _plain_weight_buffers():
     """Load weights into plain CPU buffers, not llama.cpp's "extra" (AMX / repacked) ones.
@@ -211,7 +224,7 @@ class EmbeddedJudge(Judge):
             from llama_cpp import LlamaGrammar
 
             llm = _llama(self.model_path, self.n_ctx, self.n_threads)
-            text = self.grammar_text(model_cls, lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False))
+            text = self.grammar_text(model_cls, _encoder(llm))
             self._grammars[name] = LlamaGrammar.from_string(text, verbose=False)
         return self._grammars[name]
 
@@ -274,12 +287,8 @@ class EmbeddedJudge(Judge):
                 temperature=self.temperature,
                 seed=seed,
             )
-        except ValueError as e:  # llama.cpp: "Requested tokens (N) exceed context window of M"
-            if "context window" in str(e) or "context size" in str(e):
-                return Attempt(error_status=Status.input_too_long, error=f"embedded judge: {e}")
-            return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
-        except RuntimeError as e:
-            return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
+        except (ValueError, RuntimeError) as e:
+            return _failed(e)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Attempt(
@@ -294,15 +303,12 @@ class EmbeddedJudge(Judge):
         """A greedy values reply by :class:`service.judge.jump_forward.ValuesDecoder`."""
         name = model_cls.__name__
         if name not in self._decoders:
-            encode = lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)  # noqa: E731
-            self._decoders[name] = ValuesDecoder(llm, label_axes(self.taxonomy, model_cls), self.values_max_items, encode)
+            self._decoders[name] = ValuesDecoder(llm, label_axes(self.taxonomy, model_cls), self.values_max_items,
+                                                 _encoder(llm))
         try:
             reply = self._decoders[name].decode(chat_prompt(llm, messages), max_tokens, reuse_prefix=self.prefix_reuse)
-        except ValueError as e:
-            status = Status.input_too_long if "context window" in str(e) else Status.judge_error
-            return Attempt(error_status=status, error=f"embedded judge: {e}")
-        except RuntimeError as e:
-            return Attempt(error_status=Status.judge_error, error=f"embedded judge: {e}")
+        except (ValueError, RuntimeError) as e:
+            return _failed(e)
         return Attempt(text=reply.text, finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
                        completion_tokens=reply.completion_tokens)
 
