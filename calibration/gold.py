@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sklearn.model_selection import train_test_split
 
 from slicelab.service.errors import RecordError, TaxonomyError
 from slicelab.service.samples import Document, EvalSample
@@ -59,6 +58,8 @@ class GoldSet:
         Sources with a single item go to the held-out split (they cannot be stratified).
         Metrics are computed on the held-out ids only; exemplars come from the pool only.
         """
+        from sklearn.model_selection import train_test_split  # about 1 s to import: only when a set is split
+
         ids = sorted(self.items)
         if holdout_frac <= 0:
             return ids, []  # the whole set is the pool (exemplars for another gold set)

@@ -10,9 +10,8 @@ from fastapi.responses import Response
 from rq import Queue, Worker
 from starlette.exceptions import HTTPException
 
-from slicelab.calibration import review_sets
+from slicelab.calibration import review_store
 from slicelab.calibration.records import load_record
-from slicelab.calibration.report_content import number, selected_labeler
 from slicelab.service.api.calibrations import calibration_job, enqueue_calibration
 from slicelab.service.api.paths import safe_path
 from slicelab.service.api.state import ApiState, api_state
@@ -31,16 +30,20 @@ RUNNING = ("queued", "started", "deferred", "scheduled")
 @router.post("/ui/reviews/{review_id}/export")
 def export(review_id: str, session: Session = Depends(post_session)) -> Response:
     """Write a new gold version with the session reviewer's decisions and show where it is."""
+    from slicelab.calibration import review_sets  # the calibration stack (scipy, scikit-learn): only when used
+
     review = get_review(review_id)
     path = review_sets.export_gold(review_id, session.reviewer)
     return page("exported", session=session, review=review, path=str(path),
-                progress=review_sets.progress(review_id, session.reviewer))
+                progress=review_store.progress(review_id, session.reviewer))
 
 
 @router.post("/ui/reviews/{review_id}/recalibrate")
 def recalibrate(review_id: str, limit: str = Form(""), lobo: str = Form(""), session: Session = Depends(post_session),
                 state: ApiState = Depends(api_state)) -> Response:
     """Export a new gold version, then calibrate the configured judge on it (the task of POST /v1/calibrations)."""
+    from slicelab.calibration import review_sets  # the calibration stack (scipy, scikit-learn): only when used
+
     get_review(review_id)
     n = whole_number(limit, "limit")
     state.answering_redis()  # nothing is exported when the task cannot be enqueued
@@ -51,6 +54,8 @@ def recalibrate(review_id: str, limit: str = Form(""), lobo: str = Form(""), ses
 
 def gate_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Per axis of a calibration record: the selected labeler, the gate metric, its value, bound and n, the verdict."""
+    from slicelab.calibration.report_content import number, selected_labeler  # the calibration stack: only when used
+
     rows = []
     for axis, m in record.get("axes", {}).items():
         v = m.get("verdict") or {}
@@ -94,6 +99,8 @@ def seed_form(session: Session = Depends(page_session), state: ApiState = Depend
 def seed(path: str = Form(...), n: str = Form("40"), benchmark: str = Form(""), kind: str = Form("eval"),
          session: Session = Depends(post_session), state: ApiState = Depends(api_state)) -> Response:
     """Pick ``n`` items of the file to label (coverage first, then labeler disagreement) and open the review."""
+    from slicelab.calibration import review_sets  # the calibration stack (scipy, scikit-learn): only when used
+
     if kind not in ("eval", "document"):
         raise HTTPException(422, f"kind: expected eval or document, got {kind!r}")
     count = whole_number(n, "n", high=1000) or 40

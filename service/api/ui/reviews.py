@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
-from slicelab.calibration import review_sets
+from slicelab.calibration import review_store
 from slicelab.calibration.records import calibrations_dir, load_record, read_record
 from slicelab.service.api.state import ApiState, api_state
 from slicelab.service.api.ui.render import UiRoute, page, see_other
@@ -32,7 +32,7 @@ def get_review(review_id: str) -> Any:
         HTTPException: 404 for an unknown or malformed id (the domain's message).
     """
     try:
-        return review_sets.load_review(review_id)
+        return review_store.load_review(review_id)
     except RecordError as e:
         raise HTTPException(404, str(e)) from e
 
@@ -69,13 +69,15 @@ def calibration_records() -> list[dict[str, Any]]:
 @router.get("/ui/reviews")
 def reviews(session: Session = Depends(page_session)) -> Response:
     """The reviews with their progress, and the form that starts a review of a calibration record."""
-    return page("reviews", session=session, reviews=review_sets.list_reviews(), records=calibration_records())
+    return page("reviews", session=session, reviews=review_store.list_reviews(), records=calibration_records())
 
 
 @router.post("/ui/reviews")
 def create_review(record_id: str = Form(...), labeler: str = Form(""),
                   session: Session = Depends(post_session)) -> Response:
     """Start a review of a calibration record's held-out items and open it."""
+    from slicelab.calibration import review_sets  # the calibration stack (scipy, scikit-learn): only when used
+
     if not record_id.replace("-", "").isalnum():
         raise HTTPException(404, f"no calibration record {record_id!r}")
     review = review_sets.create_calibration_review(load_record(record_id), labeler=labeler or None)
@@ -86,14 +88,14 @@ def create_review(record_id: str = Form(...), labeler: str = Form(""),
 def review_overview(review_id: str, session: Session = Depends(page_session)) -> Response:
     """A review's items in review order, each with whether it was reviewed; export and re-calibrate forms."""
     review = get_review(review_id)
-    decided = review_sets.decisions(review_id)
+    decided = review_store.decisions(review_id)
     rows = []
     for n, item in enumerate(review.items, start=1):
         dec = decided.get(item.id, {})
         changed = any(d["label"] != item.prefill.get(a) for a, d in dec.items())
         rows.append({"n": n, "item": item, "reviewed": bool(dec), "changed": changed})
     first_open = next((r["n"] for r in rows if not r["reviewed"]), 1)
-    return page("review", session=session, review=review, rows=rows, progress=review_sets.progress(review_id),
+    return page("review", session=session, review=review, rows=rows, progress=review_store.progress(review_id),
                 first_open=first_open)
 
 
@@ -103,8 +105,8 @@ def review_item(review_id: str, n: str, request: Request, session: Session = Dep
     """Item ``n`` of a review: its text and labels, and one decision field per axis."""
     review = get_review(review_id)
     n, item = get_item(review, n)
-    decided = review_sets.decisions(review_id).get(item.id, {})
-    return page("item", session=session, review=review, item=item, n=n, progress=review_sets.progress(review_id),
+    decided = review_store.decisions(review_id).get(item.id, {})
+    return page("item", session=session, review=review, item=item, n=n, progress=review_store.progress(review_id),
                 axes=axis_rows(state.taxonomy, review, item, decided), columns=[c["name"] for c in columns(item)],
                 saved=request.query_params.get("saved"))
 
@@ -122,9 +124,9 @@ def save_item(review_id: str, n: str, session: Session = Depends(post_session),
     n, item = get_item(review, n)
     only = str(form.get("only") or "") or None
     labels = form_labels(state.taxonomy, review, item, form, only=only)
-    review_sets.save_decision(review_id, item.id, labels, session.reviewer)
+    review_store.save_decision(review_id, item.id, labels, session.reviewer)
     if only:
-        return JSONResponse({"saved": only, "progress": review_sets.progress(review_id)})
+        return JSONResponse({"saved": only, "progress": review_store.progress(review_id)})
     if n < len(review.items):
         return see_other(f"/ui/reviews/{review_id}/items/{n + 1}?saved={n}")
     return see_other(f"/ui/reviews/{review_id}")
